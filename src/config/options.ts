@@ -1,0 +1,69 @@
+// What a user can set (options, or K3S_VM_* variables) and what the config layer resolves it to.
+
+/** How the VM's CPU is provided: hardware virtualisation, software emulation, or decided by a probe. */
+export type Accel = 'auto' | 'kvm' | 'tcg';
+
+/** Options given in code. Every one also has a K3S_VM_* variable; an option given here wins. */
+export interface K3sVmOptions {
+  /** Project root the defaults are relative to. @default the nearest folder upwards with a package.json */
+  readonly projectRoot?: string;
+  /** State directory of the instance (`K3S_VM_DIR`). @default '<projectRoot>/.k3s-vm' */
+  readonly dir?: string;
+  /** VM name, also its hostname (`K3S_VM_NAME`). @default 'k3s-vm' */
+  readonly name?: string;
+  /** Virtual CPUs (`K3S_VM_CPUS`). @default 2 */
+  readonly cpus?: number;
+  /** Memory in MiB (`K3S_VM_MEMORY`). @default 4096 */
+  readonly memoryMiB?: number;
+  /** Size of the persistent disk in MiB (`K3S_VM_DISK_SIZE`). @default 20480 */
+  readonly diskSizeMiB?: number;
+  /** Accelerator (`K3S_VM_ACCEL`). @default 'auto' */
+  readonly accel?: Accel;
+  /** Keep the VM running after the test run (`K3S_VM_KEEP`). @default false */
+  readonly keep?: boolean;
+  /** Host port forwarded to the API server (`K3S_VM_API_PORT`). @default a free port chosen at start */
+  readonly apiPort?: number;
+  /** Host port forwarded to SSH (`K3S_VM_SSH_PORT`). @default a free port chosen at start */
+  readonly sshPort?: number;
+  /** Overall deadline for boot and readiness, in seconds (`K3S_VM_TIMEOUT`). @default 300, tripled under emulation */
+  readonly timeoutSeconds?: number;
+  /** Nix expression (file or directory) that builds the VM (`K3S_VM_NIX`). @default the package's own nix/ */
+  readonly nix?: string;
+  /** K3s version for the package's nix/, such as '1.31' (`K3S_VM_K3S`). @default nixpkgs' default K3s */
+  readonly k3sVersion?: string;
+  /** Extra flags for the K3s server (passed to the Nix expression). @default [] */
+  readonly extraK3sFlags?: readonly string[];
+  /** Extra kernel command-line parameters for the guest. @default [] */
+  readonly kernelParams?: readonly string[];
+  /** Print debug lines (`K3S_VM_DEBUG`). @default false */
+  readonly debug?: boolean;
+  /** The nix-build program. @default 'nix-build' from PATH */
+  readonly nixBuild?: string;
+}
+
+/** Every option resolved, validated and absolute. Produced only by resolveConfig. */
+export interface ResolvedConfig {
+  readonly projectRoot: string;
+  readonly dir: string;
+  readonly name: string;
+  readonly cpus: number;
+  readonly memoryMiB: number;
+  readonly diskSizeMiB: number;
+  readonly accel: Accel;
+  readonly keep: boolean;
+  /** A fixed port, or undefined to choose a free one at start. */
+  readonly apiPort: number | undefined;
+  readonly sshPort: number | undefined;
+  /** Undefined means "the default for the accelerator in use". */
+  readonly timeoutSeconds: number | undefined;
+  /** Absolute path of the Nix expression (file or directory). */
+  readonly nix: string;
+  /** Normalised as 'MAJOR_MINOR' (like nixpkgs' k3s_1_31), or '' for the default. */
+  readonly k3sVersion: string;
+  readonly extraK3sFlags: readonly string[];
+  readonly kernelParams: readonly string[];
+  readonly debug: boolean;
+  readonly nixBuild: string;
+  /** Per-user cache (KVM probe results). */
+  readonly cacheDir: string;
+}

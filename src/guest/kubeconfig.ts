@@ -1,0 +1,40 @@
+// The guest's K3s kubeconfig, rewritten to reach the API through the forwarded host port.
+import { KubeConfig } from '@kubernetes/client-node';
+import { K3sVmError } from '../errors.js';
+
+/** Where K3s writes its admin kubeconfig in the guest. */
+export const guestKubeconfigPath = '/etc/rancher/k3s/k3s.yaml';
+
+/**
+ * Parses the guest's kubeconfig with client-node, points every cluster at
+ * https://127.0.0.1:<apiPort> (127.0.0.1 is in K3s's serving certificate) and
+ * re-serialises it. No text editing: a kubeconfig it cannot parse is an error.
+ */
+export function rewriteKubeconfig(guestKubeconfig: string, apiPort: number, contextName?: string): { kubeconfig: string; apiServerUrl: string } {
+  const source = new KubeConfig();
+  try {
+    source.loadFromString(guestKubeconfig);
+  } catch (error) {
+    throw new K3sVmError('NOT_READY', `the guest's ${guestKubeconfigPath} is not a valid kubeconfig: ${(error as Error).message}`, { cause: error });
+  }
+  if (source.clusters.length === 0 || source.users.length === 0) {
+    throw new K3sVmError('NOT_READY', `the guest's ${guestKubeconfigPath} has no cluster or no user`);
+  }
+  const apiServerUrl = `https://127.0.0.1:${apiPort}`;
+  const rename = (name: string) => (contextName && name === 'default' ? contextName : name);
+  const rewritten = new KubeConfig();
+  rewritten.loadFromOptions({
+    clusters: source.clusters.map((cluster) => ({ ...cluster, name: rename(cluster.name), server: apiServerUrl })),
+    users: source.users.map((user) => ({ ...user, name: rename(user.name) })),
+    contexts: source.contexts.map((context) => ({ ...context, name: rename(context.name), cluster: rename(context.cluster), user: rename(context.user) })),
+    currentContext: rename(source.getCurrentContext()),
+  });
+  return { kubeconfig: `${rewritten.exportConfig()}\n`, apiServerUrl };
+}
+
+/** Loads kubeconfig text into a KubeConfig. */
+export function loadKubeConfig(kubeconfig: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfig);
+  return kc;
+}

@@ -1,0 +1,94 @@
+// Starts the built VM through the NixOS run-script contract and records its pid.
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { K3sVmError } from '../errors.js';
+import { files } from '../state/files.js';
+import type { InstanceDir } from '../state/instance-dir.js';
+
+export interface LaunchPlan {
+  readonly runScript: string;
+  readonly diskImage: string;
+  readonly tmpDir: string;
+  readonly qmpSocket: string;
+  readonly apiPort: number;
+  readonly sshPort: number;
+  readonly accel: 'kvm' | 'tcg';
+  readonly kernelParams: readonly string[];
+}
+
+/**
+ * The environment for run-<name>-vm. Every forward is bound to 127.0.0.1: QEMU's
+ * `hostfwd=tcp::PORT-…` (empty address) would listen on every interface.
+ */
+export function runScriptEnv(plan: LaunchPlan): Record<string, string> {
+  for (const [what, value] of [['the QMP socket path', plan.qmpSocket], ['the disk image path', plan.diskImage]] as const) {
+    // QEMU_OPTS is word-split and -qmp's value is comma-separated.
+    if (/[\s,]/.test(value)) {
+      throw new K3sVmError('CONFIG_INVALID', `${what} ${JSON.stringify(value)} contains a space or a comma, which QEMU cannot take`, {
+        hint: 'use a state directory (K3S_VM_DIR) whose path has no spaces or commas',
+      });
+    }
+  }
+  return {
+    NIX_DISK_IMAGE: plan.diskImage,
+    TMPDIR: plan.tmpDir,
+    USE_TMPDIR: '1',
+    QEMU_NET_OPTS: [
+      `hostfwd=tcp:127.0.0.1:${plan.apiPort}-:6443`,
+      `hostfwd=tcp:127.0.0.1:${plan.sshPort}-:22`,
+    ].join(','),
+    QEMU_OPTS: [
+      // A later -machine wins over the script's accel=kvm:tcg, which would silently use a broken KVM.
+      '-machine', `accel=${plan.accel}`,
+      '-qmp', `unix:${plan.qmpSocket},server=on,wait=off`,
+      '-no-reboot',
+    ].join(' '),
+    QEMU_KERNEL_PARAMS: plan.kernelParams.join(' '),
+  };
+}
+
+export interface LaunchedVm {
+  readonly pid: number;
+  /** Resolves with QEMU's exit code when it ends (only while this process is its parent). */
+  readonly exited: Promise<number | null>;
+}
+
+/**
+ * Runs the script detached (its own process group, so Ctrl-C in the terminal reaches the
+ * test runner, which decides), serial console and QEMU's own messages appended to the
+ * serial log. The script execs QEMU, so the pid is QEMU's.
+ */
+export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<LaunchedVm> {
+  await mkdir(plan.tmpDir, { recursive: true, mode: 0o700 });
+  await rm(plan.qmpSocket, { force: true });
+  const log = openSync(dir.file(files.serialLog), 'a', 0o600);
+  let child;
+  try {
+    child = spawn(plan.runScript, [], {
+      cwd: plan.tmpDir,
+      detached: true,
+      stdio: ['ignore', log, log],
+      env: { ...process.env, ...runScriptEnv(plan) },
+    });
+  } finally {
+    closeSync(log);
+  }
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('exit', (code, signal) => resolve(code ?? (signal ? null : null)));
+    child.once('error', () => resolve(null));
+  });
+  const pid = await new Promise<number>((resolve, reject) => {
+    child.once('spawn', () => resolve(child.pid!));
+    child.once('error', (error) =>
+      reject(
+        new K3sVmError('QEMU_START_FAILED', `could not run ${plan.runScript}: ${error.message}`, {
+          cause: error,
+          hint: 'rebuild the VM (k3s-vm setup) and check that the script is executable',
+        }),
+      ),
+    );
+  });
+  child.unref();
+  return { pid, exited };
+}

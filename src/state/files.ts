@@ -1,0 +1,41 @@
+// The instance directory's files: every name the library reads or writes there is one of these.
+
+export const files = {
+  /** Resolved config and runtime fingerprint of the VM that was last started. */
+  config: 'config.json',
+  /** Folder holding the instance's SSH key pair. */
+  sshDir: 'ssh',
+  /** Private Ed25519 key (OpenSSH format, 0600) the guest trusts for root. */
+  sshKey: 'ssh/id_ed25519',
+  /** Public half of sshKey, baked into the VM image. */
+  sshPublicKey: 'ssh/id_ed25519.pub',
+  /** Nix out-link of the built VM; also a GC root, so nix-collect-garbage keeps the build. */
+  buildLink: 'result',
+  /** Hash of the build inputs and store path of the last successful build. */
+  buildStamp: 'build.json',
+  /** The VM's persistent disk (qcow2): cluster state lives here. */
+  disk: 'disk.qcow2',
+  /** The QEMU process id, written atomically once QEMU is spawned. */
+  pid: 'qemu.pid',
+  /** QMP control socket (or a symlink-free pointer to it when the path would be too long). */
+  qmp: 'qmp.sock',
+  /** The VM's serial console, appended to across boots. */
+  serialLog: 'serial.log',
+  /** Host ports, accelerator and start time of the running VM. */
+  runtime: 'runtime.json',
+  /** Kubeconfig for the running VM (0600, JSON, which kubectl reads as YAML), pointing at the forwarded API port. */
+  kubeconfig: 'kubeconfig',
+  /** Exclusive lock held while the VM is started, stopped or reset. */
+  lock: 'lock',
+  /** One file per process using the VM; the VM is stopped only when none is left. */
+  leasesDir: 'leases',
+  /** The VM's scratch directory (TMPDIR of the run script). */
+  tmpDir: 'tmp',
+  /** Keeps the whole directory out of git even if the project's .gitignore misses it. */
+  gitignore: '.gitignore',
+} as const;
+
+export type StateFile = (typeof files)[keyof typeof files];
+
+/** Unix domain socket paths are limited to 108 bytes including the terminating NUL. */
+export const maxSocketPathBytes = 107;
