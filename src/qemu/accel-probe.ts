@@ -56,6 +56,8 @@ export interface ProbeOptions {
   readonly timeoutMs?: number;
   readonly qemu?: string;
   readonly devKvm?: string;
+  /** Run the loop under this accelerator (tcg proves the payload itself works). @default 'kvm' */
+  readonly accel?: 'kvm' | 'tcg';
 }
 
 /** Runs the probe now (no cache). */
@@ -64,12 +66,15 @@ export async function probeKvm(options: ProbeOptions = {}): Promise<KvmProbeResu
   const bootId = await currentBootId();
   const devKvm = options.devKvm ?? '/dev/kvm';
   const result = (usable: boolean, reason: string): KvmProbeResult => ({ usable, reason, durationMs: Date.now() - started, bootId });
-  try {
-    await access(devKvm, constants.R_OK | constants.W_OK);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return result(false, `${devKvm} does not exist (no hardware virtualisation, or the kvm module is not loaded)`);
-    return result(false, `${devKvm} is not accessible to this user (${code})`);
+  const accel = options.accel ?? 'kvm';
+  if (accel === 'kvm') {
+    try {
+      await access(devKvm, constants.R_OK | constants.W_OK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return result(false, `${devKvm} does not exist (no hardware virtualisation, or the kvm module is not loaded)`);
+      return result(false, `${devKvm} is not accessible to this user (${code})`);
+    }
   }
   const folder = await mkdtemp(join(tmpdir(), 'k3s-vm-kvm-probe-'));
   try {
@@ -78,7 +83,7 @@ export async function probeKvm(options: ProbeOptions = {}): Promise<KvmProbeResu
     const run = await execa(
       options.qemu ?? 'qemu-system-x86_64',
       [
-        '-machine', 'pc,accel=kvm',
+        '-machine', `pc,accel=${accel}`,
         '-nodefaults',
         '-display', 'none',
         '-no-reboot',
@@ -90,7 +95,7 @@ export async function probeKvm(options: ProbeOptions = {}): Promise<KvmProbeResu
     );
     if (run.exitCode === expectedExitCode) return result(true, '');
     if (run.timedOut) {
-      return result(false, `${devKvm} opens but KVM does not run guest code: a short loop did not finish in ${options.timeoutMs ?? 2000} ms`);
+      return result(false, `${accel === 'kvm' ? `${devKvm} opens but KVM` : 'TCG'} does not run guest code: a short loop did not finish in ${options.timeoutMs ?? 2000} ms`);
     }
     if (run.code === 'ENOENT') return result(false, 'qemu-system-x86_64 was not found on PATH');
     const said = String(run.stderr).trim().split('\n').at(-1) ?? '';

@@ -1,0 +1,127 @@
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { findProjectRoot, packageNixDir, resolveConfig } from '../../src/config/resolve-config.js';
+import { K3sVmError } from '../../src/errors.js';
+
+const project = mkdtempSync(join(tmpdir(), 'k3s-vm-config-'));
+writeFileSync(join(project, 'package.json'), '{}');
+mkdirSync(join(project, 'src', 'deep'), { recursive: true });
+mkdirSync(join(project, 'vm'));
+writeFileSync(join(project, 'vm', 'default.nix'), '{ ... }: {}');
+
+function refused(env: Record<string, string>, options = {}): K3sVmError {
+  try {
+    resolveConfig(options, env, project);
+  } catch (error) {
+    expect(error).toBeInstanceOf(K3sVmError);
+    expect((error as K3sVmError).code).toBe('CONFIG_INVALID');
+    return error as K3sVmError;
+  }
+  throw new Error(`expected ${JSON.stringify(env)} to be refused`);
+}
+
+describe('resolveConfig', () => {
+  it('applies the defaults relative to the project root found upwards from the working directory', () => {
+    const config = resolveConfig({}, {}, join(project, 'src', 'deep'));
+    expect(config.projectRoot).toBe(project);
+    expect(config.dir).toBe(join(project, '.k3s-vm'));
+    expect(config).toMatchObject({ name: 'k3s-vm', cpus: 2, memoryMiB: 4096, diskSizeMiB: 20480, accel: 'auto', keep: false, debug: false });
+    expect(config.apiPort).toBeUndefined();
+    expect(config.sshPort).toBeUndefined();
+    expect(config.timeoutSeconds).toBeUndefined();
+    expect(config.nix).toBe(packageNixDir);
+    expect(config.k3sVersion).toBe('');
+  });
+
+  it('reads every K3S_VM_* variable', () => {
+    const config = resolveConfig(
+      {},
+      {
+        K3S_VM_DIR: 'state',
+        K3S_VM_NAME: 'ci-vm',
+        K3S_VM_CPUS: '4',
+        K3S_VM_MEMORY: '8192',
+        K3S_VM_DISK_SIZE: '30000',
+        K3S_VM_ACCEL: 'TCG',
+        K3S_VM_KEEP: '1',
+        K3S_VM_API_PORT: '16443',
+        K3S_VM_SSH_PORT: '12222',
+        K3S_VM_TIMEOUT: '900',
+        K3S_VM_NIX: 'vm',
+        K3S_VM_K3S: '1.31',
+        K3S_VM_DEBUG: 'true',
+      },
+      project,
+    );
+    expect(config).toMatchObject({
+      dir: join(project, 'state'),
+      name: 'ci-vm',
+      cpus: 4,
+      memoryMiB: 8192,
+      diskSizeMiB: 30000,
+      accel: 'tcg',
+      keep: true,
+      apiPort: 16443,
+      sshPort: 12222,
+      timeoutSeconds: 900,
+      nix: join(project, 'vm'),
+      k3sVersion: '1_31',
+      debug: true,
+    });
+  });
+
+  it('lets explicit options win over the environment', () => {
+    const config = resolveConfig({ cpus: 8, keep: false, accel: 'kvm' }, { K3S_VM_CPUS: '4', K3S_VM_KEEP: '1', K3S_VM_ACCEL: 'tcg' }, project);
+    expect(config).toMatchObject({ cpus: 8, keep: false, accel: 'kvm' });
+  });
+
+  it('treats an empty variable as unset', () => {
+    expect(resolveConfig({}, { K3S_VM_CPUS: '' }, project).cpus).toBe(2);
+  });
+
+  it.each([
+    [{ K3S_VM_MEMORY: 'abc' }, 'K3S_VM_MEMORY="abc"', 'MiB'],
+    [{ K3S_VM_MEMORY: '4G' }, 'K3S_VM_MEMORY="4G"', 'MiB'],
+    [{ K3S_VM_CPUS: '0' }, 'K3S_VM_CPUS="0"', 'from 1 to 256'],
+    [{ K3S_VM_CPUS: '1.5' }, 'K3S_VM_CPUS="1.5"', 'whole number'],
+    [{ K3S_VM_ACCEL: 'fast' }, 'K3S_VM_ACCEL="fast"', 'auto, kvm or tcg'],
+    [{ K3S_VM_KEEP: 'maybe' }, 'K3S_VM_KEEP="maybe"', '1, true'],
+    [{ K3S_VM_API_PORT: '80' }, 'K3S_VM_API_PORT="80"', 'from 1024 to 65535'],
+    [{ K3S_VM_SSH_PORT: '70000' }, 'K3S_VM_SSH_PORT="70000"', 'from 1024 to 65535'],
+    [{ K3S_VM_TIMEOUT: '-5' }, 'K3S_VM_TIMEOUT="-5"', 'seconds'],
+    [{ K3S_VM_NAME: 'My VM' }, 'K3S_VM_NAME="My VM"', 'hostname'],
+    [{ K3S_VM_K3S: 'latest' }, 'K3S_VM_K3S="latest"', '1.31'],
+    [{ K3S_VM_NIX: 'no/such/dir' }, 'K3S_VM_NIX="no/such/dir"', 'does not exist'],
+  ])('refuses %j naming the variable, the value and what is accepted', (env, named, accepted) => {
+    const error = refused(env);
+    expect(error.message).toContain(named);
+    expect(error.message).toContain(accepted);
+    expect(error.hint).toBeTruthy();
+  });
+
+  it('names the option, not a variable, when a bad value comes from code', () => {
+    const error = refused({}, { memoryMiB: -1 });
+    expect(error.message).toContain('option memoryMiB=-1');
+  });
+
+  it('refuses the same fixed port for the API and SSH', () => {
+    expect(() => resolveConfig({}, { K3S_VM_API_PORT: '20000', K3S_VM_SSH_PORT: '20000' }, project)).toThrow(/both 20000/);
+  });
+
+  it('refuses a state directory path that is a file', () => {
+    writeFileSync(join(project, 'not-a-dir'), '');
+    expect(() => resolveConfig({}, { K3S_VM_DIR: 'not-a-dir' }, project)).toThrow(/is not a directory/);
+  });
+
+  it('finds the project root like npm does, and falls back to the directory itself', () => {
+    expect(findProjectRoot(join(project, 'src', 'deep'))).toBe(project);
+    const bare = mkdtempSync(join(tmpdir(), 'k3s-vm-bare-'));
+    expect(findProjectRoot(bare)).toBe(bare);
+  });
+
+  it('keeps the cache directory under XDG_CACHE_HOME when set', () => {
+    expect(resolveConfig({}, { XDG_CACHE_HOME: '/x/cache' }, project).cacheDir).toBe('/x/cache/k3s-vm');
+  });
+});
