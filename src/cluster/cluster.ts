@@ -1,5 +1,7 @@
 // The lifecycle operations the adapters call: start-or-attach, stop, status, reset, build.
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { K3sVmOptions, ResolvedConfig } from '../config/options.js';
 import { resolveConfig } from '../config/resolve-config.js';
 import { buildParameters, fingerprintDifferences, runtimeFingerprint } from '../config/fingerprint.js';
@@ -18,7 +20,7 @@ import { files } from '../state/files.js';
 import { InstanceDir } from '../state/instance-dir.js';
 import { clearLeases, liveLeases, takeLease, type Lease } from '../state/leases.js';
 import { withLock } from '../state/lock.js';
-import { isRunning } from '../state/process.js';
+import { isInstanceQemu, isRunning } from '../state/process.js';
 import { logTailBlock, tailFile } from '../state/serial-log.js';
 import { deriveStatus, qmpSocketPath, type InstanceStatus, type RuntimeRecord } from '../state/status.js';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -28,6 +30,10 @@ export interface ClusterOptions extends K3sVmOptions {
   /** Progress and warnings go here. @default silent */
   readonly logger?: Logger;
   readonly signal?: AbortSignal;
+  /** The environment K3S_VM_* variables are read from. @default process.env */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Where the project root is searched from. @default process.cwd() */
+  readonly cwd?: string;
 }
 
 export interface StartOptions extends ClusterOptions {
@@ -140,7 +146,7 @@ interface Prepared {
 }
 
 async function prepare(options: ClusterOptions): Promise<Prepared> {
-  const config = resolveConfig(options);
+  const config = resolveConfig(options, options.env, options.cwd);
   const dir = new InstanceDir(config.dir);
   await dir.ensure();
   return { config, dir, logger: options.logger ?? silentLogger };
@@ -197,6 +203,10 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
 
   const kubeconfigPath = dir.file(files.kubeconfig);
   let stopped: Promise<{ stoppedVm: boolean }> | undefined;
+  // If the process exits without stop() (a runner that calls process.exit on Ctrl-C), there
+  // is no time for a graceful power-down; still leave no unkept VM without users behind.
+  const onExit = () => releaseAtExit(dir, lease.id);
+  process.once('exit', onExit);
   const cluster: StartedCluster = {
     config,
     name: config.name,
@@ -219,7 +229,10 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
         ssh.close();
       }
     },
-    stop: () => (stopped ??= release(dir, lease, logger)),
+    stop: () => {
+      process.off('exit', onExit);
+      return (stopped ??= release(dir, lease, logger));
+    },
     [Symbol.asyncDispose]: async () => {
       await cluster.stop();
     },
@@ -387,6 +400,26 @@ async function release(dir: InstanceDir, lease: Lease, logger: Logger): Promise<
   });
 }
 
+/** The synchronous last resort of an exiting process: drop the lease; stop QEMU if unkept and unused. */
+function releaseAtExit(dir: InstanceDir, leaseId: string): void {
+  try {
+    rmSync(dir.file(join(files.leasesDir, `${leaseId}.json`)), { force: true });
+    const runtime = JSON.parse(readFileSync(dir.file(files.runtime), 'utf8')) as RuntimeRecord;
+    if (runtime.keep || !isInstanceQemu(runtime.pid, runtime.qmpSocket)) return;
+    const others = readdirSync(dir.file(files.leasesDir)).filter((name) => {
+      const pid = Number.parseInt(name, 10);
+      return pid !== process.pid && isRunning(pid);
+    });
+    if (others.length > 0) return;
+    process.kill(runtime.pid, 'SIGTERM');
+    rmSync(dir.file(files.pid), { force: true });
+    rmSync(dir.file(files.runtime), { force: true });
+    rmSync(dir.file(files.kubeconfig), { force: true });
+  } catch {
+    // Nothing more can be done while exiting; the next run finds and cleans what is left.
+  }
+}
+
 export interface StopClusterResult {
   /** What was running before. */
   readonly previous: InstanceStatus['state'];
@@ -419,7 +452,7 @@ export interface ClusterStatus {
 
 /** The instance's status, derived from its files and process liveness. */
 export async function clusterStatus(options: ClusterOptions = {}): Promise<ClusterStatus> {
-  const config = resolveConfig(options);
+  const config = resolveConfig(options, options.env, options.cwd);
   const dir = new InstanceDir(config.dir);
   const status = await deriveStatus(dir);
   const disk = await stat(dir.file(files.disk)).catch(() => undefined);

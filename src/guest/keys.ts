@@ -1,5 +1,5 @@
 // The instance's SSH key pair (Ed25519, OpenSSH format), generated once per instance directory.
-import { utils } from 'ssh2';
+import ssh2 from 'ssh2';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
 
@@ -13,7 +13,7 @@ export async function ensureKeyPair(dir: InstanceDir, comment = 'k3s-vm'): Promi
   const privateKey = await dir.readText(files.sshKey);
   const publicKey = await dir.readText(files.sshPublicKey);
   if (privateKey && publicKey) return { privateKey, publicKey: publicKey.trim() };
-  const pair = utils.generateKeyPairSync('ed25519', { comment });
+  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
   await dir.writeAtomic(files.sshKey, pair.private, 0o600);
   await dir.writeAtomic(files.sshPublicKey, `${pair.public.trim()}\n`, 0o600);
   return { privateKey: pair.private, publicKey: pair.public.trim() };

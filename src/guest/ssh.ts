@@ -1,6 +1,6 @@
 // SSH into the guest with ssh2 and the instance key: wait until it answers, run commands, read files.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, type ConnectConfig } from 'ssh2';
+import ssh2, { type Client, type ConnectConfig } from 'ssh2';
 import { abortError, K3sVmError } from '../errors.js';
 
 export interface ExecResult {
@@ -26,7 +26,7 @@ export class GuestSsh {
   /** Connects once; rejects if the guest does not complete the handshake within timeoutMs. */
   static connect(target: SshTarget, timeoutMs = 10_000): Promise<GuestSsh> {
     return new Promise((resolve, reject) => {
-      const client = new Client();
+      const client = new ssh2.Client();
       const config: ConnectConfig = {
         host: target.host ?? '127.0.0.1',
         port: target.port,

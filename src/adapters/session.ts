@@ -1,0 +1,104 @@
+// One cluster per test-runner process: started once, released once, and cleaned up on Ctrl-C or SIGTERM.
+import { startCluster, type StartedCluster, type StartOptions } from '../cluster/cluster.js';
+import { resolveConfig } from '../config/resolve-config.js';
+import { K3sVmError } from '../errors.js';
+import { createStreamLogger, type Logger } from '../log.js';
+
+/** What a test process receives: plain data, so it can cross to workers. */
+export interface ProvidedCluster {
+  /** Instance (VM) name. */
+  readonly name: string;
+  /** Kubeconfig text; its server is https://127.0.0.1:<apiPort>. */
+  readonly kubeconfig: string;
+  /** Path of the same kubeconfig in the state directory (0600). */
+  readonly kubeconfigPath: string;
+  readonly apiServerUrl: string;
+  readonly apiPort: number;
+  readonly sshPort: number;
+  /** True when this run booted the VM, false when it attached to a running one. */
+  readonly booted: boolean;
+}
+
+export interface Session {
+  readonly cluster: StartedCluster;
+  readonly provided: ProvidedCluster;
+  /** Releases this process's hold (stopping the VM if it was the last user and not kept). */
+  release(): Promise<void>;
+}
+
+let current: { promise: Promise<Session>; users: number } | undefined;
+
+const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * Starts or attaches to the cluster once per process; a second call (a runner calling global
+ * setup twice) gets the same session. Signals during boot abort it (no QEMU is left behind);
+ * signals afterwards release the cluster, then the signal is raised again so the runner exits
+ * as it normally would.
+ */
+export function openSession(options: StartOptions = {}, logger?: Logger): Promise<Session> {
+  if (current) {
+    current.users++;
+    return current.promise;
+  }
+  const entry = { promise: createSession(options, logger), users: 1 };
+  current = entry;
+  entry.promise.catch(() => {
+    if (current === entry) current = undefined;
+  });
+  return entry.promise;
+}
+
+async function createSession(options: StartOptions, givenLogger: Logger | undefined): Promise<Session> {
+  const config = resolveConfig(options, options.env, options.cwd);
+  const logger = givenLogger ?? options.logger ?? createStreamLogger(process.stderr, { debug: config.debug });
+  const controller = new AbortController();
+  let cluster: StartedCluster | undefined;
+  let releasing: Promise<void> | undefined;
+
+  const release = () =>
+    (releasing ??= (async () => {
+      for (const signal of signals) process.off(signal, onSignal);
+      if (cluster) await cluster.stop();
+    })());
+
+  function onSignal(signal: NodeJS.Signals): void {
+    logger.warn(`${signal} received: ${cluster ? 'releasing the cluster' : 'aborting the boot'}`);
+    if (!cluster) controller.abort(new K3sVmError('ABORTED', `boot aborted by ${signal}`));
+    void release()
+      .catch((error: unknown) => logger.warn(`cleanup after ${signal} failed: ${(error as Error).message}`))
+      .finally(() => {
+        // With our handler gone, the signal does what it would have done without us.
+        if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+      });
+  }
+  for (const signal of signals) process.on(signal, onSignal);
+
+  try {
+    cluster = await startCluster({ ...options, logger, signal: controller.signal });
+  } catch (error) {
+    for (const signal of signals) process.off(signal, onSignal);
+    throw error;
+  }
+  const provided: ProvidedCluster = {
+    name: cluster.name,
+    kubeconfig: cluster.kubeconfig,
+    kubeconfigPath: cluster.kubeconfigPath,
+    apiServerUrl: cluster.apiServerUrl,
+    apiPort: cluster.apiPort,
+    sshPort: cluster.sshPort,
+    booted: cluster.booted,
+  };
+  return { cluster, provided, release };
+}
+
+/** Ends one use of the session; the last one releases the cluster. */
+export async function closeSession(): Promise<void> {
+  const entry = current;
+  if (!entry) return;
+  entry.users--;
+  if (entry.users > 0) return;
+  current = undefined;
+  const session = await entry.promise.catch(() => undefined);
+  await session?.release();
+}

@@ -1,0 +1,81 @@
+// k3s-vm/vitest: a Vitest global setup that provides the cluster, and test-side helpers.
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { inject, test as baseTest } from 'vitest';
+import type { TestProject } from 'vitest/node';
+import type { StartOptions } from '../../cluster/cluster.js';
+import { closeSession, openSession, type ProvidedCluster } from '../session.js';
+
+export type { ProvidedCluster } from '../session.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** The cluster from k3s-vm's global setup. */
+    k3sVm: ProvidedCluster;
+  }
+}
+
+/**
+ * A global setup with options from code:
+ * `globalSetup: ['./k3s.setup.ts']` with `export default createGlobalSetup({ memoryMiB: 2048 })`.
+ */
+export function createGlobalSetup(options: StartOptions = {}) {
+  return async function setup(project: Pick<TestProject, 'provide'>): Promise<() => Promise<void>> {
+    const session = await openSession(options);
+    project.provide('k3sVm', session.provided);
+    return closeSession;
+  };
+}
+
+/** The default global setup: `globalSetup: ['k3s-vm/vitest']`, configured by K3S_VM_* variables. */
+const setup = createGlobalSetup();
+export default setup;
+
+/** The cluster the global setup provided; throws a clear error if it is not configured. */
+export function useK3sVm(): ProvidedCluster {
+  const provided = inject('k3sVm');
+  if (!provided) {
+    throw new Error("k3s-vm: no cluster was provided. Add globalSetup: ['k3s-vm/vitest'] to the test section of your vitest.config");
+  }
+  return provided;
+}
+
+/** A loaded client-node KubeConfig for the test cluster. */
+export function useKubeConfig(): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromString(useK3sVm().kubeconfig);
+  return kc;
+}
+
+/** A namespace name from a test name: DNS-1123, at most 63 characters, unique per test. */
+export function namespaceNameFor(testName: string): string {
+  const slug = testName.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40).replace(/-+$/, '');
+  const suffix = Math.random().toString(36).slice(2, 8);
+  return `t-${slug || 'test'}-${suffix}`;
+}
+
+export interface K3sVmFixtures {
+  /** A client-node KubeConfig for the cluster. */
+  kubeConfig: KubeConfig;
+  /** A namespace of this test's own: created before it, deleted after it. */
+  namespace: string;
+}
+
+/** `test` with the cluster fixtures: `test('…', async ({ kubeConfig, namespace }) => …)`. */
+export const test = baseTest.extend<K3sVmFixtures>({
+  // eslint-disable-next-line no-empty-pattern
+  kubeConfig: async ({}, use) => {
+    await use(useKubeConfig());
+  },
+  namespace: async ({ kubeConfig, task }, use) => {
+    const api = kubeConfig.makeApiClient(CoreV1Api);
+    const name = namespaceNameFor(task.name);
+    await api.createNamespace({ body: { metadata: { name, labels: { 'app.kubernetes.io/managed-by': 'k3s-vm' } } } });
+    try {
+      await use(name);
+    } finally {
+      await api.deleteNamespace({ name }).catch(() => undefined);
+    }
+  },
+});
+
+export const it = test;
