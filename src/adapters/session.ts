@@ -26,7 +26,15 @@ export interface Session {
   release(): Promise<void>;
 }
 
-let current: { promise: Promise<Session>; users: number } | undefined;
+interface Slot {
+  current: { promise: Promise<Session>; users: number } | undefined;
+}
+
+/**
+ * One slot per process, on globalThis: a runner may load the adapter twice (Jest loads global
+ * setup and teardown as separate modules), and setup must still happen once.
+ */
+const slot: Slot = ((globalThis as Record<symbol, unknown>)[Symbol.for('k3s-vm.session')] ??= { current: undefined }) as Slot;
 
 const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
@@ -37,14 +45,14 @@ const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
  * as it normally would.
  */
 export function openSession(options: StartOptions = {}, logger?: Logger): Promise<Session> {
-  if (current) {
-    current.users++;
-    return current.promise;
+  if (slot.current) {
+    slot.current.users++;
+    return slot.current.promise;
   }
   const entry = { promise: createSession(options, logger), users: 1 };
-  current = entry;
+  slot.current = entry;
   entry.promise.catch(() => {
-    if (current === entry) current = undefined;
+    if (slot.current === entry) slot.current = undefined;
   });
   return entry.promise;
 }
@@ -94,11 +102,11 @@ async function createSession(options: StartOptions, givenLogger: Logger | undefi
 
 /** Ends one use of the session; the last one releases the cluster. */
 export async function closeSession(): Promise<void> {
-  const entry = current;
+  const entry = slot.current;
   if (!entry) return;
   entry.users--;
   if (entry.users > 0) return;
-  current = undefined;
+  slot.current = undefined;
   const session = await entry.promise.catch(() => undefined);
   await session?.release();
 }

@@ -10,6 +10,9 @@ export interface BuildParameters {
   readonly diskSizeMiB: number;
   readonly k3sVersion: string;
   readonly extraK3sFlags: readonly string[];
+  readonly disable: readonly string[];
+  readonly airgapImages: boolean;
+  readonly extraModules: readonly string[];
   readonly sshPublicKey: string;
 }
 
@@ -21,6 +24,9 @@ export function buildParameters(config: ResolvedConfig, sshPublicKey: string): B
     diskSizeMiB: config.diskSizeMiB,
     k3sVersion: config.k3sVersion,
     extraK3sFlags: [...config.extraK3sFlags],
+    disable: [...config.disable],
+    airgapImages: config.airgapImages,
+    extraModules: [...config.extraModules],
     sshPublicKey: sshPublicKey.trim(),
   };
 }
@@ -38,6 +44,9 @@ export function runtimeFingerprint(config: ResolvedConfig): Readonly<Record<stri
     diskSizeMiB: String(config.diskSizeMiB),
     k3sVersion: config.k3sVersion || '(default)',
     extraK3sFlags: config.extraK3sFlags.join(' ') || '(none)',
+    disable: config.disable.join(',') || '(none)',
+    airgapImages: String(config.airgapImages),
+    extraModules: config.extraModules.join(' ') || '(none)',
     kernelParams: config.kernelParams.join(' ') || '(none)',
     accel: config.accel,
     apiPort: config.apiPort === undefined ? '(any)' : String(config.apiPort),

@@ -33,6 +33,12 @@ export interface K3sVmOptions {
   readonly k3sVersion?: string;
   /** Extra flags for the K3s server (passed to the Nix expression). @default [] */
   readonly extraK3sFlags?: readonly string[];
+  /** K3s components to disable (`--disable=…`). @default ['traefik'] */
+  readonly disable?: readonly string[];
+  /** Preload K3s's air-gap images into the VM, so the cluster needs no registry. @default true */
+  readonly airgapImages?: boolean;
+  /** Extra NixOS modules (paths, relative to the project root) added to the VM. @default [] */
+  readonly extraModules?: readonly string[];
   /** Extra kernel command-line parameters for the guest. @default [] */
   readonly kernelParams?: readonly string[];
   /** Print debug lines (`K3S_VM_DEBUG`). @default false */
@@ -61,6 +67,10 @@ export interface ResolvedConfig {
   /** Normalised as 'MAJOR_MINOR' (like nixpkgs' k3s_1_31), or '' for the default. */
   readonly k3sVersion: string;
   readonly extraK3sFlags: readonly string[];
+  readonly disable: readonly string[];
+  readonly airgapImages: boolean;
+  /** Absolute paths. */
+  readonly extraModules: readonly string[];
   readonly kernelParams: readonly string[];
   readonly debug: boolean;
   readonly nixBuild: string;

@@ -176,6 +176,15 @@ export function resolveConfig(
   }
 
   const extraK3sFlags = stringList(options.extraK3sFlags, options.extraK3sFlags && { label: 'option extraK3sFlags', raw: JSON.stringify(options.extraK3sFlags) });
+  const disable = options.disable === undefined ? ['traefik'] : stringList(options.disable, { label: 'option disable', raw: JSON.stringify(options.disable) });
+  const airgapImages = options.airgapImages ?? true;
+  const extraModules = stringList(options.extraModules, options.extraModules && { label: 'option extraModules', raw: JSON.stringify(options.extraModules) }).map((path) => {
+    const absolute = fromRoot(path);
+    if (!existsSync(absolute)) {
+      throw new K3sVmError('CONFIG_INVALID', `option extraModules: ${absolute} does not exist`, { hint: 'give paths of NixOS module files, relative to the project root' });
+    }
+    return absolute;
+  });
   const kernelParams = stringList(options.kernelParams, options.kernelParams && { label: 'option kernelParams', raw: JSON.stringify(options.kernelParams) });
 
   const nixBuild = options.nixBuild ?? defaults.nixBuild;
@@ -197,9 +206,28 @@ export function resolveConfig(
     nix,
     k3sVersion,
     extraK3sFlags,
+    disable,
+    airgapImages,
+    extraModules,
     kernelParams,
     debug,
     nixBuild,
     cacheDir,
   };
+}
+
+/** The variable through which a runner's global setup hands the cluster to its worker processes. */
+export const handoffVariable = 'K3S_VM_PROVIDED';
+
+/** Reads the cluster handed to this worker process (JSON), if any. */
+export function readHandoff<T>(env: Env = process.env): T | undefined {
+  const text = env[handoffVariable];
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new K3sVmError('CONFIG_INVALID', `${handoffVariable} does not hold the JSON that k3s-vm's global setup writes`, {
+      hint: `unset ${handoffVariable}; k3s-vm's global setup sets it for the test workers`,
+    });
+  }
 }

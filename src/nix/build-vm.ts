@@ -51,6 +51,9 @@ export function nixBuildArgs(nix: string, outLink: string, parameters: BuildPara
     '--arg', 'diskSizeMiB', String(parameters.diskSizeMiB),
     '--argstr', 'k3sVersion', parameters.k3sVersion,
     '--argstr', 'extraK3sFlagsJson', JSON.stringify(parameters.extraK3sFlags),
+    '--argstr', 'disableJson', JSON.stringify(parameters.disable),
+    '--arg', 'airgapImages', parameters.airgapImages ? 'true' : 'false',
+    '--argstr', 'extraModulesJson', JSON.stringify(parameters.extraModules),
     '--argstr', 'sshPublicKey', parameters.sshPublicKey,
   ];
 }

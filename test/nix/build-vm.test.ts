@@ -12,7 +12,7 @@ import type { Logger } from '../../src/log.js';
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-nix-'));
 const counter = join(root, 'nix-build-calls');
 const wrapper = join(root, 'nix-build-counting');
-const params: BuildParameters = { name: 'tiny', cpus: 2, memoryMiB: 1024, diskSizeMiB: 512, k3sVersion: '', extraK3sFlags: [], sshPublicKey: 'ssh-ed25519 AAAA test' };
+const params: BuildParameters = { name: 'tiny', cpus: 2, memoryMiB: 1024, diskSizeMiB: 512, k3sVersion: '', extraK3sFlags: [], disable: ['traefik'], airgapImages: true, extraModules: [], sshPublicKey: 'ssh-ed25519 AAAA test' };
 
 function recordingLogger(): Logger & { lines: string[] } {
   const lines: string[] = [];
@@ -47,6 +47,9 @@ describe('buildVm with the real nix-build', () => {
       '--arg', 'diskSizeMiB', '512',
       '--argstr', 'k3sVersion', '',
       '--argstr', 'extraK3sFlagsJson', '["--disable=traefik"]',
+      '--argstr', 'disableJson', '["traefik"]',
+      '--arg', 'airgapImages', 'true',
+      '--argstr', 'extraModulesJson', '[]',
       '--argstr', 'sshPublicKey', 'ssh-ed25519 AAAA "quoted" key',
     ]);
   });
