@@ -1,0 +1,49 @@
+// The Jest adapter as users meet it: a consumer project run by the real Jest.
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stopCluster } from '../../src/cluster/cluster.js';
+import { consumerEnv, linkPackage, runIn } from '../helpers/consumer.js';
+import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
+
+const project = join(repoRoot, 'fixtures', 'consumer-jest');
+const dirs: string[] = [];
+const jestEnv = (dir: string, extra: Record<string, string> = {}) => consumerEnv(dir, { NODE_OPTIONS: '--experimental-vm-modules --no-warnings', ...extra });
+
+function qemuProcessesUsing(dir: string): string[] {
+  return execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
+    .split('\n')
+    .filter((line) => line.includes('qemu-system') && line.includes(dir));
+}
+
+beforeAll(() => linkPackage(project));
+afterAll(async () => {
+  for (const dir of dirs) await stopCluster({ dir, env: {}, force: true }).catch(() => undefined);
+});
+
+describe('a Jest project with k3s-vm/jest/setup and k3s-vm/jest/teardown', () => {
+  it.each([
+    ['with workers', ['--maxWorkers=2']],
+    ['in band', ['--runInBand']],
+  ])('runs its tests against the VM %s and leaves nothing running', async (_label, flags) => {
+    const dir = freshStateDir('jest');
+    dirs.push(dir);
+    const run = await runIn(project, 'jest', [...flags], jestEnv(dir));
+    expect(run.exitCode, run.all).toBe(0);
+    expect(run.all).toMatch(/Tests:\s+4 passed, 4 total/);
+    expect(run.all).toMatch(/booting consumer/);
+    expect(qemuProcessesUsing(dir)).toEqual([]);
+  });
+
+  it('leaves no QEMU behind on Ctrl-C, although Jest skips globalTeardown then', async () => {
+    const dir = freshStateDir('jest-int');
+    dirs.push(dir);
+    const run = runIn(project, 'jest', ['--runInBand', '--config', 'jest.interrupt.config.js'], jestEnv(dir));
+    let output = '';
+    run.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await expect.poll(() => output, { timeout: 200_000, interval: 200 }).toMatch(/slow test started/);
+    run.kill('SIGINT');
+    await run;
+    await expect.poll(() => qemuProcessesUsing(dir).length, { timeout: 30_000, interval: 200 }).toBe(0);
+  });
+});

@@ -1,0 +1,36 @@
+// Runs a consumer project in fixtures/ with its test runner, the way its users would.
+import { mkdirSync, rmSync, symlinkSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { repoRoot, testGuestNix } from './test-guest.js';
+
+/** Makes `k3s-vm` resolve to this repository from a consumer project, as an install would. */
+export function linkPackage(project: string): void {
+  const link = join(project, 'node_modules', 'k3s-vm');
+  mkdirSync(join(project, 'node_modules'), { recursive: true });
+  if (!existsSync(link)) {
+    rmSync(link, { force: true });
+    symlinkSync(repoRoot, link, 'dir');
+  }
+}
+
+/** The environment a consumer run gets: the test guest as the VM, a given state directory. */
+export function consumerEnv(stateDir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    K3S_VM_DIR: stateDir,
+    K3S_VM_NIX: testGuestNix,
+    K3S_VM_NAME: 'consumer',
+    K3S_VM_ACCEL: 'tcg',
+    K3S_VM_MEMORY: '1024',
+    K3S_VM_DISK_SIZE: '256',
+    K3S_VM_TIMEOUT: '240',
+    K3S_VM_KEEP: '',
+    NO_COLOR: '1',
+    ...extra,
+  };
+}
+
+/** Starts `vitest run` (or another command) in a consumer project with the given environment. */
+export function runIn(project: string, command: string, args: string[], env: Record<string, string>) {
+  return execa(command, args, { cwd: project, env, reject: false, all: true, preferLocal: true, localDir: repoRoot, stdin: 'ignore' });
+}
