@@ -37,10 +37,19 @@ export class GuestSsh {
         // The host key changes with every new disk; the key pair and 127.0.0.1 forward are ours.
         hostVerifier: () => true,
       };
-      client.once('ready', () => resolve(new GuestSsh(client)));
-      client.once('error', (error) => {
+      let settled = false;
+      client.once('ready', () => {
+        settled = true;
+        resolve(new GuestSsh(client));
+      });
+      // ssh2 can report more than one error for one connection (and more after the VM powers
+      // off under an open session): keep a listener for the connection's whole life.
+      client.on('error', (error) => {
         client.end();
-        reject(error);
+        if (!settled) {
+          settled = true;
+          reject(error);
+        }
       });
       client.connect(config);
     });
