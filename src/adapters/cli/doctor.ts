@@ -36,7 +36,7 @@ export async function runChecks(config: ResolvedConfig): Promise<Check[]> {
           name: 'nixpkgs',
           level: usesPackageNix ? 'fail' : 'warn',
           detail: '<nixpkgs> is not on the Nix search path',
-          fix: 'nix-channel --add https://nixos.org/channels/nixos-24.11 nixpkgs && nix-channel --update (or set NIX_PATH=nixpkgs=…)',
+          fix: 'nix-channel --add https://nixos.org/channels/nixos-unstable nixpkgs && nix-channel --update (or set NIX_PATH=nixpkgs=…)',
         },
   );
   const qemu = await version('qemu-system-x86_64', ['--version']);

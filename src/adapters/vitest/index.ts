@@ -60,8 +60,8 @@ export interface K3sVmFixtures {
   namespace: string;
 }
 
-/** `test` with the cluster fixtures: `test('…', async ({ kubeConfig, namespace }) => …)`. */
-export const test = baseTest.extend<K3sVmFixtures>({
+function extendTest() {
+  return baseTest.extend<K3sVmFixtures>({
   // eslint-disable-next-line no-empty-pattern
   kubeConfig: async ({}, use) => {
     await use(useKubeConfig());
@@ -76,6 +76,20 @@ export const test = baseTest.extend<K3sVmFixtures>({
       await api.deleteNamespace({ name }).catch(() => undefined);
     }
   },
-});
+  });
+}
+
+/**
+ * `test` with the cluster fixtures: `test('…', async ({ kubeConfig, namespace }) => …)`.
+ * This module is also the global setup, which Vitest loads where there is no suite to
+ * extend; there the plain `test` stands in (no test is ever declared in that context).
+ */
+export const test: ReturnType<typeof extendTest> = (() => {
+  try {
+    return extendTest();
+  } catch {
+    return baseTest as unknown as ReturnType<typeof extendTest>;
+  }
+})();
 
 export const it = test;

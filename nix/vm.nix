@@ -1,0 +1,285 @@
+# The guest: a single-node K3s server, reachable over SSH (root, key only) and on the
+# Kubernetes API port, run by the QEMU runner of nixos/modules/virtualisation/qemu-vm.nix.
+#
+# A function of the build parameters (checked in default.nix) that returns the module.
+# Options used here exist in NixOS 24.11 and in later releases alike; where releases
+# differ (services.k3s moved from services/cluster/k3s/ to services/cluster/rancher/),
+# the module sticks to what both offer.
+{
+  name,
+  cpus,
+  memoryMiB,
+  diskSizeMiB,
+  k3sVersion,
+  extraK3sFlags,
+  sshPublicKey,
+  disable,
+  airgapImages,
+}:
+{
+  config,
+  lib,
+  pkgs,
+  modulesPath,
+  ...
+}:
+let
+  fail = message: throw "k3s-vm: ${message}";
+
+  # --- K3s package -------------------------------------------------------------------
+
+  k3sAttr = "k3s_" + lib.replaceStrings [ "." ] [ "_" ] k3sVersion;
+
+  # Removed versions stay in pkgs as aliases that throw, so an attribute only counts when
+  # it evaluates (nixos/tests/rancher/default.nix filters the versions it tests the same way).
+  usable = attr: builtins.hasAttr attr pkgs && (builtins.tryEval pkgs.${attr}).success;
+
+  availableK3s = builtins.filter (
+    attr: builtins.match "k3s_[0-9]+_[0-9]+" attr != null && usable attr
+  ) (builtins.attrNames pkgs);
+
+  k3sPackage =
+    if k3sVersion == "" then
+      pkgs.k3s
+    else if usable k3sAttr then
+      pkgs.${k3sAttr}
+    else
+      fail (
+        "K3s ${k3sVersion} is not available in this nixpkgs (${lib.version}): there is no pkgs.${k3sAttr}. "
+        + "Available: ${lib.concatStringsSep ", " availableK3s}; "
+        + "or leave k3sVersion empty for pkgs.k3s (${pkgs.k3s.version})."
+      );
+
+  # The air-gap image tarball (k3s-airgap-images-<arch>.tar.zst, a fetchurl of the K3s
+  # release asset). pkgs/applications/networking/cluster/k3s/builder.nix passes it through
+  # as `airgap-images`, and every entry of the version's images-versions.json as an
+  # attribute of the same name ("airgap-images-amd64" or "airgap-images-amd64-tar-zst",
+  # depending on the release).
+  imageArch =
+    {
+      x86_64-linux = "amd64";
+      aarch64-linux = "arm64";
+    }
+    .${pkgs.stdenv.hostPlatform.system} or null;
+
+  airgapTarball =
+    k3sPackage.airgap-images or (
+      if imageArch == null then
+        null
+      else
+        k3sPackage."airgap-images-${imageArch}-tar-zst" or k3sPackage."airgap-images-${imageArch}" or null
+    );
+
+  checkedAirgapTarball =
+    if airgapTarball != null then
+      airgapTarball
+    else
+      fail "the K3s package ${k3sPackage.name} comes without air-gap images; build with airgapImages = false (the guest then pulls images from the internet) or use a newer nixpkgs";
+
+  # --- K3s arguments -------------------------------------------------------------------
+
+  # services.k3s writes extraFlags into ExecStart= as they are (joined with spaces), where
+  # systemd would expand % specifiers and $VARIABLES: double both so a flag such as
+  # --kubelet-arg=eviction-hard=nodefs.available<5% reaches K3s unchanged. Spaces still
+  # separate arguments, as with any services.k3s.extraFlags entry.
+  systemdEscape = lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ];
+
+  k3sFlags = [
+    # The kubeconfig is read over SSH as root; nobody else needs it.
+    "--write-kubeconfig-mode=0600"
+  ]
+  ++ map (component: "--disable=${component}") disable
+  ++ extraK3sFlags;
+  # No --tls-san=127.0.0.1: the API server's certificate always covers 127.0.0.1 and
+  # localhost (the kubeconfig K3s writes points at https://127.0.0.1:6443), which is the
+  # address the host reaches through its 127.0.0.1:<port> forward.
+
+  imageDir = "/var/lib/rancher/k3s/agent/images";
+in
+{
+  # system.build.vm (bin/run-<name>-vm) comes from this module, as in <nixpkgs/nixos>'s
+  # `vm` attribute; it overrides the lib.mkDefault of virtualisation/build-vm.nix.
+  imports = [ "${modulesPath}/virtualisation/qemu-vm.nix" ];
+
+  # --- Machine ---------------------------------------------------------------------------
+
+  # qemu-vm.nix names the script run-${config.system.name}-vm, and system.name defaults
+  # to the host name. K3s registers the node under this name too.
+  networking.hostName = name;
+
+  virtualisation = {
+    cores = cpus;
+    memorySize = memoryMiB;
+    # Used only when the run script creates NIX_DISK_IMAGE (it never resizes one).
+    diskSize = diskSizeMiB;
+    # qemu-vm.nix: adds -nographic and reverses virtualisation.qemu.consoles so that
+    # ttyS0 is the primary console; kernel, systemd and getty output therefore goes to
+    # the serial port, which -nographic puts on QEMU's stdout (the serial log). No
+    # display means no display-driven audio backend either.
+    graphics = false;
+    # qemu-vm.nix adds no sound device, but the PC machine has a built-in speaker and
+    # QEMU may probe host audio backends (PulseAudio, ALSA, ...) and log errors. `-audio
+    # none` makes "none" the default backend (the model-less form needs QEMU 8.2+; 9.0 is
+    # required here to be safe).
+    qemu.options = lib.optional (lib.versionAtLeast (lib.getVersion config.virtualisation.qemu.package) "9.0") "-audio none";
+    # Host port forwards are NOT declared here (virtualisation.forwardPorts): qemu-vm.nix
+    # builds `-netdev user,id=user.0,<forwardPorts>"$QEMU_NET_OPTS"`, so the launcher
+    # supplies hostfwd=tcp:127.0.0.1:<port>-:6443 and -:22 at run time.
+  };
+
+  # DHCP on the QEMU user network (eth0, since qemu-vm.nix turns off predictable interface
+  # names) only: by default dhcpcd would also try the cni0, flannel.1 and veth* links
+  # K3s creates.
+  networking.useDHCP = false;
+  networking.interfaces.eth0.useDHCP = true;
+
+  # The QEMU user network accepts nothing but the launcher's forwards (bound to the host's
+  # 127.0.0.1), so the guest firewall adds no protection here, while with it on, pods
+  # could not reach the node itself (API server on 6443, kubelet on 10250 for
+  # metrics-server). It is therefore off by default. Should a module turn it on, the API
+  # and SSH ports stay open and the pod network is trusted, as the K3s documentation asks
+  # for (nixpkgs' pkgs/applications/networking/cluster/k3s/docs/USAGE.md opens 6443;
+  # nixos/tests/rancher/multi-node.nix disables the firewall on its servers).
+  networking.firewall = {
+    enable = lib.mkDefault false;
+    allowedTCPPorts = [
+      22
+      6443
+    ];
+    trustedInterfaces = [
+      "cni0"
+      "flannel.1"
+    ];
+  };
+
+  # Controllers and test workloads watch many files; the kernel's defaults (128 instances)
+  # run out quickly. boot.kernel.sysctl keeps one value per key, so the values are at least
+  # as high as any default NixOS itself may set with lib.mkDefault.
+  boot.kernel.sysctl = {
+    "fs.inotify.max_user_instances" = 524288;
+    "fs.inotify.max_user_watches" = 524288;
+  };
+
+  # --- Time ------------------------------------------------------------------------------
+  #
+  # qemu-vm.nix turns systemd-timesyncd off ("it should get the correct time from KVM"),
+  # and the guest may have no internet for NTP anyway. KVM's clock keeps ticking while the
+  # VM runs, but when the host sleeps the guest's wall clock falls behind by the time slept,
+  # which breaks TLS and token validity between host and cluster. Two offline sources of
+  # the host's time exist:
+  #  - under KVM, the ptp_kvm driver's /dev/ptp0, which reads the host's clock through a
+  #    hypercall: chrony disciplines the clock from it (refclock PHC) and steps it after a
+  #    sleep (makestep with no limit);
+  #  - under TCG, or when the host's clock source does not allow it (ptp_kvm then fails to
+  #    load), the emulated RTC, which QEMU derives from the host's wall clock: a timer
+  #    compares it with the system clock every 30 s and steps the clock when they differ
+  #    by 2 s or more.
+  # Exactly one of the two runs, decided by whether /dev/ptp0 exists.
+
+  # ptp_kvm has no device alias to autoload it, so the units below pull in systemd's
+  # modprobe@ptp_kvm.service (the template qemu-vm.nix also relies on, for
+  # modprobe@9pnet_virtio). It runs `modprobe -abq` with failures ignored, so a failed load
+  # without KVM marks nothing failed; devtmpfs creates /dev/ptp0 before modprobe returns.
+  # Conditions are checked when a unit starts, i.e. after that load.
+  systemd.services.chronyd = {
+    wants = [ "modprobe@ptp_kvm.service" ];
+    after = [ "modprobe@ptp_kvm.service" ];
+    unitConfig.ConditionPathExists = "/dev/ptp0";
+  };
+
+  services.chrony = {
+    enable = true;
+    # No network time servers: the host's clock is the reference.
+    servers = [ ];
+    extraConfig = ''
+      refclock PHC /dev/ptp0 poll 2
+      makestep 1 -1
+    '';
+  };
+  # nixos/modules/services/networking/ntp/chrony.nix lets chronyd open char-ptp devices
+  # (DeviceAllow); chronyd opens its reference clocks before it drops root.
+
+  systemd.services.k3s-vm-rtc-clock = {
+    description = "Set the clock from the RTC when it has drifted (no KVM PTP clock)";
+    wants = [ "modprobe@ptp_kvm.service" ];
+    after = [ "modprobe@ptp_kvm.service" ];
+    unitConfig.ConditionPathExists = "!/dev/ptp0";
+    path = [
+      pkgs.coreutils
+      pkgs.util-linux
+    ];
+    serviceConfig.Type = "oneshot";
+    # The RTC keeps UTC (QEMU's default -rtc base=utc, NixOS's hardwareClockInLocalTime
+    # default false); since_epoch is its time in whole seconds.
+    script = ''
+      rtc=$(cat /sys/class/rtc/rtc0/since_epoch) || exit 0
+      now=$(date +%s)
+      drift=$(( rtc > now ? rtc - now : now - rtc ))
+      if [ "$drift" -ge 2 ]; then
+        echo "the system clock is $drift s away from the RTC; setting it from the RTC"
+        hwclock --hctosys --utc
+      fi
+    '';
+  };
+  systemd.timers.k3s-vm-rtc-clock = {
+    wantedBy = [ "timers.target" ];
+    timerConfig = {
+      OnBootSec = "30s";
+      OnUnitActiveSec = "30s";
+      AccuracySec = "1s";
+    };
+  };
+
+  # --- K3s -------------------------------------------------------------------------------
+
+  services.k3s = {
+    enable = true;
+    role = "server";
+    package = k3sPackage;
+    # A list: services.k3s.extraFlags takes `either str (listOf str)` in the rancher module
+    # (services/cluster/rancher/default.nix) and a list in the 24.11-era one
+    # (services/cluster/k3s/default.nix; nixos/tests/k3s/airgap-images.nix passes one);
+    # lists from several modules are concatenated. --disable is given as a flag rather
+    # than through services.k3s.disable, which only the rancher module has.
+    extraFlags = map systemdEscape k3sFlags;
+  };
+  # The module puts the K3s package, whose bin/ has kubectl, crictl and ctr (links to k3s),
+  # on the system PATH; as root they default to /etc/rancher/k3s/k3s.yaml. Its unit is
+  # k3s.service, so `systemctl is-active k3s` and `journalctl -u k3s` work as they are.
+
+  # Air-gap images: K3s imports every tarball in its images directory before it starts the
+  # packaged components, so pause, coredns, local-path-provisioner, metrics-server (and
+  # traefik, klipper-lb, helm) need no registry. This is the link that the newer
+  # services.k3s.images option (nixos/modules/services/cluster/rancher/default.nix; also
+  # used with `config.services.k3s.package.airgap-images` in nixos/tests/rancher/
+  # airgap-images.nix) creates, written as a tmpfiles rule so it works on every release,
+  # including those whose K3s module lacks that option. systemd-tmpfiles-setup runs early
+  # in boot, long before k3s.service, and creates the parent directories.
+  # (optionalAttrs, not mkIf: the link's name is only computed when the images are wanted.)
+  systemd.tmpfiles.settings = lib.optionalAttrs airgapImages {
+    "10-k3s-vm-airgap-images"."${imageDir}/${checkedAirgapTarball.name}"."L+".argument =
+      "${checkedAirgapTarball}";
+  };
+
+  # --- SSH -------------------------------------------------------------------------------
+
+  services.openssh = {
+    enable = true;
+    settings = {
+      PasswordAuthentication = false;
+      KbdInteractiveAuthentication = false;
+      PermitRootLogin = "prohibit-password";
+    };
+  };
+  users.users.root.openssh.authorizedKeys.keys = lib.optional (sshPublicKey != "") sshPublicKey;
+
+  # --- Build size and time -----------------------------------------------------------------
+
+  # The manuals (the NixOS one in particular) are the slowest part of building a system
+  # that nothing is cached for, and nobody reads them in this guest.
+  documentation.enable = false;
+  documentation.nixos.enable = false;
+
+  # The guest is created from scratch on this release; nothing stateful depends on it.
+  system.stateVersion = lib.mkDefault "24.11";
+}
