@@ -29,7 +29,7 @@ describe('a Vitest project with globalSetup: k3s-vm/vitest', () => {
     dirs.push(dir);
     const run = await runIn(project, 'vitest', ['run'], consumerEnv(dir));
     expect(run.all).toMatch(/booting consumer/);
-    expect(run.all).toMatch(/Tests\s+6 passed \(6\)/);
+    expect(run.all).toMatch(/Tests\s+10 passed \(10\)/);
     expect(run.exitCode).toBe(0);
     expect(qemuProcessesUsing(dir)).toEqual([]);
     expect(readdirOrEmpty(join(dir, files.leasesDir))).toEqual([]);
