@@ -12,7 +12,7 @@ import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../guest/re
 import { GuestSsh, waitForSsh } from '../guest/ssh.js';
 import { silentLogger, type Logger } from '../log.js';
 import { buildPathOf, buildVm, type BuildResult } from '../nix/build-vm.js';
-import { kvmUdevRule, probeKvmCached } from '../qemu/accel-probe.js';
+import { kvmUdevRule, probeKvmCached, qemuOfRunScript } from '../qemu/accel-probe.js';
 import { launchVm } from '../qemu/launch.js';
 import { choosePorts } from '../qemu/ports.js';
 import { stopQemu, type StopResult } from '../qemu/stop.js';
@@ -98,9 +98,9 @@ function timeoutMsFor(config: ResolvedConfig, accel: 'kvm' | 'tcg'): number {
 }
 
 /** Picks the accelerator: a probe decides `auto`; `kvm` insists; `tcg` forces emulation. */
-export async function chooseAccel(config: ResolvedConfig, logger: Logger): Promise<'kvm' | 'tcg'> {
+export async function chooseAccel(config: ResolvedConfig, logger: Logger, runScript?: string): Promise<'kvm' | 'tcg'> {
   if (config.accel === 'tcg') return 'tcg';
-  const probe = await probeKvmCached(config.cacheDir);
+  const probe = await probeKvmCached(config.cacheDir, { qemu: runScript ? await qemuOfRunScript(runScript) : undefined });
   logger.debug(`KVM probe (${probe.cached ? 'cached for this host boot' : `${probe.durationMs} ms`}): ${probe.usable ? 'usable' : probe.reason}`);
   if (probe.usable) return 'kvm';
   if (config.accel === 'kvm') {
@@ -296,7 +296,7 @@ async function boot(
   signal: AbortSignal | undefined,
 ): Promise<Acquired> {
   const build = await buildVm(dir, { nix: config.nix, parameters: buildParameters(config, keys.publicKey), nixBuild: config.nixBuild, logger, signal });
-  const accel = await chooseAccel(config, logger);
+  const accel = await chooseAccel(config, logger, build.runScript);
   const timeoutMs = timeoutMsFor(config, accel);
   const ports = await choosePorts({ apiPort: config.apiPort, sshPort: config.sshPort });
   throwIfAborted(signal);

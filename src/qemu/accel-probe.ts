@@ -51,10 +51,20 @@ export async function currentBootId(): Promise<string> {
   return (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => 'unknown')).trim();
 }
 
+/**
+ * The QEMU a NixOS run script execs (a store path), so the probe tests the same binary the
+ * VM will use, even on hosts without QEMU on PATH; falls back to qemu-system-x86_64.
+ */
+export async function qemuOfRunScript(runScript: string): Promise<string> {
+  const text = await readFile(runScript, 'utf8').catch(() => '');
+  return /(\/nix\/store\/[^\s"'$]+\/bin\/qemu-system-x86_64)\b/.exec(text)?.[1] ?? 'qemu-system-x86_64';
+}
+
 export interface ProbeOptions {
   /** How long the guest loop may take under KVM. @default 2000 */
   readonly timeoutMs?: number;
-  readonly qemu?: string;
+  /** The QEMU to probe with. @default 'qemu-system-x86_64' */
+  readonly qemu?: string | undefined;
   readonly devKvm?: string;
   /** Run the loop under this accelerator (tcg proves the payload itself works). @default 'kvm' */
   readonly accel?: 'kvm' | 'tcg';
@@ -97,7 +107,7 @@ export async function probeKvm(options: ProbeOptions = {}): Promise<KvmProbeResu
     if (run.timedOut) {
       return result(false, `${accel === 'kvm' ? `${devKvm} opens but KVM` : 'TCG'} does not run guest code: a short loop did not finish in ${options.timeoutMs ?? 2000} ms`);
     }
-    if (run.code === 'ENOENT') return result(false, 'qemu-system-x86_64 was not found on PATH');
+    if (run.code === 'ENOENT') return result(false, `${options.qemu ?? 'qemu-system-x86_64'} was not found`);
     const said = String(run.stderr).trim().split('\n').at(-1) ?? '';
     return result(false, `QEMU could not use KVM (exit ${run.exitCode}${said ? `: ${said}` : ''})`);
   } finally {
@@ -114,6 +124,7 @@ export async function probeKvmCached(cacheDir: string, options: ProbeOptions = {
     .catch(() => undefined);
   if (cached && cached.bootId === bootId && bootId !== 'unknown') return { ...cached, cached: true };
   const fresh = await probeKvm(options);
+  if (/was not found$/.test(fresh.reason)) return { ...fresh, cached: false };
   await mkdir(cacheDir, { recursive: true })
     .then(() => writeFile(cacheFile, `${JSON.stringify(fresh)}\n`))
     .catch(() => undefined);

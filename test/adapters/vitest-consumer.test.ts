@@ -1,6 +1,6 @@
 // The Vitest adapter as users meet it: a consumer project run by the real vitest.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopCluster } from '../../src/cluster/cluster.js';
@@ -107,9 +107,5 @@ describe('a Vitest project with globalSetup: k3s-vm/vitest', () => {
 });
 
 function readdirOrEmpty(path: string): string[] {
-  try {
-    return execFileSync('ls', ['-A', path], { encoding: 'utf8' }).split('\n').filter(Boolean);
-  } catch {
-    return [];
-  }
+  return existsSync(path) ? readdirSync(path) : [];
 }
