@@ -1,7 +1,7 @@
 // One cluster per test-runner process: started once, released once, and cleaned up on Ctrl-C or SIGTERM.
 import { startCluster, type StartedCluster, type StartOptions } from '../cluster/cluster.js';
 import { resolveConfig } from '../config/resolve-config.js';
-import { K3sVmError } from '../errors.js';
+import { isK3sVmError, K3sVmError } from '../errors.js';
 import { createStreamLogger, type Logger } from '../log.js';
 
 /** What a test process receives: plain data, so it can cross to workers. */
@@ -70,12 +70,22 @@ async function createSession(options: StartOptions, givenLogger: Logger | undefi
       if (cluster) await cluster.stop();
     })());
 
+  let booting: Promise<StartedCluster> | undefined;
   function onSignal(signal: NodeJS.Signals): void {
     logger.warn(`${signal} received: ${cluster ? 'releasing the cluster' : 'aborting the boot'}`);
-    if (!cluster) controller.abort(new K3sVmError('ABORTED', `boot aborted by ${signal}`));
-    void release()
-      .catch((error: unknown) => logger.warn(`cleanup after ${signal} failed: ${(error as Error).message}`))
+    let cleanup: Promise<unknown>;
+    if (cluster) cleanup = release();
+    else {
+      // The boot cleans up after itself (it stops the VM it launched) once aborted.
+      controller.abort(new K3sVmError('ABORTED', `boot aborted by ${signal}`));
+      cleanup = booting ?? Promise.resolve();
+    }
+    void cleanup
+      .catch((error: unknown) => {
+        if (!isK3sVmError(error, 'ABORTED')) logger.warn(`cleanup after ${signal} failed: ${(error as Error).message}`);
+      })
       .finally(() => {
+        for (const each of signals) process.off(each, onSignal);
         // With our handler gone, the signal does what it would have done without us.
         if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
       });
@@ -83,10 +93,16 @@ async function createSession(options: StartOptions, givenLogger: Logger | undefi
   for (const signal of signals) process.on(signal, onSignal);
 
   try {
-    cluster = await startCluster({ ...options, logger, signal: controller.signal });
+    booting = startCluster({ ...options, logger, signal: controller.signal });
+    cluster = await booting;
   } catch (error) {
     for (const signal of signals) process.off(signal, onSignal);
     throw error;
+  }
+  if (controller.signal.aborted) {
+    // The boot finished just as a signal arrived: hand the cluster back at once.
+    await release();
+    throw controller.signal.reason;
   }
   const provided: ProvidedCluster = {
     name: cluster.name,

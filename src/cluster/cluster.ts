@@ -229,10 +229,9 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
         ssh.close();
       }
     },
-    stop: () => {
-      process.off('exit', onExit);
-      return (stopped ??= release(dir, lease, logger));
-    },
+    // The exit hook stays until the release is done: a runner that exits mid-release (Vitest
+    // exits at once on Ctrl-C) still leaves no unkept VM behind.
+    stop: () => (stopped ??= release(dir, lease, logger).finally(() => process.off('exit', onExit))),
     [Symbol.asyncDispose]: async () => {
       await cluster.stop();
     },
@@ -332,6 +331,12 @@ async function boot(
   void vm.exited.then((code) => {
     exitCode = code;
   });
+  // Until the boot is over, a process exit (a runner calling process.exit on Ctrl-C) must not
+  // leave this half-booted VM behind; there is no time for more than a signal then.
+  const killOnExit = () => {
+    if (isInstanceQemu(vm.pid, qmpSocket)) process.kill(vm.pid, 'SIGTERM');
+  };
+  process.once('exit', killOnExit);
   const vmGone = () => (exitCode !== undefined || !isRunning(vm.pid) ? `QEMU (pid ${vm.pid}) exited${exitCode === undefined || exitCode === null ? '' : ` with code ${exitCode}`}` : undefined);
   const serialTail = serialTailOf(dir);
   const launchMs = Date.now() - launchStarted;
@@ -376,6 +381,7 @@ async function boot(
     }
     throw error;
   } finally {
+    process.off('exit', killOnExit);
     ssh?.close();
   }
 }

@@ -24,8 +24,9 @@ export class GuestSsh {
   private constructor(private readonly client: Client) {}
 
   /** Connects once; rejects if the guest does not complete the handshake within timeoutMs. */
-  static connect(target: SshTarget, timeoutMs = 10_000): Promise<GuestSsh> {
+  static connect(target: SshTarget, timeoutMs = 10_000, signal?: AbortSignal): Promise<GuestSsh> {
     return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(abortError(signal));
       const client = new ssh2.Client();
       const config: ConnectConfig = {
         host: target.host ?? '127.0.0.1',
@@ -38,7 +39,17 @@ export class GuestSsh {
         hostVerifier: () => true,
       };
       let settled = false;
+      const onAbort = () => {
+        client.end();
+        if (!settled) {
+          settled = true;
+          reject(abortError(signal!));
+        }
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
       client.once('ready', () => {
+        signal?.removeEventListener('abort', onAbort);
+        if (settled) return client.end();
         settled = true;
         resolve(new GuestSsh(client));
       });
@@ -124,11 +135,12 @@ export async function waitForSsh(options: WaitForSshOptions): Promise<GuestSsh> 
     const remaining = options.deadline - Date.now();
     if (remaining <= 0) break;
     try {
-      return await GuestSsh.connect(options, Math.min(remaining, 5000));
+      return await GuestSsh.connect(options, Math.min(remaining, 5000), options.signal);
     } catch (error) {
+      if (options.signal?.aborted) throw abortError(options.signal);
       lastError = error;
     }
-    await sleep(Math.min(250, Math.max(0, options.deadline - Date.now())));
+    await sleep(Math.min(250, Math.max(0, options.deadline - Date.now())), undefined, { signal: options.signal }).catch(() => undefined);
   }
   throw new K3sVmError('SSH_FAILED', `SSH on 127.0.0.1:${options.port} did not answer before the deadline; last error: ${(lastError as Error)?.message ?? 'none'}`, {
     details: await options.serialTail?.(),
