@@ -5,7 +5,7 @@
 set -euo pipefail
 
 kernel_dir=${K3S_VM_TEST_KERNEL_DIR:-/var/cache/k3s-vm/test-kernel}
-packages=(qemu-system-x86 qemu-utils nix-bin busybox-static dropbear-bin cpio openssl kmod)
+packages=(qemu-system-x86 qemu-utils nix-bin busybox-static dropbear-bin cpio openssl kmod e2fsprogs xz-utils zstd gzip)
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -18,7 +18,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup-host: installing ${missing[*]}" >&2
   sudo_if_needed apt-get update -q
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
 if [ ! -f "$kernel_dir/vmlinuz" ] || [ ! -d "$kernel_dir/modules" ]; then

@@ -92,7 +92,8 @@ const defaultTimeoutSeconds = 300;
 /** Emulation is an order of magnitude slower; K3s under TCG needs minutes. */
 const emulationTimeoutFactor = 3;
 
-function timeoutMsFor(config: ResolvedConfig, accel: 'kvm' | 'tcg'): number {
+/** The boot-and-readiness deadline: K3S_VM_TIMEOUT, else the default scaled for emulation. */
+export function timeoutMsFor(config: ResolvedConfig, accel: 'kvm' | 'tcg'): number {
   if (config.timeoutSeconds !== undefined) return config.timeoutSeconds * 1000;
   return defaultTimeoutSeconds * 1000 * (accel === 'tcg' ? emulationTimeoutFactor : 1);
 }
@@ -325,6 +326,7 @@ async function boot(
     keep,
     storePath: build.storePath,
   };
+  await dir.writeJson(files.config, config);
   await dir.writeJson(files.runtime, runtime);
   await dir.writeAtomic(files.pid, `${vm.pid}\n`);
   let exitCode: number | null | undefined;
