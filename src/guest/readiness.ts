@@ -168,7 +168,7 @@ export async function waitForReady(options: WaitForReadyOptions): Promise<ReadyC
         if (options.signal?.aborted) throw options.signal.reason instanceof K3sVmError ? options.signal.reason : new K3sVmError('ABORTED', `aborted while waiting for ${label}`, { cause: options.signal.reason });
         const details = await options.serialTail();
         if (gone) {
-          throw new K3sVmError('QEMU_EXITED', `the VM stopped while waiting for ${label}: ${gone}`, { details, hint: step.hint });
+          throw new K3sVmError('QEMU_EXITED', `the VM stopped while waiting for ${label}: ${options.vmGone() ?? gone}`, { details, hint: step.hint });
         }
         const seconds = Math.round((Date.now() - stepStarted) / 1000);
         throw new K3sVmError(

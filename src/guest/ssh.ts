@@ -131,7 +131,11 @@ export async function waitForSsh(options: WaitForSshOptions): Promise<GuestSsh> 
   for (let attempt = 1; ; attempt++) {
     if (options.signal?.aborted) throw abortError(options.signal);
     const gone = options.vmGone?.();
-    if (gone) throw new K3sVmError('QEMU_EXITED', `the VM stopped while waiting for SSH: ${gone}`, { details: await options.serialTail?.() });
+    if (gone) {
+      const details = await options.serialTail?.();
+      // Asked again: by now the exit status has usually arrived as well.
+      throw new K3sVmError('QEMU_EXITED', `the VM stopped while waiting for SSH: ${options.vmGone?.() ?? gone}`, { details });
+    }
     const remaining = options.deadline - Date.now();
     if (remaining <= 0) break;
     try {

@@ -118,7 +118,7 @@ describe('the k3s-vm bin against the test guest', () => {
     expect(kubectl.stdout.trim()).toBe('node/cli-guest');
 
     const ssh = await k3sVm('ssh', '--', 'cat /etc/hostname; exit 5');
-    expect(ssh.stdout).toBe('cli-guest\n');
+    expect(ssh.stdout).toBe('cli-guest');
     expect(ssh.exitCode).toBe(5);
 
     const kubeconfig = await k3sVm('kubeconfig', '--path');

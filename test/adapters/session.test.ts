@@ -1,0 +1,35 @@
+// One cluster per runner process, however often the runner calls global setup.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { files } from '../../src/state/files.js';
+import { createGlobalSetup } from '../../src/adapters/vitest/index.js';
+import type { ProvidedCluster } from '../../src/adapters/session.js';
+import { stopCluster } from '../../src/cluster/cluster.js';
+import { isRunning } from '../../src/state/process.js';
+import { recordingLogger, testGuestOptions } from '../helpers/test-guest.js';
+
+const options = testGuestOptions('session');
+afterAll(() => stopCluster({ dir: options.dir, env: {}, force: true }).catch(() => undefined));
+
+describe('the Vitest global setup in one process', () => {
+  it('boots once when called twice, provides the same cluster, and stops after the last teardown', async () => {
+    const logger = recordingLogger();
+    const setup = createGlobalSetup({ ...options, logger });
+    const provided: ProvidedCluster[] = [];
+    const project = { provide: (key: string, value: ProvidedCluster) => provided.push(value) };
+    const [teardownA, teardownB] = await Promise.all([setup(project as never), setup(project as never)]);
+    expect(provided).toHaveLength(2);
+    expect(provided[1]).toBe(provided[0]);
+    expect(logger.lines.filter((line) => line.startsWith('booting test-guest'))).toHaveLength(1);
+    expect(provided[0]).toMatchObject({ name: 'test-guest', booted: true, apiServerUrl: `https://127.0.0.1:${provided[0]!.apiPort}` });
+    // Only plain data crosses to the test workers.
+    expect(structuredClone(provided[0])).toEqual(provided[0]);
+
+    const pid = Number.parseInt(readFileSync(join(options.dir, files.pid), 'utf8'), 10);
+    await teardownA();
+    expect(isRunning(pid)).toBe(true);
+    await teardownB();
+    expect(isRunning(pid)).toBe(false);
+  });
+});
