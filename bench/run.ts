@@ -570,7 +570,16 @@ interface Results {
   ready?: { delayMs: number; samples: ReadySample[] };
   attach?: { warmSetupMs: number[]; warmReadyzMs: number[]; coldSetupMs: number[]; coldReadyzMs: number[]; attachedEveryTime: boolean };
   stops: StopSample[];
-  runs?: { reps: number; singleMs: number[]; quadMs: number[]; bootsPerQuad: number[]; failedRuns: number; qemuLeftBehind: number };
+  runs?: {
+    reps: number;
+    singleMs: number[];
+    quadMs: number[];
+    /** Each of the four runs: its wall time and whether it booted the VM. */
+    quadRuns: Array<Array<{ ms: number; booted: boolean }>>;
+    bootsPerQuad: number[];
+    failedRuns: number;
+    qemuLeftBehind: number;
+  };
   totalMs?: number;
 }
 
@@ -712,7 +721,7 @@ async function benchRuns(args: Args, dir: string, results: Results): Promise<voi
   const warmUp = await runConsumer(dir);
   throwIfInterrupted();
   if (warmUp.exitCode !== 0) throw new Error(`the consumer run failed (exit ${warmUp.exitCode}):\n${warmUp.output.slice(-3000)}`);
-  const runs: NonNullable<Results['runs']> = { reps: args.runReps, singleMs: [], quadMs: [], bootsPerQuad: [], failedRuns: 0, qemuLeftBehind: 0 };
+  const runs: NonNullable<Results['runs']> = { reps: args.runReps, singleMs: [], quadMs: [], quadRuns: [], bootsPerQuad: [], failedRuns: 0, qemuLeftBehind: 0 };
   for (let i = 1; i <= args.runReps; i++) {
     const single = await runConsumer(dir);
     throwIfInterrupted();
@@ -727,6 +736,7 @@ async function benchRuns(args: Args, dir: string, results: Results): Promise<voi
     throwIfInterrupted();
     runs.quadMs.push(hostNow() - started);
     runs.bootsPerQuad.push(four.filter((run) => run.booted).length);
+    runs.quadRuns.push(four.map((run) => ({ ms: Math.round(run.wallMs), booted: run.booted })));
     for (const run of four) {
       if (run.exitCode !== 0) {
         runs.failedRuns++;

@@ -4,20 +4,8 @@ import { resolveConfig } from '../config/resolve-config.js';
 import { isK3sVmError, K3sVmError } from '../errors.js';
 import { createStreamLogger, type Logger } from '../log.js';
 
-/** What a test process receives: plain data, so it can cross to workers. */
-export interface ProvidedCluster {
-  /** Instance (VM) name. */
-  readonly name: string;
-  /** Kubeconfig text; its server is https://127.0.0.1:<apiPort>. */
-  readonly kubeconfig: string;
-  /** Path of the same kubeconfig in the state directory (0600). */
-  readonly kubeconfigPath: string;
-  readonly apiServerUrl: string;
-  readonly apiPort: number;
-  readonly sshPort: number;
-  /** True when this run booted the VM, false when it attached to a running one. */
-  readonly booted: boolean;
-}
+/** What a test process receives: plain data (see StartedCluster), so it can cross to workers. */
+export type ProvidedCluster = Pick<StartedCluster, 'name' | 'kubeconfig' | 'kubeconfigPath' | 'apiServerUrl' | 'apiPort' | 'sshPort' | 'booted'>;
 
 export interface Session {
   readonly cluster: StartedCluster;

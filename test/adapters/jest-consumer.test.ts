@@ -1,20 +1,14 @@
 // The Jest adapter as users meet it: a consumer project run by the real Jest.
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopCluster } from '../../src/cluster/cluster.js';
-import { consumerEnv, linkPackage, runIn } from '../helpers/consumer.js';
+import { consumerEnv, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
 import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
 
 const project = join(repoRoot, 'fixtures', 'consumer-jest');
 const dirs: string[] = [];
 const jestEnv = (dir: string, extra: Record<string, string> = {}) => consumerEnv(dir, { NODE_OPTIONS: '--experimental-vm-modules --no-warnings', ...extra });
 
-function qemuProcessesUsing(dir: string): string[] {
-  return execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
-    .split('\n')
-    .filter((line) => line.includes('qemu-system') && line.includes(dir));
-}
 
 beforeAll(() => linkPackage(project));
 afterAll(async () => {

@@ -1,22 +1,16 @@
 // The Vitest adapter as users meet it: a consumer project run by the real vitest.
-import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopCluster } from '../../src/cluster/cluster.js';
 import { files } from '../../src/state/files.js';
 import { isRunning } from '../../src/state/process.js';
-import { consumerEnv, linkPackage, runIn } from '../helpers/consumer.js';
+import { consumerEnv, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
 import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
 
 const project = join(repoRoot, 'fixtures', 'consumer-vitest');
 const dirs: string[] = [];
 
-function qemuProcessesUsing(dir: string): string[] {
-  return execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
-    .split('\n')
-    .filter((line) => line.includes('qemu-system') && line.includes(dir));
-}
 
 beforeAll(() => linkPackage(project));
 afterAll(async () => {

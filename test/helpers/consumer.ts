@@ -1,4 +1,5 @@
 // Runs a consumer project in fixtures/ with its test runner, the way its users would.
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, symlinkSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -33,4 +34,11 @@ export function consumerEnv(stateDir: string, extra: Record<string, string> = {}
 /** Starts `vitest run` (or another command) in a consumer project with the given environment. */
 export function runIn(project: string, command: string, args: string[], env: Record<string, string>) {
   return execa(command, args, { cwd: project, env, reject: false, all: true, preferLocal: true, localDir: repoRoot, stdin: 'ignore' });
+}
+
+/** Command lines of the QEMU processes whose arguments mention a state directory. */
+export function qemuProcessesUsing(dir: string): string[] {
+  return execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
+    .split('\n')
+    .filter((line) => line.includes('qemu-system') && line.includes(dir));
 }

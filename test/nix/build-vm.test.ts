@@ -7,17 +7,14 @@ import type { BuildParameters } from '../../src/config/fingerprint.js';
 import { buildVm, nixBuildArgs } from '../../src/nix/build-vm.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
-import type { Logger } from '../../src/log.js';
+import { recordingLogger } from '../helpers/test-guest.js';
 
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-nix-'));
 const counter = join(root, 'nix-build-calls');
 const wrapper = join(root, 'nix-build-counting');
-const params: BuildParameters = { name: 'tiny', cpus: 2, memoryMiB: 1024, diskSizeMiB: 512, k3sVersion: '', extraK3sFlags: [], disable: ['traefik'], airgapImages: true, extraModules: [], sshPublicKey: 'ssh-ed25519 AAAA test' };
+const params: BuildParameters = { name: 'tiny', cpus: 2, memoryMiB: 1024, diskSizeMiB: 512, k3sVersion: '', extraK3sFlags: [], disable: ['traefik'], airgapImages: true, extraModules: [], sshPublicKey: `ssh-ed25519 AAAA test-${process.pid}-${Date.now()}` };
+// (A key of its own makes this run's derivation new, so Nix really builds and its output streams.)
 
-function recordingLogger(): Logger & { lines: string[] } {
-  const lines: string[] = [];
-  return { lines, progress: (m) => lines.push(m), warn: (m) => lines.push(`warn ${m}`), debug: () => {} };
-}
 
 const calls = () => (existsSync(counter) ? readFileSync(counter, 'utf8').split('\n').filter(Boolean).length : 0);
 
