@@ -12,6 +12,7 @@ export type K3sVmErrorCode =
   | 'RUN_SCRIPT_MISSING'
   | 'KVM_UNUSABLE'
   | 'QEMU_MISSING'
+  | 'TOOL_MISSING'
   | 'QEMU_START_FAILED'
   | 'QEMU_EXITED'
   | 'QMP_FAILED'

@@ -8,6 +8,7 @@ import type { CliIo } from '../../src/adapters/cli/io.js';
 import { stopCluster } from '../../src/cluster/cluster.js';
 import { files } from '../../src/state/files.js';
 import { isRunning } from '../../src/state/process.js';
+import { nixpkgsPath } from '../helpers/host.js';
 import { freshStateDir, repoRoot, testGuestNix } from '../helpers/test-guest.js';
 
 function memoryIo(env: Record<string, string> = {}, cwd = repoRoot): CliIo & { out: () => string; err: () => string } {
@@ -83,6 +84,23 @@ describe('k3s-vm in-process', () => {
     expect(JSON.parse(io.out()).dir).toBe(join(project, '.k3s-vm'));
   });
 
+  it('doctor checks Nix, nixpkgs, QEMU, KVM and the state directory', async () => {
+    const dir = freshStateDir('cli-doctor');
+    const withGuest = memoryIo({ K3S_VM_DIR: dir, K3S_VM_NIX: testGuestNix });
+    const code = await run(['doctor'], withGuest);
+    for (const check of ['Nix', 'nixpkgs', 'QEMU', 'qemu-img', 'KVM', 'state directory']) {
+      expect(withGuest.out()).toMatch(new RegExp(`^(ok  |warn|FAIL) ${check} `, 'm'));
+    }
+    // The test guest needs no nixpkgs, so its absence is only a warning there.
+    expect(withGuest.out()).not.toMatch(/^FAIL nixpkgs/m);
+    expect(code).toBe(withGuest.out().includes('FAIL') ? 1 : 0);
+    if (!nixpkgsPath()) {
+      const packageVm = memoryIo({ K3S_VM_DIR: dir });
+      expect(await run(['doctor'], packageVm)).toBe(1);
+      expect(packageVm.out()).toMatch(/^FAIL nixpkgs +<nixpkgs> is not on the Nix search path\n +fix: nix-channel --add/m);
+    }
+  });
+
   it('never colours output when NO_COLOR is set', async () => {
     const io = { ...memoryIo({ NO_COLOR: '1' }), interactive: true };
     let err = '';
@@ -120,6 +138,10 @@ describe('the k3s-vm bin against the test guest', () => {
     const ssh = await k3sVm('ssh', '--', 'cat /etc/hostname; exit 5');
     expect(ssh.stdout).toBe('cli-guest');
     expect(ssh.exitCode).toBe(5);
+
+    const noKubectl = await execa(process.execPath, [bin, 'kubectl', 'get', 'nodes'], { env: { ...env, PATH: '/nonexistent' }, reject: false, cwd: repoRoot, stdin: 'ignore' });
+    expect(noKubectl.exitCode).toBe(1);
+    expect(noKubectl.stderr).toMatch(/^error: kubectl was not found on PATH\nhint: kubectl is not installed: /m);
 
     const kubeconfig = await k3sVm('kubeconfig', '--path');
     expect(kubeconfig.stdout.trim()).toBe(join(dir, files.kubeconfig));

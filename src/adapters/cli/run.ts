@@ -287,7 +287,7 @@ function spawnInherit(command: string, args: string[], io: CliIo, missingHint: s
     child.stdout?.on('data', (chunk: Buffer) => io.stdout.write(chunk.toString('utf8')));
     child.stderr?.on('data', (chunk: Buffer) => io.stderr.write(chunk.toString('utf8')));
     child.once('error', (error: NodeJS.ErrnoException) =>
-      reject(error.code === 'ENOENT' ? new K3sVmError('QEMU_MISSING', `${command} was not found on PATH`, { hint: missingHint }) : error),
+      reject(error.code === 'ENOENT' ? new K3sVmError('TOOL_MISSING', `${command} was not found on PATH`, { hint: missingHint }) : error),
     );
     child.once('close', (code, signal) => resolve(code ?? (signal ? 128 + 1 : exitCodes.failure)));
   });
