@@ -143,6 +143,21 @@ describe('the k3s-vm bin against the test guest', () => {
     expect(noKubectl.exitCode).toBe(1);
     expect(noKubectl.stderr).toMatch(/^error: kubectl was not found on PATH\nhint: kubectl is not installed: /m);
 
+    // An interactive shell, through a pseudo-terminal (script(1)), with its exit code.
+    const shell = await execa('script', ['-qec', `${process.execPath} ${bin} ssh`, '/dev/null'], { env, reject: false, cwd: repoRoot, input: 'echo "in $(hostname)"\nexit 4\n' });
+    expect(shell.stdout).toMatch(/in cli-guest/);
+    expect(shell.exitCode).toBe(4);
+
+    // logs --follow keeps printing until Ctrl-C, then exits 0.
+    const follow = execa(process.execPath, [bin, 'logs', '--follow'], { env, reject: false, cwd: repoRoot, stdin: 'ignore' });
+    let followed = '';
+    follow.stdout?.on('data', (chunk: Buffer) => (followed += chunk.toString()));
+    await expect.poll(() => followed, { timeout: 10_000 }).toMatch(/test-guest/);
+    await k3sVm('ssh', '--', 'echo followed-line-$((6*7)) > /dev/console');
+    await expect.poll(() => followed, { timeout: 10_000 }).toMatch(/followed-line-42/);
+    follow.kill('SIGINT');
+    expect((await follow).exitCode).toBe(0);
+
     const kubeconfig = await k3sVm('kubeconfig', '--path');
     expect(kubeconfig.stdout.trim()).toBe(join(dir, files.kubeconfig));
     const logs = await k3sVm('logs');

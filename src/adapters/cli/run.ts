@@ -78,8 +78,8 @@ function configFromFlags(values: CommandContext['values']): K3sVmOptions {
   return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as K3sVmOptions;
 }
 
-async function requireRunning(context: CommandContext) {
-  const status = await clusterStatus(context.options);
+async function requireRunning(options: ClusterOptions) {
+  const status = await clusterStatus(options);
   if (status.state !== 'running' || !status.runtime) {
     throw new K3sVmError('NOT_RUNNING', status.state === 'broken' ? `the VM is broken: ${status.reasons.join('; ')}` : 'the VM is not running', {
       hint: 'start it with: npx k3s-vm start',
@@ -212,7 +212,7 @@ const commands: Record<string, Command> = {
     summary: 'a root shell in the VM, or one command with its exit code (ssh -- command)',
     usage: 'ssh [-- command …]',
     async run({ io, positionals, options }) {
-      const { runtime } = await requireRunning({ io, positionals, options } as CommandContext);
+      const { runtime } = await requireRunning(options);
       const config = resolveConfig(options, options.env, options.cwd);
       const dir = new InstanceDir(config.dir);
       const privateKey = await dir.readText(files.sshKey);
@@ -242,7 +242,7 @@ const commands: Record<string, Command> = {
     usage: 'kubeconfig [--path]',
     options: { path: { type: 'boolean' } },
     async run({ io, values, positionals, options }) {
-      const { status } = await requireRunning({ io, values, positionals, options } as CommandContext);
+      const { status } = await requireRunning(options);
       if (!status.kubeconfigPath) throw new K3sVmError('NOT_READY', 'the VM runs but has no kubeconfig yet (it did not become ready)', { hint: 'k3s-vm logs shows the serial console' });
       io.stdout.write(values['path'] ? `${status.kubeconfigPath}\n` : readFileSync(status.kubeconfigPath, 'utf8'));
       return exitCodes.ok;
@@ -267,7 +267,7 @@ const commands: Record<string, Command> = {
     usage: 'kubectl ARGS…',
     passThrough: true,
     async run({ io, positionals, options }) {
-      const { status } = await requireRunning({ io, positionals, options } as CommandContext);
+      const { status } = await requireRunning(options);
       return spawnInherit('kubectl', positionals, { ...io, env: { ...io.env, KUBECONFIG: status.kubeconfigPath ?? '' } }, 'kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/ (or use k3s-vm ssh -- k3s kubectl …)');
     },
   },
