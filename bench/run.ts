@@ -846,9 +846,10 @@ function report(results: Results, args: Args): string {
   notes.push(`Each figure: the median of n repetitions (${args.reps}; readiness ${args.readyReps}; concurrent runs ${args.runReps}); range is min – max.`);
   if (results.ready) {
     const drift = Math.max(...results.ready.samples.map((s) => Math.abs(s.driftMsPerS)));
+    const offsets = results.ready.samples.map((s) => s.clockOffsetMs);
     notes.push(
-      `Readiness: guest clock offset from ${results.ready.samples[0]?.clockOffsetMs.toFixed(0)} ms; ± is half the round trip of the best clock sample; ` +
-        `largest guest clock drift seen ${drift.toFixed(2)} ms/s.`,
+      `Readiness: guest clock minus host clock ${Math.min(...offsets).toFixed(0)} to ${Math.max(...offsets).toFixed(0)} ms across boots; ` +
+        `± is half the round trip of the best of 15 clock samples; the guest clock drifted at most ${drift.toFixed(2)} ms/s.`,
     );
   }
   if (results.totalMs !== undefined) notes.push(`Total bench time: ${(results.totalMs / 60_000).toFixed(1)} min.`);

@@ -79,7 +79,7 @@ export interface StartedCluster extends AsyncDisposable {
   kubeConfig(): KubeConfig;
   /** An SSH connection to the guest as root; close it when done. */
   ssh(): Promise<GuestSsh>;
-  /** Runs one command in the guest over SSH. */
+  /** Runs one command in the guest over SSH (one connection for all calls, closed by stop()). */
   exec(command: string): Promise<{ stdout: string; stderr: string; exitCode: number | null }>;
   /**
    * Releases this user's lease; the VM is stopped when no other user holds one and it is
@@ -204,6 +204,7 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
 
   const kubeconfigPath = dir.file(files.kubeconfig);
   let stopped: Promise<{ stoppedVm: boolean }> | undefined;
+  let shared: Promise<GuestSsh> | undefined;
   // If the process exits without stop() (a runner that calls process.exit on Ctrl-C), there
   // is no time for a graceful power-down; still leave no unkept VM without users behind.
   const onExit = () => releaseAtExit(dir, lease.id);
@@ -223,16 +224,27 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
     kubeConfig: () => loadKubeConfig(kubeconfig),
     ssh: () => GuestSsh.connect({ port: runtime.sshPort, privateKey: keys.privateKey }),
     exec: async (command) => {
-      const ssh = await GuestSsh.connect({ port: runtime.sshPort, privateKey: keys.privateKey });
+      // One connection serves every exec (a handshake costs far more than a command).
+      shared ??= GuestSsh.connect({ port: runtime.sshPort, privateKey: keys.privateKey });
+      const ssh = await shared.catch((error: unknown) => {
+        shared = undefined;
+        throw error;
+      });
       try {
         return await ssh.exec(command);
-      } finally {
+      } catch (error) {
         ssh.close();
+        shared = undefined;
+        throw error;
       }
     },
     // The exit hook stays until the release is done: a runner that exits mid-release (Vitest
     // exits at once on Ctrl-C) still leaves no unkept VM behind.
-    stop: () => (stopped ??= release(dir, lease, logger).finally(() => process.off('exit', onExit))),
+    stop: () => {
+      void shared?.then((ssh) => ssh.close(), () => undefined);
+      shared = undefined;
+      return (stopped ??= release(dir, lease, logger).finally(() => process.off('exit', onExit)));
+    },
     [Symbol.asyncDispose]: async () => {
       await cluster.stop();
     },

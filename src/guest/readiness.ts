@@ -122,7 +122,7 @@ export interface ReadyCluster {
 }
 
 /**
- * Runs the steps in order, each retried with backoff capped at 250 ms so a step is noticed
+ * Runs the steps in order, each retried with backoff capped at 150 ms so a step is noticed
  * soon after it becomes true, all under one deadline. The VM exiting aborts at once. On
  * failure the error names the step, its last error and the tail of the serial log.
  */
@@ -154,7 +154,8 @@ export async function waitForReady(options: WaitForReadyOptions): Promise<ReadyC
           {
             retries: Number.POSITIVE_INFINITY,
             minTimeout: 50,
-            maxTimeout: 250,
+            // The cap bounds how late a step that just became true is noticed.
+            maxTimeout: 150,
             factor: 1.5,
             randomize: false,
             signal: controller.signal,

@@ -51,6 +51,8 @@ export class GuestSsh {
         signal?.removeEventListener('abort', onAbort);
         if (settled) return client.end();
         settled = true;
+        // Small request/response exchanges: without this each one waits on a delayed ACK.
+        client.setNoDelay(true);
         resolve(new GuestSsh(client));
       });
       // ssh2 can report more than one error for one connection (and more after the VM powers
