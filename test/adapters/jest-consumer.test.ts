@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopCluster } from '../../src/cluster/cluster.js';
-import { consumerEnv, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
+import { consumerEnv, interruptDuringTests, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
 import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
 
 const project = join(repoRoot, 'fixtures', 'consumer-jest');
@@ -32,12 +32,6 @@ describe('a Jest project with k3s-vm/jest/setup and k3s-vm/jest/teardown', () =>
   it('leaves no QEMU behind on Ctrl-C, although Jest skips globalTeardown then', async () => {
     const dir = freshStateDir('jest-int');
     dirs.push(dir);
-    const run = runIn(project, 'jest', ['--runInBand', '--config', 'jest.interrupt.config.js'], jestEnv(dir));
-    let output = '';
-    run.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    await expect.poll(() => output, { timeout: 200_000, interval: 200 }).toMatch(/slow test started/);
-    run.kill('SIGINT');
-    await run;
-    await expect.poll(() => qemuProcessesUsing(dir).length, { timeout: 30_000, interval: 200 }).toBe(0);
+    await interruptDuringTests(project, 'jest', ['--runInBand', '--config', 'jest.interrupt.config.js'], jestEnv(dir), dir, 'SIGINT');
   });
 });

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopCluster } from '../../src/cluster/cluster.js';
 import { files } from '../../src/state/files.js';
 import { isRunning } from '../../src/state/process.js';
-import { consumerEnv, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
+import { consumerEnv, interruptDuringTests, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
 import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
 
 const project = join(repoRoot, 'fixtures', 'consumer-vitest');
@@ -90,13 +90,7 @@ describe('a Vitest project with globalSetup: k3s-vm/vitest', () => {
   it('leaves no QEMU behind when the run gets SIGINT during the tests', async () => {
     const dir = freshStateDir('vitest-int');
     dirs.push(dir);
-    const run = runIn(project, 'vitest', ['run', '--config', 'vitest.interrupt.config.ts'], consumerEnv(dir));
-    let output = '';
-    run.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    await expect.poll(() => output, { timeout: 200_000, interval: 200 }).toMatch(/slow test started/);
-    run.kill('SIGINT');
-    await run;
-    await expect.poll(() => qemuProcessesUsing(dir).length, { timeout: 30_000, interval: 200 }).toBe(0);
+    await interruptDuringTests(project, 'vitest', ['run', '--config', 'vitest.interrupt.config.ts'], consumerEnv(dir), dir, 'SIGINT');
   });
 });
 

@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, symlinkSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { expect } from 'vitest';
 import { repoRoot, testGuestNix } from './test-guest.js';
 
 /** Makes `k3s-vm` resolve to this repository from a consumer project, as an install would. */
@@ -41,4 +42,18 @@ export function qemuProcessesUsing(dir: string): string[] {
   return execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
     .split('\n')
     .filter((line) => line.includes('qemu-system') && line.includes(dir));
+}
+
+/**
+ * Runs a consumer project until its long test has started, interrupts it with `signal`, and
+ * waits until no QEMU of that state directory is left.
+ */
+export async function interruptDuringTests(project: string, command: string, args: string[], env: Record<string, string>, dir: string, signal: NodeJS.Signals): Promise<void> {
+  const run = runIn(project, command, args, env);
+  let output = '';
+  run.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  await expect.poll(() => output, { timeout: 200_000, interval: 200 }).toMatch(/slow test started/);
+  run.kill(signal);
+  await run;
+  await expect.poll(() => qemuProcessesUsing(dir).length, { timeout: 30_000, interval: 200 }).toBe(0);
 }
