@@ -195,8 +195,7 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
         await stopInstance(dir, status, logger, false);
       } else if (status.state === 'broken') {
         logger.warn(`cleaning up after the last VM: ${status.reasons.join('; ')}`);
-        if (status.pid !== undefined) await stopInstance(dir, status, logger, true);
-        else await stopInstance(dir, { ...status, pid: undefined }, logger, true);
+        await stopInstance(dir, status, logger, true);
       }
       return boot(config, dir, keys, keep, steps, logger, signal);
     },

@@ -75,7 +75,7 @@ export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<Laun
     closeSync(log);
   }
   const exited = new Promise<number | null>((resolve) => {
-    child.once('exit', (code, signal) => resolve(code ?? (signal ? null : null)));
+    child.once('exit', (code) => resolve(code));
     child.once('error', () => resolve(null));
   });
   const pid = await new Promise<number>((resolve, reject) => {

@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { createReadStream, readFileSync, watch } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { constants } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Health, KubeConfig } from '@kubernetes/client-node';
 import { buildCluster, clusterStatus, resetCluster, startCluster, stopCluster, type ClusterOptions } from '../../cluster/cluster.js';
@@ -289,7 +290,7 @@ function spawnInherit(command: string, args: string[], io: CliIo, missingHint: s
     child.once('error', (error: NodeJS.ErrnoException) =>
       reject(error.code === 'ENOENT' ? new K3sVmError('TOOL_MISSING', `${command} was not found on PATH`, { hint: missingHint }) : error),
     );
-    child.once('close', (code, signal) => resolve(code ?? (signal ? 128 + 1 : exitCodes.failure)));
+    child.once('close', (code, signal) => resolve(code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : exitCodes.failure)));
   });
 }
 
