@@ -79,7 +79,7 @@ export interface StartedCluster extends AsyncDisposable {
   kubeConfig(): KubeConfig;
   /** An SSH connection to the guest as root; close it when done. */
   ssh(): Promise<GuestSsh>;
-  /** Runs one command in the guest over SSH (one connection for all calls, closed by stop()). */
+  /** Runs one command in the guest over SSH (calls in quick succession share a connection). */
   exec(command: string): Promise<{ stdout: string; stderr: string; exitCode: number | null }>;
   /**
    * Releases this user's lease; the VM is stopped when no other user holds one and it is
@@ -204,6 +204,8 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
   const kubeconfigPath = dir.file(files.kubeconfig);
   let stopped: Promise<{ stoppedVm: boolean }> | undefined;
   let shared: Promise<GuestSsh> | undefined;
+  let idleTimer: NodeJS.Timeout | undefined;
+  let inFlight = 0;
   // If the process exits without stop() (a runner that calls process.exit on Ctrl-C), there
   // is no time for a graceful power-down; still leave no unkept VM without users behind.
   const onExit = () => releaseAtExit(dir, lease.id);
@@ -223,23 +225,36 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
     kubeConfig: () => loadKubeConfig(kubeconfig),
     ssh: () => GuestSsh.connect({ port: runtime.sshPort, privateKey: keys.privateKey }),
     exec: async (command) => {
-      // One connection serves every exec (a handshake costs far more than a command).
+      // One connection serves the execs that follow each other (a handshake costs far more
+      // than a command); it closes after a short idle time so it never keeps a process alive.
+      clearTimeout(idleTimer);
       shared ??= GuestSsh.connect({ port: runtime.sshPort, privateKey: keys.privateKey });
-      const ssh = await shared.catch((error: unknown) => {
+      const connection = shared;
+      const ssh = await connection.catch((error: unknown) => {
         shared = undefined;
         throw error;
       });
+      inFlight++;
       try {
         return await ssh.exec(command);
       } catch (error) {
         ssh.close();
-        shared = undefined;
+        if (shared === connection) shared = undefined;
         throw error;
+      } finally {
+        if (--inFlight === 0) {
+          idleTimer = setTimeout(() => {
+            if (shared === connection) shared = undefined;
+            ssh.close();
+          }, 1000);
+          idleTimer.unref();
+        }
       }
     },
     // The exit hook stays until the release is done: a runner that exits mid-release (Vitest
     // exits at once on Ctrl-C) still leaves no unkept VM behind.
     stop: () => {
+      clearTimeout(idleTimer);
       void shared?.then((ssh) => ssh.close(), () => undefined);
       shared = undefined;
       return (stopped ??= release(dir, lease, logger).finally(() => process.off('exit', onExit)));
