@@ -7,7 +7,7 @@ import { resolveConfig } from '../config/resolve-config.js';
 import { buildParameters, fingerprintDifferences, runtimeFingerprint } from '../config/fingerprint.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import { ensureKeyPair } from '../guest/keys.js';
-import { loadKubeConfig } from '../guest/kubeconfig.js';
+import { apiReady, loadKubeConfig } from '../guest/kubeconfig.js';
 import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../guest/readiness.js';
 import { GuestSsh, waitForSsh } from '../guest/ssh.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -291,8 +291,7 @@ async function attach(
   }
   throwIfAborted(signal);
   try {
-    const { Health } = await import('@kubernetes/client-node');
-    const healthy = await new Health(loadKubeConfig(kubeconfig)).readyz({ signal: AbortSignal.any([AbortSignal.timeout(5000), ...(signal ? [signal] : [])]) });
+    const healthy = await apiReady(kubeconfig, AbortSignal.any([AbortSignal.timeout(5000), ...(signal ? [signal] : [])]));
     if (!healthy) throw new Error('/readyz did not answer ok');
   } catch (error) {
     throwIfAborted(signal);
@@ -482,24 +481,32 @@ export interface ClusterStatus {
   readonly buildPath: string | undefined;
   readonly diskBytes: number | undefined;
   readonly users: number;
+  /** Whether /readyz answers through the forwarded port (only asked with probeApi). */
+  readonly apiReady: boolean | undefined;
 }
 
 /** The instance's status, derived from its files and process liveness. */
-export async function clusterStatus(options: ClusterOptions = {}): Promise<ClusterStatus> {
+export async function clusterStatus(options: ClusterOptions & { probeApi?: boolean } = {}): Promise<ClusterStatus> {
   const config = resolveConfig(options, options.env, options.cwd);
   const dir = new InstanceDir(config.dir);
   const status = await deriveStatus(dir);
   const disk = await stat(dir.file(files.disk)).catch(() => undefined);
+  const running = status.state === 'running';
+  const kubeconfig = running ? await dir.readText(files.kubeconfig) : undefined;
+  const ready = options.probeApi
+    ? kubeconfig !== undefined && (await apiReady(kubeconfig, AbortSignal.timeout(3000)).catch(() => false))
+    : undefined;
   return {
     config,
     state: status.state,
     reasons: status.reasons,
     pid: status.pid,
     runtime: status.state === 'running' ? status.runtime : undefined,
-    kubeconfigPath: status.state === 'running' && dir.exists(files.kubeconfig) ? dir.file(files.kubeconfig) : undefined,
+    kubeconfigPath: kubeconfig === undefined ? undefined : dir.file(files.kubeconfig),
     buildPath: buildPathOf(dir),
     diskBytes: disk ? disk.blocks * 512 : undefined,
-    users: status.state === 'running' ? (await liveLeases(dir)).length : 0,
+    users: running ? (await liveLeases(dir)).length : 0,
+    apiReady: ready,
   };
 }
 

@@ -1,5 +1,5 @@
 // The guest's K3s kubeconfig, rewritten to reach the API through the forwarded host port.
-import { KubeConfig } from '@kubernetes/client-node';
+import { Health, KubeConfig } from '@kubernetes/client-node';
 import { K3sVmError } from '../errors.js';
 
 /** Where K3s writes its admin kubeconfig in the guest. */
@@ -37,4 +37,10 @@ export function loadKubeConfig(kubeconfig: string): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromString(kubeconfig);
   return kc;
+}
+
+/** Whether the API server answers /readyz with ok (a fresh TLS connection with the kubeconfig's credentials). */
+export async function apiReady(kubeconfig: string | KubeConfig, signal?: AbortSignal): Promise<boolean> {
+  const kc = typeof kubeconfig === 'string' ? loadKubeConfig(kubeconfig) : kubeconfig;
+  return new Health(kc).readyz({ signal });
 }

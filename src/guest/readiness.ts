@@ -1,9 +1,9 @@
 // Readiness: an ordered list of named steps that together mean "tests can create pods".
-import { CoreV1Api, Health, type KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import pRetry, { AbortError } from 'p-retry';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from './kubeconfig.js';
+import { apiReady, guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from './kubeconfig.js';
 import type { GuestSsh } from './ssh.js';
 
 /** What the steps share: the SSH connection, and what earlier steps found. */
@@ -71,8 +71,7 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
     hint: 'the API server does not answer through the forwarded port: check that the guest firewall lets 6443 in',
     async check(context) {
       if (!context.kubeConfig) throw new Error('no kubeconfig yet');
-      const ok = await new Health(context.kubeConfig).readyz({ signal: context.signal });
-      if (!ok) throw new Error('/readyz did not answer ok');
+      if (!(await apiReady(context.kubeConfig, context.signal))) throw new Error('/readyz did not answer ok');
     },
   },
   {

@@ -1,5 +1,4 @@
 // The VM lifecycle against the real test guest: real Nix, real QEMU, real SSH.
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -9,6 +8,7 @@ import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
 import { isRunning } from '../../src/state/process.js';
 import { qmpSocketPath } from '../../src/state/status.js';
+import { qemuProcessesUsing } from '../helpers/consumer.js';
 import { recordingLogger, testGuestOptions } from '../helpers/test-guest.js';
 
 const started: StartedCluster[] = [];
@@ -18,12 +18,7 @@ afterAll(async () => {
 });
 
 function qemuPidsFor(dir: string): number[] {
-  const socket = qmpSocketPath(new InstanceDir(dir));
-  const out = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' });
-  return out
-    .split('\n')
-    .filter((line) => line.includes('qemu-system') && line.includes(socket))
-    .map((line) => Number.parseInt(line.trim(), 10));
+  return qemuProcessesUsing(dir).map((line) => Number.parseInt(line.trim(), 10));
 }
 
 /** Local addresses that listen on a TCP port, from /proc/net/tcp (hex "ADDR:PORT"). */

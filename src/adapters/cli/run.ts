@@ -4,7 +4,6 @@ import { createReadStream, readFileSync, watch } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { Health, KubeConfig } from '@kubernetes/client-node';
 import { buildCluster, clusterStatus, resetCluster, startCluster, stopCluster, type ClusterOptions } from '../../cluster/cluster.js';
 import type { K3sVmOptions } from '../../config/options.js';
 import { resolveConfig } from '../../config/resolve-config.js';
@@ -107,17 +106,6 @@ function formatBytes(bytes: number): string {
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
-async function apiReady(kubeconfigPath: string | undefined): Promise<boolean> {
-  if (!kubeconfigPath) return false;
-  try {
-    const kc = new KubeConfig();
-    kc.loadFromFile(kubeconfigPath);
-    return await new Health(kc).readyz({ signal: AbortSignal.timeout(3000) });
-  } catch {
-    return false;
-  }
-}
-
 const commands: Record<string, Command> = {
   setup: {
     summary: 'build the VM image with Nix (nothing is started)',
@@ -154,8 +142,8 @@ const commands: Record<string, Command> = {
     usage: 'status [--json]',
     options: { json: { type: 'boolean' } },
     async run({ io, values, options }) {
-      const status = await clusterStatus(options);
-      const ready = status.state === 'running' ? await apiReady(status.kubeconfigPath) : false;
+      const status = await clusterStatus({ ...options, probeApi: true });
+      const ready = status.apiReady ?? false;
       const runtime = status.runtime;
       const report = {
         name: status.config.name,

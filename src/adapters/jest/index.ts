@@ -1,9 +1,11 @@
 // k3s-vm/jest: test-side helpers for Jest; the cluster arrives from k3s-vm/jest/setup through the environment.
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
 import { readHandoff } from '../../config/resolve-config.js';
 import type { ProvidedCluster } from '../session.js';
+import { createNamespaceFor, type TestNamespace } from '../test-namespace.js';
 
 export type { ProvidedCluster } from '../session.js';
+export type { TestNamespace } from '../test-namespace.js';
 
 /** The cluster the global setup provided; throws a clear error if it is not configured. */
 export function useK3sVm(): ProvidedCluster {
@@ -23,22 +25,7 @@ export function useKubeConfig(): KubeConfig {
   return kc;
 }
 
-/** A namespace for one test: create it in beforeEach, delete it in afterEach. */
-export interface TestNamespace {
-  readonly name: string;
-  delete(): Promise<void>;
-}
-
-/** Creates a uniquely named namespace (DNS-1123) derived from a label such as the test's name. */
-export async function createTestNamespace(label = 'test', kubeConfig: KubeConfig = useKubeConfig()): Promise<TestNamespace> {
-  const api = kubeConfig.makeApiClient(CoreV1Api);
-  const slug = label.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40).replace(/-+$/, '');
-  const name = `t-${slug || 'test'}-${Math.random().toString(36).slice(2, 8)}`;
-  await api.createNamespace({ body: { metadata: { name, labels: { 'app.kubernetes.io/managed-by': 'k3s-vm' } } } });
-  return {
-    name,
-    delete: async () => {
-      await api.deleteNamespace({ name }).catch(() => undefined);
-    },
-  };
+/** Creates a uniquely named namespace from a label such as the test's name: create it in beforeEach, delete it in afterEach. */
+export function createTestNamespace(label = 'test', kubeConfig: KubeConfig = useKubeConfig()): Promise<TestNamespace> {
+  return createNamespaceFor(label, kubeConfig);
 }

@@ -1,9 +1,10 @@
 // k3s-vm/vitest: a Vitest global setup that provides the cluster, and test-side helpers.
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
 import { inject, test as baseTest } from 'vitest';
 import type { TestProject } from 'vitest/node';
 import type { StartOptions } from '../../cluster/cluster.js';
 import { closeSession, openSession, type ProvidedCluster } from '../session.js';
+import { createNamespaceFor } from '../test-namespace.js';
 
 export type { ProvidedCluster } from '../session.js';
 
@@ -46,13 +47,6 @@ export function useKubeConfig(): KubeConfig {
   return kc;
 }
 
-/** A namespace name from a test name: DNS-1123, at most 63 characters, unique per test. */
-export function namespaceNameFor(testName: string): string {
-  const slug = testName.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40).replace(/-+$/, '');
-  const suffix = Math.random().toString(36).slice(2, 8);
-  return `t-${slug || 'test'}-${suffix}`;
-}
-
 export interface K3sVmFixtures {
   /** A client-node KubeConfig for the cluster. */
   kubeConfig: KubeConfig;
@@ -62,20 +56,18 @@ export interface K3sVmFixtures {
 
 function extendTest() {
   return baseTest.extend<K3sVmFixtures>({
-  // eslint-disable-next-line no-empty-pattern
-  kubeConfig: async ({}, use) => {
-    await use(useKubeConfig());
-  },
-  namespace: async ({ kubeConfig, task }, use) => {
-    const api = kubeConfig.makeApiClient(CoreV1Api);
-    const name = namespaceNameFor(task.name);
-    await api.createNamespace({ body: { metadata: { name, labels: { 'app.kubernetes.io/managed-by': 'k3s-vm' } } } });
-    try {
-      await use(name);
-    } finally {
-      await api.deleteNamespace({ name }).catch(() => undefined);
-    }
-  },
+    // eslint-disable-next-line no-empty-pattern
+    kubeConfig: async ({}, use) => {
+      await use(useKubeConfig());
+    },
+    namespace: async ({ kubeConfig, task }, use) => {
+      const namespace = await createNamespaceFor(task.name, kubeConfig);
+      try {
+        await use(namespace.name);
+      } finally {
+        await namespace.delete();
+      }
+    },
   });
 }
 
