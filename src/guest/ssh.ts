@@ -1,7 +1,6 @@
-// SSH into the guest with ssh2 and the instance key: wait until it answers, run commands, read files.
-import { setTimeout as sleep } from 'node:timers/promises';
+// SSH into the guest with ssh2 and the instance key: connect, run commands, read files.
 import ssh2, { type Client, type ConnectConfig } from 'ssh2';
-import { abortError, K3sVmError } from '../errors.js';
+import { abortError } from '../errors.js';
 
 export interface ExecResult {
   readonly stdout: string;
@@ -19,8 +18,18 @@ export interface SshTarget {
   readonly username?: string;
 }
 
+/** What the readiness steps and callers need from the guest: run a command, read a file. */
+export interface GuestShell {
+  /** Runs a command through the guest's shell and collects its output and exit code. */
+  exec(command: string, options?: { signal?: AbortSignal | undefined; stdin?: string | undefined }): Promise<ExecResult>;
+  /** Reads a file from the guest (undefined if it does not exist). */
+  readFile(path: string, options?: { signal?: AbortSignal | undefined }): Promise<string | undefined>;
+  /** Ends the connection, if the shell holds one. */
+  close?(): void;
+}
+
 /** An open SSH connection to the guest. */
-export class GuestSsh {
+export class GuestSsh implements GuestShell {
   private constructor(private readonly client: Client) {}
 
   /** Connects once; rejects if the guest does not complete the handshake within timeoutMs. */
@@ -69,7 +78,7 @@ export class GuestSsh {
   }
 
   /** Runs a command through the guest's shell and collects its output and exit code. */
-  exec(command: string, options: { signal?: AbortSignal; stdin?: string } = {}): Promise<ExecResult> {
+  exec(command: string, options: { signal?: AbortSignal | undefined; stdin?: string | undefined } = {}): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
       this.client.exec(command, (error, channel) => {
         if (error) return reject(error);
@@ -94,20 +103,9 @@ export class GuestSsh {
     });
   }
 
-  /** Runs a command and returns stdout; a non-zero exit is an SSH_FAILED error with stderr. */
-  async run(command: string, options: { signal?: AbortSignal } = {}): Promise<string> {
-    const result = await this.exec(command, options);
-    if (result.exitCode !== 0) {
-      throw new K3sVmError('SSH_FAILED', `\`${command}\` failed in the guest (exit ${result.exitCode}): ${result.stderr.trim() || result.stdout.trim()}`);
-    }
-    return result.stdout;
-  }
-
   /** Reads a file from the guest (undefined if it does not exist). */
-  async readFile(path: string, options: { signal?: AbortSignal } = {}): Promise<string | undefined> {
-    const quoted = `'${path.replace(/'/g, `'\\''`)}'`;
-    const result = await this.exec(`test -f ${quoted} && cat ${quoted}`, options);
-    return result.exitCode === 0 ? result.stdout : undefined;
+  readFile(path: string, options: { signal?: AbortSignal | undefined } = {}): Promise<string | undefined> {
+    return readFileWith(this, path, options);
   }
 
   close(): void {
@@ -115,41 +113,95 @@ export class GuestSsh {
   }
 }
 
-export interface WaitForSshOptions extends SshTarget {
-  readonly deadline: number;
-  readonly signal?: AbortSignal | undefined;
-  /** Returns a reason when the VM is gone, ending the wait at once. */
-  readonly vmGone?: () => string | undefined;
-  /** Tail of the serial log, for the timeout error. */
-  readonly serialTail?: () => Promise<string>;
+export interface SharedSshOptions {
+  /** How long an unused connection stays open. @default 1000 */
+  readonly idleMs?: number;
+  /** Handshake timeout of each connection. @default 10_000 */
+  readonly connectTimeoutMs?: number;
 }
 
 /**
- * Retries connecting until the guest answers. A forwarded port accepts connections before
- * the guest listens (user-mode networking), so only a completed handshake counts.
+ * One SSH connection shared by the commands that follow each other (a handshake costs far
+ * more than a command), opened on first use and closed after a short idle time, so it never
+ * keeps the process alive. A failed connection or command drops it; the next call reconnects.
  */
-export async function waitForSsh(options: WaitForSshOptions): Promise<GuestSsh> {
-  let lastError: unknown;
-  for (let attempt = 1; ; attempt++) {
-    if (options.signal?.aborted) throw abortError(options.signal);
-    const gone = options.vmGone?.();
-    if (gone) {
-      const details = await options.serialTail?.();
-      // Asked again: by now the exit status has usually arrived as well.
-      throw new K3sVmError('QEMU_EXITED', `the VM stopped while waiting for SSH: ${options.vmGone?.() ?? gone}`, { details });
-    }
-    const remaining = options.deadline - Date.now();
-    if (remaining <= 0) break;
-    try {
-      return await GuestSsh.connect(options, Math.min(remaining, 5000), options.signal);
-    } catch (error) {
-      if (options.signal?.aborted) throw abortError(options.signal);
-      lastError = error;
-    }
-    await sleep(Math.min(250, Math.max(0, options.deadline - Date.now())), undefined, { signal: options.signal }).catch(() => undefined);
+export class SharedSsh implements GuestShell {
+  readonly #target: SshTarget;
+  readonly #idleMs: number;
+  readonly #connectTimeoutMs: number;
+  #connection: Promise<GuestSsh> | undefined;
+  #idleTimer: NodeJS.Timeout | undefined;
+  #inFlight = 0;
+
+  constructor(target: SshTarget, options: SharedSshOptions = {}) {
+    this.#target = target;
+    this.#idleMs = options.idleMs ?? 1000;
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
   }
-  throw new K3sVmError('SSH_FAILED', `SSH on 127.0.0.1:${options.port} did not answer before the deadline; last error: ${(lastError as Error)?.message ?? 'none'}`, {
-    details: await options.serialTail?.(),
-    hint: 'the guest did not finish booting: read the serial log above (or k3s-vm logs); under emulation, raise K3S_VM_TIMEOUT',
-  });
+
+  async exec(command: string, options: { signal?: AbortSignal | undefined; stdin?: string | undefined } = {}): Promise<ExecResult> {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+    this.#connection ??= GuestSsh.connect(this.#target, this.#connectTimeoutMs);
+    const connection = this.#connection;
+    this.#inFlight++;
+    try {
+      let ssh: GuestSsh;
+      try {
+        ssh = await connection;
+      } catch (error) {
+        this.#drop(connection);
+        throw error;
+      }
+      try {
+        return await ssh.exec(command, options);
+      } catch (error) {
+        this.#drop(connection);
+        throw error;
+      }
+    } finally {
+      if (--this.#inFlight === 0) this.#closeWhenIdle();
+    }
+  }
+
+  readFile(path: string, options: { signal?: AbortSignal | undefined } = {}): Promise<string | undefined> {
+    return readFileWith(this, path, options);
+  }
+
+  /** Closes the open connection now; a later call opens a new one. */
+  close(): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+    if (this.#connection) this.#drop(this.#connection);
+  }
+
+  #closeWhenIdle(): void {
+    const connection = this.#connection;
+    if (!connection) return;
+    this.#idleTimer = setTimeout(() => {
+      this.#idleTimer = undefined;
+      this.#drop(connection);
+    }, this.#idleMs);
+    this.#idleTimer.unref();
+  }
+
+  /** Forgets the connection (if it is still the current one) and closes it once it is open. */
+  #drop(connection: Promise<GuestSsh>): void {
+    if (this.#connection === connection) this.#connection = undefined;
+    connection.then(
+      (ssh) => ssh.close(),
+      () => undefined,
+    );
+  }
+}
+
+async function readFileWith(shell: GuestShell, path: string, options: { signal?: AbortSignal | undefined }): Promise<string | undefined> {
+  const quoted = shellQuote(path);
+  const result = await shell.exec(`test -f ${quoted} && cat ${quoted}`, options);
+  return result.exitCode === 0 ? result.stdout : undefined;
+}
+
+/** Quotes a string for the guest's POSIX shell. */
+function shellQuote(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
 }
