@@ -4,13 +4,16 @@
 #
 # builds config.system.build.vm of nixos/modules/virtualisation/qemu-vm.nix, whose
 # bin/run-<name>-vm starts QEMU. Every argument has a default, so `nix-build nix/` alone
-# gives a VM named k3s-vm. List arguments are JSON strings so they can be passed with
-# --argstr; `extraModules` (Nix values, for the flake's lib.mkVm) cannot be.
+# gives a VM named k3s-vm from the pinned nixpkgs (nixpkgs.json). List arguments are JSON
+# strings so they can be passed with --argstr; `extraModules` (Nix values, for the flake's
+# lib.mkVm) cannot be. The rules every argument must follow are in parameters.nix.
 {
-  # A nixpkgs source tree: the <nixpkgs> path from NIX_PATH, or a flake input.
-  # Without <nixpkgs> on the search path, nix-build itself fails with
-  # "file 'nixpkgs' was not found in the Nix search path".
-  nixpkgs ? <nixpkgs>,
+  # Where nixpkgs comes from (see nixpkgsSource in parameters.nix): "" for the pinned
+  # revision in nixpkgs.json, "<nixpkgs>", a channel name such as "nixos-25.05", an
+  # absolute path or an https:// tarball URL.
+  nixpkgsSpec ? "",
+  # A nixpkgs source tree given as a value (a path, or a flake input); overrides nixpkgsSpec.
+  nixpkgs ? null,
   system ? builtins.currentSystem,
   # Host name, K3s node name and the run script's name (bin/run-<name>-vm).
   name ? "k3s-vm",
@@ -20,7 +23,7 @@
   # K3s minor version as in the nixpkgs attribute name ("1_31" for pkgs.k3s_1_31);
   # "" means pkgs.k3s.
   k3sVersion ? "",
-  # JSON array of extra `k3s server` arguments.
+  # JSON array of extra `k3s server` arguments, each reaching K3s as one argument, as given.
   extraK3sFlagsJson ? "[]",
   # One OpenSSH public key line root accepts; "" for none.
   sshPublicKey ? "",
@@ -28,6 +31,8 @@
   disableJson ? "[\"traefik\"]",
   # Preload the K3s package's air-gap image tarball so the cluster starts offline.
   airgapImages ? true,
+  # Cut the guest off from the host's network and the internet (port forwards still work).
+  offline ? false,
   # JSON array of absolute paths of further NixOS modules to import.
   extraModulesJson ? "[]",
   # Further NixOS modules given as Nix values (paths, attribute sets or functions).
@@ -35,87 +40,78 @@
   ...
 }:
 let
+  rules = import ./parameters.nix;
+
   fail = message: throw "k3s-vm: ${message}";
 
-  # A path (<nixpkgs>) is extended with `+`, which does not copy the tree into the store
-  # the way "${nixpkgs}" would; a flake input is an attribute set whose outPath is already
-  # a store path.
-  nixpkgsSource = if builtins.isAttrs nixpkgs then nixpkgs.outPath else nixpkgs;
-
-  isStringList = value: builtins.isList value && builtins.all builtins.isString value;
-
-  jsonStringList =
+  jsonList =
     argName: json:
-    if !builtins.isString json then
-      fail "${argName} must be a JSON array of strings passed with --argstr"
+    if builtins.isString json then
+      builtins.fromJSON json
     else
-      let
-        value = builtins.fromJSON json;
-      in
-      if isStringList value then value else fail "${argName} must be a JSON array of strings, got ${json}";
-
-  wholeNumber =
-    argName: least: value:
-    if builtins.isInt value && value >= least then
-      value
-    else
-      fail "${argName} must be a whole number of at least ${toString least} (pass it with --arg, not --argstr)";
+      fail "${argName} must be a JSON array passed with --argstr";
 
   # Accepts --arg airgapImages true as well as --argstr airgapImages true.
   flag =
-    argName: value:
-    if builtins.isBool value then
-      value
-    else if value == "true" then
+    value:
+    if value == "true" then
       true
     else if value == "false" then
       false
     else
-      fail "${argName} must be true or false";
+      value;
 
-  # The name is the host name and the Kubernetes node name, so it must be a lower-case
-  # RFC 1123 label (NixOS itself also accepts upper case and '_', which Kubernetes rejects).
-  checkedName =
-    if builtins.isString name && builtins.match "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?" name != null then
-      name
+  # A path (<nixpkgs>, an absolute path) is extended with `+`, which does not copy the tree
+  # into the store the way "${nixpkgs}" would; a flake input is an attribute set whose
+  # outPath is already a store path. Tarballs are fetched (and unpacked) into the store
+  # once; with a sha256, Nix uses the store copy without downloading again.
+  fetch =
+    source:
+    if source.sha256 == "" then
+      builtins.fetchTarball source.url
     else
-      fail "name \"${toString name}\" must be 1 to 63 lower-case letters, digits and dashes, starting and ending with a letter or digit";
+      builtins.fetchTarball { inherit (source) url sha256; };
 
-  checkedKey =
-    if !builtins.isString sshPublicKey then
-      fail "sshPublicKey must be a string"
-    else if builtins.match "[^\n\r]*" sshPublicKey == null then
-      fail "sshPublicKey must be a single line (one OpenSSH public key)"
+  nixpkgsSource =
+    if nixpkgs != null then
+      (if builtins.isAttrs nixpkgs then nixpkgs.outPath else nixpkgs)
     else
-      sshPublicKey;
-
-  checkedK3sVersion =
-    if builtins.isString k3sVersion && builtins.match "([0-9]+[._][0-9]+)?" k3sVersion != null then
-      k3sVersion
-    else
-      fail "k3sVersion \"${toString k3sVersion}\" must look like 1_31 (or be empty for the default K3s)";
+      let
+        source = rules.nixpkgsSource nixpkgsSpec;
+      in
+      if source.kind == "search-path" then
+        # Without <nixpkgs> on the search path, Nix fails with
+        # "file 'nixpkgs' was not found in the Nix search path".
+        <nixpkgs>
+      else if source.kind == "path" then
+        (if builtins.pathExists (/. + source.path) then /. + source.path else fail "nixpkgs ${source.path} does not exist")
+      else
+        fetch source;
 
   # Each path becomes an imported module; `/. + path` turns the absolute path string
   # into a Nix path without copying anything.
   modulePath =
     path:
-    if builtins.substring 0 1 path != "/" then
-      fail "extra NixOS module \"${path}\" is not an absolute path"
+    if !builtins.isString path || builtins.substring 0 1 path != "/" then
+      fail "extra NixOS module ${builtins.toJSON path} is not an absolute path"
     else if !builtins.pathExists (/. + path) then
       fail "extra NixOS module ${path} does not exist"
     else
       /. + path;
 
-  parameters = {
-    name = checkedName;
-    cpus = wholeNumber "cpus" 1 cpus;
-    memoryMiB = wholeNumber "memoryMiB" 1024 memoryMiB;
-    diskSizeMiB = wholeNumber "diskSizeMiB" 2048 diskSizeMiB;
-    k3sVersion = checkedK3sVersion;
-    extraK3sFlags = jsonStringList "extraK3sFlagsJson" extraK3sFlagsJson;
-    sshPublicKey = checkedKey;
-    disable = jsonStringList "disableJson" disableJson;
-    airgapImages = flag "airgapImages" airgapImages;
+  parameters = builtins.mapAttrs (parameter: value: rules.check.${parameter} value) {
+    inherit
+      name
+      cpus
+      memoryMiB
+      diskSizeMiB
+      k3sVersion
+      sshPublicKey
+      ;
+    extraK3sFlags = jsonList "extraK3sFlagsJson" extraK3sFlagsJson;
+    disable = jsonList "disableJson" disableJson;
+    airgapImages = flag airgapImages;
+    offline = flag offline;
   };
 
   # nixos/lib/eval-config.nix is the evaluator behind both <nixpkgs/nixos> and the flake's
@@ -126,13 +122,14 @@ let
   nixos = import (nixpkgsSource + "/nixos/lib/eval-config.nix") {
     inherit system;
     modules = [
-      (import ./vm.nix parameters)
+      (import ./vm.nix (parameters // { k3sArguments = rules.systemdArguments; }))
     ]
-    ++ map modulePath (jsonStringList "extraModulesJson" extraModulesJson)
+    ++ map modulePath (jsonList "extraModulesJson" extraModulesJson)
     ++ extraModules;
   };
 in
 # bin/run-<name>-vm and a `system` link to the guest's toplevel. `nixos` (config,
 # options, ...) rides along for inspection, e.g.
 #   nix-instantiate --eval nix/ -A nixos.config.services.k3s.extraFlags --strict
-nixos.config.system.build.vm // { inherit nixos; }
+# The parameters are checked first, before nixpkgs is fetched or evaluated.
+builtins.deepSeq parameters (nixos.config.system.build.vm // { inherit nixos; })

@@ -15,6 +15,9 @@
   sshPublicKey,
   disable,
   airgapImages,
+  offline,
+  # Turns flags into ExecStart= words that reach K3s as given (parameters.nix).
+  k3sArguments,
 }:
 {
   config,
@@ -78,12 +81,6 @@ let
 
   # --- K3s arguments -------------------------------------------------------------------
 
-  # services.k3s writes extraFlags into ExecStart= as they are (joined with spaces), where
-  # systemd would expand % specifiers and $VARIABLES: double both so a flag such as
-  # --kubelet-arg=eviction-hard=nodefs.available<5% reaches K3s unchanged. Spaces still
-  # separate arguments, as with any services.k3s.extraFlags entry.
-  systemdEscape = lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ];
-
   k3sFlags = [
     # The kubeconfig is read over SSH as root; nobody else needs it.
     "--write-kubeconfig-mode=0600"
@@ -122,6 +119,19 @@ in
     # none` makes "none" the default backend (the model-less form needs QEMU 8.2+; 9.0 is
     # required here to be safe).
     qemu.options = lib.optional (lib.versionAtLeast (lib.getVersion config.virtualisation.qemu.package) "9.0") "-audio none";
+    # The Nix store (K3s, its ~230 MiB air-gap image tarball, everything the guest runs)
+    # is read over 9p, whose packet size caps each read; qemu-vm.nix's default is 16384
+    # ("Increasing this should increase performance significantly, at the cost of higher
+    # RAM usage"). 512000 bytes is the Linux virtio 9p transport's limit (125 pages);
+    # a kernel clamps anything larger to its limit.
+    msize = 512000;
+    # offline: qemu-vm.nix adds `restrict=on,` to `-netdev user,id=user.0,...` ("the guest
+    # will be isolated ... This option does not affect any explicitly set forwarding
+    # rules"), and the launcher's hostfwd= rules, appended to the same -netdev through
+    # $QEMU_NET_OPTS, are such rules: the API and SSH stay reachable from the host, while
+    # the guest reaches neither the internet nor the host. Read in nixpkgs'
+    # nixos/modules/virtualisation/qemu-vm.nix at 00008e8eb762c5def2670c20231de50db9bb75b3.
+    restrictNetwork = offline;
     # Host port forwards are NOT declared here (virtualisation.forwardPorts): qemu-vm.nix
     # builds `-netdev user,id=user.0,<forwardPorts>"$QEMU_NET_OPTS"`, so the launcher
     # supplies hostfwd=tcp:127.0.0.1:<port>-:6443 and -:22 at run time.
@@ -236,12 +246,14 @@ in
     enable = true;
     role = "server";
     package = k3sPackage;
+    # One ExecStart= word per flag, quoted and escaped so that spaces, quotes, backslashes,
+    # semicolons, % and $ reach K3s unchanged (see parameters.nix).
     # A list: services.k3s.extraFlags takes `either str (listOf str)` in the rancher module
     # (services/cluster/rancher/default.nix) and a list in the 24.11-era one
     # (services/cluster/k3s/default.nix; nixos/tests/k3s/airgap-images.nix passes one);
     # lists from several modules are concatenated. --disable is given as a flag rather
     # than through services.k3s.disable, which only the rancher module has.
-    extraFlags = map systemdEscape k3sFlags;
+    extraFlags = k3sArguments k3sFlags;
   };
   # The module puts the K3s package, whose bin/ has kubectl, crictl and ctr (links to k3s),
   # on the system PATH; as root they default to /etc/rancher/k3s/k3s.yaml. Its unit is
