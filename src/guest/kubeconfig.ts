@@ -44,3 +44,22 @@ export async function apiReady(kubeconfig: string | KubeConfig, signal?: AbortSi
   const kc = typeof kubeconfig === 'string' ? loadKubeConfig(kubeconfig) : kubeconfig;
   return new Health(kc).readyz({ signal });
 }
+
+/**
+ * One line for an error from client-node, ssh2 or fetch: `HTTP <code>: <the API's message>`
+ * for an API answer, else the message with its cause (undici hides the network reason there).
+ */
+export function apiErrorText(error: unknown): string {
+  const e = error as { code?: unknown; body?: unknown; message?: string; cause?: { message?: string; code?: string } } | undefined;
+  if (typeof e?.code === 'number') {
+    const body = typeof e.body === 'string' ? e.body : e.body === undefined ? '' : JSON.stringify(e.body);
+    let message = body;
+    try {
+      message = (JSON.parse(body) as { message?: string }).message ?? body;
+    } catch {}
+    return message ? `HTTP ${e.code}: ${message}` : `HTTP ${e.code}`;
+  }
+  if (typeof e !== 'object' || e === null) return String(error);
+  const cause = e.cause?.message ?? e.cause?.code;
+  return cause ? `${e.message ?? String(error)} (${cause})` : (e.message ?? String(error));
+}

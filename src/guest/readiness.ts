@@ -1,16 +1,31 @@
-// Readiness: an ordered list of named steps that together mean "tests can create pods".
-import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+// Readiness: an ordered list of named steps that together mean "tests can create pods", run by one retry engine.
+import { ApiregistrationV1Api, CoreV1Api, Watch, type KubeConfig } from '@kubernetes/client-node';
 import pRetry, { AbortError } from 'p-retry';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { apiReady, guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from './kubeconfig.js';
-import type { GuestSsh } from './ssh.js';
+import { apiErrorText, apiReady, guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from './kubeconfig.js';
+import { GuestSsh, type GuestShell, type SshTarget } from './ssh.js';
 
-/** What the steps share: the SSH connection, and what earlier steps found. */
+/** What the steps share: where the guest is, the connection to it, and what earlier steps found. */
 export interface ReadinessContext {
-  readonly ssh: GuestSsh;
+  /** Where the guest's SSH server is reached (the forwarded port and the instance key). */
+  readonly target: SshTarget;
+  /**
+   * The guest's shell. The first step ("SSH answers") sets it; reading it before that throws,
+   * so the steps after it use it as is.
+   */
+  ssh: GuestShell;
+  /** Host port forwarded to the guest's API server (6443). */
   readonly apiPort: number;
+  /** Name given to the kubeconfig's context, cluster and user (instead of K3s's `default`). */
   readonly contextName: string | undefined;
+  /** This instance's node; undefined: every registered node counts. */
+  readonly nodeName: string | undefined;
+  /** When this boot started (epoch ms); a Ready condition last reported before it is stale. */
+  readonly bootStartedAt: number | undefined;
+  /** The overall deadline (epoch ms). */
+  readonly deadline: number;
+  /** Aborts when the wait ends for any reason: deadline, VM gone, outer abort. */
   readonly signal: AbortSignal;
   kubeconfig?: string;
   apiServerUrl?: string;
@@ -21,30 +36,164 @@ export interface ReadinessStep {
   readonly name: string;
   /** What to look at when this step does not pass. */
   readonly hint: string;
-  /** Resolves when the step holds; throws (with the reason) while it does not yet. */
+  /**
+   * Resolves when the step holds; throws (with the reason) while it does not yet. A step that
+   * waits in one attempt (a watch) rejects with what it still waits for when the signal aborts.
+   */
   check(context: ReadinessContext): Promise<void>;
+  /** An error that will never go away: ends the wait at once instead of retrying. */
+  readonly fatal?: (error: unknown) => boolean;
 }
 
-function coreApi(context: ReadinessContext): CoreV1Api {
+/** Clock difference between host and guest that a fresh heartbeat may still show. */
+const clockSkewMs = 2000;
+
+/** Longest single SSH handshake attempt; a guest that just started listening answers well within it. */
+const sshAttemptMs = 5000;
+
+function kubeConfigOf(context: ReadinessContext): KubeConfig {
   if (!context.kubeConfig) throw new Error('no kubeconfig yet');
-  return context.kubeConfig.makeApiClient(CoreV1Api);
+  return context.kubeConfig;
 }
 
-function apiErrorText(error: unknown): string {
-  const e = error as { code?: number; body?: unknown; message?: string; cause?: { message?: string; code?: string } };
-  if (typeof e.code === 'number') {
-    const body = typeof e.body === 'string' ? e.body : JSON.stringify(e.body);
-    let message = body;
-    try {
-      message = (JSON.parse(body) as { message?: string }).message ?? body;
-    } catch {}
-    return `HTTP ${e.code}: ${message}`;
+/** Epoch ms of a Kubernetes timestamp: a Date from client-node's typed API, a string from a watch. */
+function timeOf(value: unknown): number | undefined {
+  if (value instanceof Date) return value.getTime();
+  if (typeof value !== 'string') return undefined;
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+interface KubeObject {
+  readonly metadata?: { readonly name?: string | undefined; readonly namespace?: string | undefined } | undefined;
+}
+
+interface Condition {
+  readonly type: string;
+  readonly status: string;
+  readonly reason?: string | undefined;
+  readonly message?: string | undefined;
+  readonly lastHeartbeatTime?: unknown;
+  readonly lastTransitionTime?: unknown;
+}
+
+function conditionOf(object: { status?: { conditions?: readonly Condition[] | undefined } | undefined }, type: string): Condition | undefined {
+  return object.status?.conditions?.find((condition) => condition.type === type);
+}
+
+function conditionText(condition: Condition | undefined, missing: string): string {
+  if (!condition) return missing;
+  const why = condition.reason ?? condition.status;
+  return condition.message ? `${why}: ${condition.message}` : why;
+}
+
+const keyOf = (object: KubeObject) => `${object.metadata?.namespace ?? ''}/${object.metadata?.name ?? ''}`;
+
+interface ListThenWatch<T extends KubeObject> {
+  /** The API path the list came from, watched with the same query. */
+  readonly path: string;
+  readonly query?: Record<string, string | undefined>;
+  readonly list: () => Promise<{ readonly items: readonly T[]; readonly metadata?: { readonly resourceVersion?: string | undefined } | undefined }>;
+  /** Why the objects do not satisfy the step yet; undefined when they do. */
+  readonly unmet: (objects: readonly T[]) => string | undefined;
+}
+
+/**
+ * Lists the objects and, while they do not satisfy the step, watches from the list's
+ * resourceVersion until an event does: the step is noticed as soon as the API server knows.
+ * A watch that ends, fails or cannot be opened fails the attempt; the engine's retry then
+ * lists again, so without watches this is a poll.
+ */
+async function listThenWatch<T extends KubeObject>(context: ReadinessContext, request: ListThenWatch<T>): Promise<void> {
+  const listed = await request.list();
+  const objects = new Map<string, T>(listed.items.map((item) => [keyOf(item), item]));
+  let reason = request.unmet([...objects.values()]);
+  if (reason === undefined) return;
+  const kubeConfig = kubeConfigOf(context);
+  const { signal } = context;
+  await new Promise<void>((resolve, reject) => {
+    let watch: AbortController | undefined;
+    let settled = false;
+    const finish = (error?: Error) => {
+      if (settled) return;
+      settled = true;
+      signal.removeEventListener('abort', onAbort);
+      watch?.abort();
+      if (error) reject(error);
+      else resolve();
+    };
+    // What the step still waits for is the most useful "last error" when the deadline ends it.
+    const onAbort = () => finish(new Error(reason));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    const query = { ...request.query, resourceVersion: listed.metadata?.resourceVersion, allowWatchBookmarks: true };
+    new Watch(kubeConfig)
+      .watch(
+        request.path,
+        query,
+        (type: string, object: unknown) => {
+          if (type === 'ERROR') {
+            const status = object as { message?: string; code?: number } | undefined;
+            return finish(new Error(`${reason} (the watch failed: ${status?.message ?? `HTTP ${status?.code}`})`));
+          }
+          if ((type !== 'ADDED' && type !== 'MODIFIED' && type !== 'DELETED') || typeof object !== 'object' || object === null) return;
+          const item = object as T;
+          if (type === 'DELETED') objects.delete(keyOf(item));
+          else objects.set(keyOf(item), item);
+          reason = request.unmet([...objects.values()]);
+          if (reason === undefined) finish();
+        },
+        (error: unknown) => finish(new Error(`${reason} (${error ? `the watch failed: ${apiErrorText(error)}` : 'the watch ended'})`, { cause: error })),
+      )
+      .then(
+        (controller) => {
+          watch = controller;
+          if (settled) controller.abort();
+        },
+        (error: unknown) => finish(new Error(`${reason} (the watch could not be opened: ${apiErrorText(error)})`, { cause: error })),
+      );
+  });
+}
+
+/** Why the node is not (freshly) Ready; undefined when it is. */
+function nodeNotReady(node: KubeObject & { status?: { conditions?: readonly Condition[] } | undefined }, bootStartedAt: number | undefined): string | undefined {
+  const name = node.metadata?.name ?? '(unnamed)';
+  const ready = conditionOf(node, 'Ready');
+  if (ready?.status !== 'True') return `node ${name} is not Ready (${conditionText(ready, 'no Ready condition')})`;
+  if (bootStartedAt === undefined) return undefined;
+  // A reused disk still holds the last boot's Ready condition until the kubelet reports again.
+  const reportedAt = timeOf(ready.lastHeartbeatTime) ?? timeOf(ready.lastTransitionTime);
+  if (reportedAt === undefined || reportedAt < bootStartedAt - clockSkewMs) {
+    const when = reportedAt === undefined ? 'at an unknown time' : new Date(reportedAt).toISOString();
+    return `node ${name} is Ready only as last reported ${when}, before this boot (${new Date(bootStartedAt).toISOString()}); waiting for the kubelet to report`;
   }
-  const cause = e.cause?.message ?? e.cause?.code;
-  return cause ? `${e.message ?? String(error)} (${cause})` : (e.message ?? String(error));
+  return undefined;
 }
 
+function isHttpStatus(error: unknown, code: number): boolean {
+  return (error as { code?: unknown } | undefined)?.code === code;
+}
+
+/** The K3s readiness steps, in order. Add a step here. */
 export const k3sReadinessSteps: readonly ReadinessStep[] = [
+  {
+    name: 'SSH answers',
+    hint: 'the guest did not finish booting: read the serial log above (or k3s-vm logs); under emulation, raise K3S_VM_TIMEOUT',
+    // User-mode networking accepts on the forwarded port before the guest listens: only a
+    // completed handshake counts, which GuestSsh.connect is.
+    async check(context) {
+      const timeoutMs = Math.max(1, Math.min(context.deadline - Date.now(), sshAttemptMs));
+      try {
+        context.ssh = await GuestSsh.connect(context.target, timeoutMs, context.signal);
+      } catch (error) {
+        if (!context.signal.aborted) throw error;
+        const { host = '127.0.0.1', port } = context.target;
+        throw new Error(`the SSH handshake with ${host}:${port} had not completed`, { cause: error });
+      }
+    },
+    // The key is in the guest before its SSH server starts: a refused key stays refused.
+    fatal: (error) => (error as { level?: unknown } | undefined)?.level === 'client-authentication',
+  },
   {
     name: 'k3s service active',
     hint: 'K3s did not start: look at `k3s-vm ssh -- journalctl -u k3s` and the serial log',
@@ -70,85 +219,209 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
     name: 'API /readyz ok',
     hint: 'the API server does not answer through the forwarded port: check that the guest firewall lets 6443 in',
     async check(context) {
-      if (!context.kubeConfig) throw new Error('no kubeconfig yet');
-      if (!(await apiReady(context.kubeConfig, context.signal))) throw new Error('/readyz did not answer ok');
+      if (!(await apiReady(kubeConfigOf(context), context.signal))) throw new Error('/readyz did not answer ok');
     },
   },
   {
     name: 'node Ready',
     hint: 'the node has not become Ready: `k3s-vm kubectl describe nodes` shows why',
     async check(context) {
-      const nodes = await coreApi(context).listNode();
-      if (nodes.items.length === 0) throw new Error('no node has registered yet');
-      const notReady = nodes.items.filter((node) => node.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True');
-      if (notReady.length > 0) {
-        const node = notReady[0]!;
-        const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
-        throw new Error(`node ${node.metadata?.name} is not Ready (${ready?.reason ?? 'no Ready condition'}${ready?.message ? `: ${ready.message}` : ''})`);
-      }
+      const { nodeName, bootStartedAt } = context;
+      const core = kubeConfigOf(context).makeApiClient(CoreV1Api);
+      const fieldSelector = nodeName === undefined ? undefined : `metadata.name=${nodeName}`;
+      await listThenWatch(context, {
+        path: '/api/v1/nodes',
+        query: { fieldSelector },
+        list: () => core.listNode(fieldSelector === undefined ? {} : { fieldSelector }),
+        unmet: (nodes) => {
+          const ours = nodeName === undefined ? nodes : nodes.filter((node) => node.metadata?.name === nodeName);
+          if (ours.length === 0) return nodeName === undefined ? 'no node has registered yet' : `node ${nodeName} has not registered yet`;
+          for (const node of ours) {
+            const reason = nodeNotReady(node as Parameters<typeof nodeNotReady>[0], bootStartedAt);
+            if (reason) return reason;
+          }
+          return undefined;
+        },
+      });
+    },
+  },
+  {
+    name: 'API discovery complete',
+    hint: 'an aggregated API (often metrics-server) is not available, which stalls namespace deletion: `k3s-vm kubectl get apiservices` shows which and why',
+    async check(context) {
+      const registration = kubeConfigOf(context).makeApiClient(ApiregistrationV1Api);
+      await listThenWatch(context, {
+        path: '/apis/apiregistration.k8s.io/v1/apiservices',
+        list: async () => {
+          try {
+            return await registration.listAPIService();
+          } catch (error) {
+            // No aggregation layer at all: nothing can be unavailable.
+            if (isHttpStatus(error, 404)) return { items: [] };
+            throw error;
+          }
+        },
+        unmet: (services) => {
+          const unavailable = services.filter((service) => conditionOf(service as { status?: { conditions?: Condition[] } }, 'Available')?.status !== 'True');
+          const first = unavailable[0];
+          if (!first) return undefined;
+          const available = conditionOf(first as { status?: { conditions?: Condition[] } }, 'Available');
+          const others = unavailable.length > 1 ? ` and ${unavailable.length - 1} more` : '';
+          return `APIService ${first.metadata?.name} is not Available (${conditionText(available, 'no Available condition')})${others}`;
+        },
+      });
     },
   },
   {
     name: 'default ServiceAccount exists',
-    hint: "the controller manager has not created the default ServiceAccount; pods cannot be created until it does",
+    hint: 'the controller manager has not created the default ServiceAccount; pods cannot be created until it does',
     async check(context) {
-      await coreApi(context).readNamespacedServiceAccount({ name: 'default', namespace: 'default' });
+      const core = kubeConfigOf(context).makeApiClient(CoreV1Api);
+      const fieldSelector = 'metadata.name=default';
+      await listThenWatch(context, {
+        path: '/api/v1/namespaces/default/serviceaccounts',
+        query: { fieldSelector },
+        list: () => core.listNamespacedServiceAccount({ namespace: 'default', fieldSelector }),
+        unmet: (accounts) => (accounts.some((account) => account.metadata?.name === 'default') ? undefined : 'the default ServiceAccount does not exist yet in namespace default'),
+      });
     },
   },
 ];
 
 export interface WaitForReadyOptions {
-  readonly ssh: GuestSsh;
+  /** The guest's SSH server: forwarded port and the instance key. */
+  readonly target: SshTarget;
+  /** Host port forwarded to the guest's API server. */
   readonly apiPort: number;
+  /** Name for the kubeconfig's context, cluster and user. @default K3s's `default` */
   readonly contextName?: string | undefined;
+  /** This instance's node. @default any registered node */
+  readonly nodeName?: string | undefined;
+  /** When this boot started (Date or epoch ms): older Ready reports are stale. @default no staleness check */
+  readonly bootStartedAt?: Date | number | undefined;
+  /** The overall deadline (epoch ms). */
   readonly deadline: number;
-  readonly steps?: readonly ReadinessStep[];
+  /** @default k3sReadinessSteps */
+  readonly steps?: readonly ReadinessStep[] | undefined;
   readonly logger: Logger;
   readonly signal?: AbortSignal | undefined;
   /** A reason when the VM is gone (ends the wait at once). */
   readonly vmGone: () => string | undefined;
+  /** Tail of the VM's serial log, shown with a failure. */
   readonly serialTail: () => Promise<string>;
-  /** Number of the first step in messages (SSH is step 1 when booting). @default 1 */
-  readonly firstStepNumber?: number;
-  readonly totalSteps?: number;
 }
 
 export interface ReadyCluster {
+  /** The rewritten kubeconfig (server https://127.0.0.1:<apiPort>). */
   readonly kubeconfig: string;
   readonly apiServerUrl: string;
   /** Elapsed time of each step, in order. */
   readonly stepDurationsMs: ReadonlyArray<{ name: string; ms: number }>;
 }
 
+/** The context the engine hands the steps: `ssh` throws until a step sets it. */
+class StepContext implements ReadinessContext {
+  #ssh: GuestShell | undefined;
+  kubeconfig?: string;
+  apiServerUrl?: string;
+  kubeConfig?: KubeConfig;
+
+  constructor(
+    readonly target: SshTarget,
+    readonly apiPort: number,
+    readonly contextName: string | undefined,
+    readonly nodeName: string | undefined,
+    readonly bootStartedAt: number | undefined,
+    readonly deadline: number,
+    readonly signal: AbortSignal,
+  ) {}
+
+  get ssh(): GuestShell {
+    if (!this.#ssh) throw new Error('no SSH connection yet (the step "SSH answers" has not passed)');
+    return this.#ssh;
+  }
+
+  set ssh(shell: GuestShell) {
+    if (this.#ssh !== shell) this.#ssh?.close?.();
+    this.#ssh = shell;
+  }
+
+  closeSsh(): void {
+    this.#ssh?.close?.();
+    this.#ssh = undefined;
+  }
+}
+
+/** Why the wait ended early; the engine turns it into the error. */
+type Ending = { kind: 'deadline' } | { kind: 'outer' } | { kind: 'gone'; reason: string };
+
 /**
- * Runs the steps in order, each retried with backoff capped at 150 ms so a step is noticed
- * soon after it becomes true, all under one deadline. The VM exiting aborts at once. On
- * failure the error names the step, its last error and the tail of the serial log.
+ * Settles with the step's own outcome, or with the signal's reason once it aborts. A step that
+ * reacts to the abort itself (saying what it waited for) is given a turn of the event loop first.
+ */
+function untilAborted(work: Promise<void>, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => setImmediate(() => reject(signal.reason));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/**
+ * Runs the steps in order, each retried with backoff capped at 150 ms (so a step is noticed
+ * soon after it becomes true), all under one deadline. The VM exiting or the outer signal ends
+ * the wait at once; so does an error a step calls fatal. On failure the error names the step,
+ * its last error and the tail of the serial log. Closes the SSH connection the steps opened.
  */
 export async function waitForReady(options: WaitForReadyOptions): Promise<ReadyCluster> {
   const steps = options.steps ?? k3sReadinessSteps;
-  const first = options.firstStepNumber ?? 1;
-  const total = options.totalSteps ?? steps.length + first - 1;
+  const total = steps.length;
   const controller = new AbortController();
-  const remaining = Math.max(0, options.deadline - Date.now());
-  const timer = setTimeout(() => controller.abort(new Error('deadline')), remaining);
-  const onOuterAbort = () => controller.abort(options.signal?.reason);
-  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
-  const context: ReadinessContext = { ssh: options.ssh, apiPort: options.apiPort, contextName: options.contextName, signal: controller.signal };
+  let ending: Ending | undefined;
+  const end = (why: Ending, reason: unknown) => {
+    if (ending) return;
+    ending = why;
+    controller.abort(reason);
+  };
+  const vmGone = (): string | undefined => {
+    const reason = options.vmGone();
+    if (reason) end({ kind: 'gone', reason }, new Error(reason));
+    return reason;
+  };
+  const remainingMs = Math.max(0, options.deadline - Date.now());
+  const deadlineTimer = setTimeout(() => end({ kind: 'deadline' }, new Error('the readiness deadline passed')), remainingMs);
+  // A step can wait on one attempt for long (a watch): notice a dead VM without waiting for it.
+  const goneTimer = setInterval(vmGone, 100);
+  goneTimer.unref();
+  const onOuterAbort = () => end({ kind: 'outer' }, options.signal?.reason);
+  if (options.signal?.aborted) onOuterAbort();
+  else options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  const bootStartedAt = options.bootStartedAt instanceof Date ? options.bootStartedAt.getTime() : options.bootStartedAt;
+  const context = new StepContext(options.target, options.apiPort, options.contextName, options.nodeName, bootStartedAt, options.deadline, controller.signal);
   const durations: Array<{ name: string; ms: number }> = [];
+  const label = (index: number) => `step ${index + 1} of ${total} "${steps[index]?.name}"`;
+  if (total > 0) options.logger.progress(`${label(0)}: waiting (deadline ${Math.round(remainingMs / 1000)} s)`);
   try {
     for (const [index, step] of steps.entries()) {
-      const number = first + index;
-      const label = `step ${number} of ${total} "${step.name}"`;
       const stepStarted = Date.now();
       let lastError: unknown;
-      let gone: string | undefined;
+      let fatal = false;
       try {
         await pRetry(
           async () => {
-            gone = options.vmGone();
-            if (gone) throw new AbortError(gone);
-            await step.check(context);
+            if (vmGone()) throw controller.signal.reason;
+            try {
+              await untilAborted(step.check(context), controller.signal);
+            } catch (error) {
+              if (error !== controller.signal.reason) lastError = error;
+              if (!controller.signal.aborted && step.fatal?.(error)) {
+                fatal = true;
+                throw new AbortError(error instanceof Error ? error : new Error(apiErrorText(error)));
+              }
+              // p-retry gives up on a TypeError; here every error short of a fatal one is retried.
+              throw error instanceof TypeError ? new Error(error.message, { cause: error }) : error;
+            }
           },
           {
             retries: Number.POSITIVE_INFINITY,
@@ -158,35 +431,52 @@ export async function waitForReady(options: WaitForReadyOptions): Promise<ReadyC
             factor: 1.5,
             randomize: false,
             signal: controller.signal,
-            onFailedAttempt: ({ error }) => {
-              lastError = error;
-              options.logger.debug(`${label}: ${apiErrorText(error)}`);
-            },
+            unref: true,
+            onFailedAttempt: () => options.logger.debug(`${label(index)}: ${apiErrorText(lastError)}`),
           },
         );
       } catch (error) {
-        if (options.signal?.aborted) throw options.signal.reason instanceof K3sVmError ? options.signal.reason : new K3sVmError('ABORTED', `aborted while waiting for ${label}`, { cause: options.signal.reason });
-        const details = await options.serialTail();
-        if (gone) {
-          throw new K3sVmError('QEMU_EXITED', `the VM stopped while waiting for ${label}: ${options.vmGone() ?? gone}`, { details, hint: step.hint });
-        }
-        const seconds = Math.round((Date.now() - stepStarted) / 1000);
-        throw new K3sVmError(
-          'NOT_READY',
-          `K3s not ready before the deadline (${label}, waited ${seconds} s); last error: ${lastError === undefined ? apiErrorText(error) : apiErrorText(lastError)}`,
-          { details, hint: step.hint, cause: lastError ?? error },
-        );
+        throw await failure(options, { label: label(index), step, ending, fatal, lastError: lastError ?? error, waitedMs: Date.now() - stepStarted });
       }
       const ms = Date.now() - stepStarted;
       durations.push({ name: step.name, ms });
-      options.logger.progress(`ready: ${label} (${(ms / 1000).toFixed(1)} s)`);
+      options.logger.progress(`ready: ${label(index)} (${(ms / 1000).toFixed(1)} s)`);
     }
   } finally {
-    clearTimeout(timer);
+    clearTimeout(deadlineTimer);
+    clearInterval(goneTimer);
     options.signal?.removeEventListener('abort', onOuterAbort);
+    context.closeSsh();
   }
   if (!context.kubeconfig || !context.apiServerUrl) {
     throw new K3sVmError('NOT_READY', 'the readiness steps finished without reading the kubeconfig');
   }
   return { kubeconfig: context.kubeconfig, apiServerUrl: context.apiServerUrl, stepDurationsMs: durations };
+}
+
+/** The one error shape for every step. */
+async function failure(
+  options: WaitForReadyOptions,
+  ended: { label: string; step: ReadinessStep; ending: Ending | undefined; fatal: boolean; lastError: unknown; waitedMs: number },
+): Promise<K3sVmError> {
+  const { label, step, ending, lastError } = ended;
+  if (ending?.kind === 'outer') {
+    const reason: unknown = options.signal?.reason;
+    return reason instanceof K3sVmError ? reason : new K3sVmError('ABORTED', `aborted while waiting for ${label}`, { cause: reason });
+  }
+  const details = await options.serialTail().catch((error: unknown) => `(the serial log could not be read: ${apiErrorText(error)})`);
+  if (ending?.kind === 'gone') {
+    // Asked again: by now the exit status has usually arrived as well.
+    return new K3sVmError('QEMU_EXITED', `the VM stopped while waiting for ${label}: ${options.vmGone() ?? ending.reason}`, { details, hint: step.hint });
+  }
+  const last = lastError === undefined ? 'none' : apiErrorText(lastError);
+  if (ended.fatal) {
+    return new K3sVmError('NOT_READY', `K3s cannot become ready (${label}); error: ${last}`, { details, hint: step.hint, cause: lastError });
+  }
+  const seconds = Math.round(ended.waitedMs / 1000);
+  return new K3sVmError('NOT_READY', `K3s not ready before the deadline (${label}, waited ${seconds} s); last error: ${last}`, {
+    details,
+    hint: step.hint,
+    cause: lastError,
+  });
 }
