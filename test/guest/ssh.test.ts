@@ -1,0 +1,128 @@
+import { createServer, type AddressInfo } from 'node:net';
+import ssh2 from 'ssh2';
+import { afterEach, describe, expect, it } from 'vitest';
+import { GuestSsh, SharedSsh } from '../../src/guest/ssh.js';
+import { startFakeSshServer, type FakeSshServer, type FakeSshServerOptions } from './fake-ssh-server.js';
+
+const servers: FakeSshServer[] = [];
+const shells: SharedSsh[] = [];
+
+async function server(options: FakeSshServerOptions = {}): Promise<FakeSshServer> {
+  const started = await startFakeSshServer((command) => {
+    if (command === 'fail') return { stderr: 'no\n', exitCode: 3 };
+    if (command.startsWith('test -f ')) return command.includes('/missing') ? { exitCode: 1 } : { stdout: 'file text\n' };
+    return { stdout: `ran ${command}\n` };
+  }, options);
+  servers.push(started);
+  return started;
+}
+
+function shared(target: FakeSshServer, idleMs = 60_000): SharedSsh {
+  const shell = new SharedSsh({ port: target.port, privateKey: target.privateKey }, { idleMs });
+  shells.push(shell);
+  return shell;
+}
+
+afterEach(async () => {
+  for (const shell of shells.splice(0)) shell.close();
+  await Promise.all(servers.splice(0).map((s) => s.close()));
+});
+
+describe('GuestSsh', () => {
+  it('runs a command and reports its output and exit code', async () => {
+    const guest = await server();
+    const ssh = await GuestSsh.connect({ port: guest.port, privateKey: guest.privateKey });
+    try {
+      expect(await ssh.exec('echo hi')).toEqual({ stdout: 'ran echo hi\n', stderr: '', exitCode: 0 });
+      expect(await ssh.exec('fail')).toEqual({ stdout: '', stderr: 'no\n', exitCode: 3 });
+    } finally {
+      ssh.close();
+    }
+  });
+
+  it('reads a file, quoting its path, and says undefined when it is missing', async () => {
+    const guest = await server();
+    const ssh = await GuestSsh.connect({ port: guest.port, privateKey: guest.privateKey });
+    try {
+      expect(await ssh.readFile("/etc/it's")).toBe('file text\n');
+      expect(guest.commands.at(-1)).toBe(`test -f '/etc/it'\\''s' && cat '/etc/it'\\''s'`);
+      expect(await ssh.readFile('/missing')).toBeUndefined();
+    } finally {
+      ssh.close();
+    }
+  });
+});
+
+describe('SharedSsh', () => {
+  it('serves commands in quick succession over one connection', async () => {
+    const guest = await server();
+    const shell = shared(guest);
+    const results = await Promise.all([shell.exec('a'), shell.exec('b')]);
+    expect(results.map((r) => r.stdout)).toEqual(['ran a\n', 'ran b\n']);
+    expect((await shell.exec('c')).stdout).toBe('ran c\n');
+    expect(await shell.readFile('/etc/x')).toBe('file text\n');
+    expect(guest.connections).toBe(1);
+  });
+
+  it('closes the connection once it has been idle, and opens a new one for the next command', async () => {
+    const guest = await server();
+    const shell = shared(guest, 20);
+    await shell.exec('a');
+    await guest.waitForOpen(0);
+    expect(guest.connections).toBe(1);
+    expect((await shell.exec('b')).stdout).toBe('ran b\n');
+    expect(guest.connections).toBe(2);
+  });
+
+  it('does not close a connection a command is still using', async () => {
+    const guest = await server();
+    const shell = shared(guest, 1);
+    await Promise.all(Array.from({ length: 5 }, (_, i) => shell.exec(`c${i}`)));
+    expect(guest.commands).toEqual(['c0', 'c1', 'c2', 'c3', 'c4']);
+    expect(guest.connections).toBe(1);
+  });
+
+  it('closes the connection on close(), without waiting for the idle time', async () => {
+    const guest = await server();
+    const shell = shared(guest);
+    await shell.exec('a');
+    expect(guest.open).toBe(1);
+    shell.close();
+    await guest.waitForOpen(0);
+    expect(guest.open).toBe(0);
+  });
+
+  it('drops a connection that could not be opened, so the next call connects again', async () => {
+    const port = await freePort();
+    const clientKeys = ssh2.utils.generateKeyPairSync('ed25519');
+    const shell = new SharedSsh({ port, privateKey: clientKeys.private }, { idleMs: 60_000 });
+    shells.push(shell);
+    await expect(shell.exec('a')).rejects.toThrow(/ECONNREFUSED/);
+    // Same port, now served: a shell that had kept the refused connection would fail again.
+    const guest = await server({ port, clientKeys });
+    expect((await shell.exec('b')).stdout).toBe('ran b\n');
+    expect(guest.connections).toBe(1);
+  });
+
+  it('drops a connection the guest ended: that command fails, the next one reconnects', async () => {
+    const guest = await server();
+    const shell = shared(guest);
+    await shell.exec('a');
+    guest.kick();
+    await guest.waitForOpen(0);
+    await expect(shell.exec('b')).rejects.toThrow();
+    expect((await shell.exec('c')).stdout).toBe('ran c\n');
+    expect(guest.connections).toBe(2);
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
