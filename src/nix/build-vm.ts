@@ -8,6 +8,7 @@ import type { BuildParameters } from '../config/fingerprint.js';
 import { hashOf } from '../config/fingerprint.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import type { Logger } from '../log.js';
+import { NixProgress } from './progress.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
 
@@ -39,17 +40,19 @@ interface BuildStamp {
   readonly builtAt: string;
 }
 
-/** The nix-build arguments for the parameters: each one a function argument of the expression. */
+/** The nix-build arguments for the parameters: each one a function argument of the expression (nix/default.nix). */
 export function nixBuildArgs(nix: string, outLink: string, parameters: BuildParameters): string[] {
   return [
     nix,
     '--out-link',
     outLink,
+    '--argstr', 'nixpkgsSpec', parameters.nixpkgs,
     '--argstr', 'name', parameters.name,
     '--arg', 'cpus', String(parameters.cpus),
     '--arg', 'memoryMiB', String(parameters.memoryMiB),
     '--arg', 'diskSizeMiB', String(parameters.diskSizeMiB),
     '--argstr', 'k3sVersion', parameters.k3sVersion,
+    '--arg', 'offline', parameters.offline ? 'true' : 'false',
     '--argstr', 'extraK3sFlagsJson', JSON.stringify(parameters.extraK3sFlags),
     '--argstr', 'disableJson', JSON.stringify(parameters.disable),
     '--arg', 'airgapImages', parameters.airgapImages ? 'true' : 'false',
@@ -112,10 +115,19 @@ export async function buildVm(dir: InstanceDir, options: BuildOptions): Promise<
   options.logger.progress(`building the VM with Nix from ${options.nix} (the first build can take a while)`);
   const outLink = dir.file(files.buildLink);
   const nixBuild = options.nixBuild ?? 'nix-build';
-  const args = nixBuildArgs(options.nix, outLink, options.parameters);
+  // Nix's structured log: progress counters to show, messages and build output to keep.
+  const args = [...nixBuildArgs(options.nix, outLink, options.parameters), '--log-format', 'internal-json'];
   options.logger.debug(`${nixBuild} ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}`);
 
   const stderrLines: string[] = [];
+  const keep = (text: string) => {
+    for (const line of text.split('\n')) {
+      stderrLines.push(line);
+      if (stderrLines.length > 400) stderrLines.shift();
+    }
+  };
+  const progress = new NixProgress();
+  const status = statusReporter(options.logger);
   const child = execa(nixBuild, args, {
     cancelSignal: options.signal,
     stdin: 'ignore',
@@ -124,18 +136,31 @@ export async function buildVm(dir: InstanceDir, options: BuildOptions): Promise<
   });
   child.stderr?.setEncoding('utf8');
   let pending = '';
+  const onLine = (line: string) => {
+    const event = progress.read(line);
+    if (!event) return;
+    if (event.kind === 'progress') {
+      if (progress.started) status.update(progress.summary());
+    } else if (event.kind === 'build-log') {
+      keep(event.text);
+      options.logger.debug(`nix: ${event.text}`);
+    } else {
+      keep(event.text);
+      // Errors end up in the thrown error; warnings and the plan ("these 120 derivations
+      // will be built:") are worth a line; the lists of store paths and chatter are not.
+      if (event.level === 1 || (event.level <= 3 && event.level > 0 && !event.text.startsWith('  '))) status.line(`nix: ${event.text}`);
+      else options.logger.debug(`nix: ${event.text}`);
+    }
+  };
   child.stderr?.on('data', (chunk: string) => {
     pending += chunk;
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
-    for (const line of lines) {
-      stderrLines.push(line);
-      if (stderrLines.length > 400) stderrLines.shift();
-      if (line.trim()) options.logger.progress(`nix: ${line}`);
-    }
+    for (const line of lines) onLine(line);
   });
   const result = await child;
-  if (pending) stderrLines.push(pending);
+  if (pending) onLine(pending);
+  status.done(progress.started ? progress.summary() : undefined);
   throwIfAborted(options.signal);
   if (result.failed) throw nixError(nixBuild, result as unknown as ExecaError, stderrLines);
 
@@ -169,6 +194,15 @@ export function nixError(nixBuild: string, result: Pick<ExecaError, 'code' | 'ex
         'or point NIX_PATH at a nixpkgs checkout (NIX_PATH=nixpkgs=/path/to/nixpkgs)',
     });
   }
+  const download = /unable to download '([^']+)'/.exec(output);
+  if (download && /nixpkgs|nixexprs\.tar/i.test(download[1]!)) {
+    return new K3sVmError('NIXPKGS_MISSING', `Nix could not download nixpkgs from ${download[1]}`, {
+      details: tail,
+      hint:
+        'check the network connection, or build from a nixpkgs this machine already has: ' +
+        'K3S_VM_NIXPKGS="<nixpkgs>" (the one on NIX_PATH) or K3S_VM_NIXPKGS=/path/to/nixpkgs',
+    });
+  }
   const builderFailed = /builder for '[^']+' failed|Cannot build '[^']+'|build of '[^']+' failed|error: \d+ dependencies couldn't be built/.exec(output);
   if (builderFailed) {
     const drv = /'(\/nix\/store\/[^']+\.drv)'/.exec(builderFailed[0])?.[1];
@@ -182,6 +216,56 @@ export function nixError(nixBuild: string, result: Pick<ExecaError, 'code' | 'ex
   return new K3sVmError('NIX_EVAL_FAILED', `Nix could not evaluate the VM expression:\n${message || result.shortMessage}`, {
     hint: 'fix the Nix expression (or the K3S_VM_* value it names), then run again',
   });
+}
+
+/** How build progress reaches the user: one updating status line where the logger offers one, else occasional lines. */
+interface StatusReporter {
+  /** The counters changed. */
+  update(summary: string): void;
+  /** A message of its own line (above the status line). */
+  line(message: string): void;
+  /** The build ended; the final counters, if there were any. */
+  done(summary: string | undefined): void;
+}
+
+/** Plain progress lines at most this often when the counters change (no terminal to redraw). */
+const plainProgressIntervalMs = 10_000;
+
+/**
+ * A logger that can keep one line updated in place (a terminal): `status(line)` replaces the
+ * line, `status('')` removes it. Optional; other loggers get plain progress lines.
+ */
+type StatusLogger = Logger & { status?: (line: string) => void };
+
+function statusReporter(logger: StatusLogger): StatusReporter {
+  const setStatus = logger.status?.bind(logger);
+  if (setStatus) {
+    let shown = '';
+    return {
+      update: (summary) => {
+        if (summary !== shown) setStatus((shown = `nix: ${summary}`));
+      },
+      line: (message) => logger.progress(message),
+      done: () => {
+        if (shown) setStatus('');
+      },
+    };
+  }
+  let lastAt = 0;
+  let last = '';
+  return {
+    update: (summary) => {
+      const now = Date.now();
+      if (summary === last || now - lastAt < plainProgressIntervalMs) return;
+      lastAt = now;
+      last = summary;
+      logger.progress(`nix: ${summary}`);
+    },
+    line: (message) => logger.progress(message),
+    done: (summary) => {
+      if (summary && summary !== last) logger.progress(`nix: ${summary}`);
+    },
+  };
 }
 
 /** For status output: the store path the out-link points at, if any. */

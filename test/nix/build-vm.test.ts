@@ -12,7 +12,7 @@ import { recordingLogger } from '../helpers/test-guest.js';
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-nix-'));
 const counter = join(root, 'nix-build-calls');
 const wrapper = join(root, 'nix-build-counting');
-const params: BuildParameters = { name: 'tiny', cpus: 2, memoryMiB: 1024, diskSizeMiB: 512, k3sVersion: '', extraK3sFlags: [], disable: ['traefik'], airgapImages: true, extraModules: [], sshPublicKey: `ssh-ed25519 AAAA test-${process.pid}-${Date.now()}` };
+const params: BuildParameters = { name: 'tiny', cpus: 2, memoryMiB: 1024, diskSizeMiB: 2048, nixpkgs: '', k3sVersion: '', offline: false, extraK3sFlags: [], disable: ['traefik'], airgapImages: true, extraModules: [], sshPublicKey: `ssh-ed25519 AAAA test-${process.pid}-${Date.now()}` };
 // (A key of its own makes this run's derivation new, so Nix really builds and its output streams.)
 
 
@@ -38,11 +38,13 @@ describe('buildVm with the real nix-build', () => {
     const args = nixBuildArgs('/expr', '/out', { ...params, extraK3sFlags: ['--disable=traefik'], sshPublicKey: 'ssh-ed25519 AAAA "quoted" key' });
     expect(args).toEqual([
       '/expr', '--out-link', '/out',
+      '--argstr', 'nixpkgsSpec', '',
       '--argstr', 'name', 'tiny',
       '--arg', 'cpus', '2',
       '--arg', 'memoryMiB', '1024',
-      '--arg', 'diskSizeMiB', '512',
+      '--arg', 'diskSizeMiB', '2048',
       '--argstr', 'k3sVersion', '',
+      '--arg', 'offline', 'false',
       '--argstr', 'extraK3sFlagsJson', '["--disable=traefik"]',
       '--argstr', 'disableJson', '["traefik"]',
       '--arg', 'airgapImages', 'true',

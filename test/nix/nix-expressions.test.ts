@@ -33,14 +33,32 @@ describe('the Nix expressions', () => {
   });
 
   it.skipIf(Boolean(nixpkgsPath()))(
-    `the package's nix/ stops at the missing <nixpkgs> with the remedy${nixpkgsPath() ? ' (skipped: this host has nixpkgs; the real-VM test builds it)' : ''}`,
+    `the package's nix/ with nixpkgs "<nixpkgs>" stops at the missing search path entry with the remedy${nixpkgsPath() ? ' (skipped: this host has <nixpkgs>)' : ''}`,
     async () => {
       const config = resolveConfig({ projectRoot: repoRoot }, {});
       expect(config.nix).toBe(packageNixDir);
       const dir = new InstanceDir(freshStateDir('nixos'));
       await dir.ensure();
-      const error = await buildVm(dir, { nix: config.nix, parameters: buildParameters(config, 'ssh-ed25519 AAAA test'), logger: recordingLogger() }).catch((e: unknown) => e);
+      const parameters = { ...buildParameters(config, 'ssh-ed25519 AAAA test'), nixpkgs: '<nixpkgs>' };
+      const error = await buildVm(dir, { nix: config.nix, parameters, logger: recordingLogger() }).catch((e: unknown) => e);
       expect(error).toMatchObject({ code: 'NIXPKGS_MISSING', hint: expect.stringContaining('NIX_PATH') });
     },
   );
+
+  it("the package's nix/ explains a nixpkgs tarball that cannot be downloaded, after checking the parameters", async () => {
+    const config = resolveConfig({ projectRoot: repoRoot }, {});
+    const dir = new InstanceDir(freshStateDir('nixos'));
+    await dir.ensure();
+    // The .invalid domain never resolves (RFC 2606), on any host.
+    const parameters = { ...buildParameters(config, 'ssh-ed25519 AAAA test'), nixpkgs: 'https://nixpkgs.invalid/nixpkgs.tar.gz' };
+    const error = await buildVm(dir, { nix: config.nix, parameters, logger: recordingLogger() }).catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      code: 'NIXPKGS_MISSING',
+      message: expect.stringContaining('https://nixpkgs.invalid/nixpkgs.tar.gz'),
+      hint: expect.stringContaining('K3S_VM_NIXPKGS'),
+    });
+    // A bad parameter is reported before any download is tried.
+    const refused = await buildVm(dir, { nix: config.nix, parameters: { ...parameters, memoryMiB: 512 }, logger: recordingLogger(), force: true }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'NIX_EVAL_FAILED', message: expect.stringContaining('memoryMiB must be a whole number of MiB from 1024') });
+  }, 60_000);
 });
