@@ -454,7 +454,7 @@ function consumerEnv(dir: string): NodeJS.ProcessEnv {
     K3S_VM_NAME: 'consumer',
     K3S_VM_ACCEL: 'tcg',
     K3S_VM_MEMORY: '1024',
-    K3S_VM_DISK_SIZE: '256',
+    K3S_VM_DISK_SIZE: '2048',
     K3S_VM_TIMEOUT: '240',
     NO_COLOR: '1',
   };
@@ -879,7 +879,7 @@ async function main(): Promise<void> {
     nix: testGuest,
     name: vmName,
     memoryMiB: 1024,
-    diskSizeMiB: 256,
+    diskSizeMiB: 2048,
     accel: 'tcg',
     timeoutSeconds: 240,
     env: {},

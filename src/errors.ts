@@ -7,11 +7,11 @@ export type K3sVmErrorCode =
   | 'LOCK_TIMEOUT'
   | 'NIX_MISSING'
   | 'NIXPKGS_MISSING'
+  | 'NIXPKGS_UNAVAILABLE'
   | 'NIX_EVAL_FAILED'
   | 'NIX_BUILD_FAILED'
   | 'RUN_SCRIPT_MISSING'
   | 'KVM_UNUSABLE'
-  | 'QEMU_MISSING'
   | 'TOOL_MISSING'
   | 'QEMU_START_FAILED'
   | 'QEMU_EXITED'
@@ -44,14 +44,6 @@ export class K3sVmError extends Error {
     this.code = code;
     this.hint = options.hint;
     this.details = options.details;
-  }
-
-  /** Message, details and hint as one block of text, the way the adapters print it. */
-  describe(): string {
-    const parts = [this.message];
-    if (this.details) parts.push(this.details);
-    if (this.hint) parts.push(`hint: ${this.hint}`);
-    return parts.join('\n');
   }
 }
 

@@ -1,13 +1,9 @@
 // k3s-vm: a real K3s cluster in a NixOS VM for test suites. The public library API.
-export { startCluster, stopCluster, clusterStatus, resetCluster, buildCluster, chooseAccel } from './cluster/cluster.js';
-export type { ClusterOptions, StartOptions, StartedCluster, StartTimings, ClusterStatus, StopClusterResult } from './cluster/cluster.js';
+export * from './cluster/index.js';
 export { resolveConfig, findProjectRoot } from './config/resolve-config.js';
 export type { Accel, K3sVmOptions, ResolvedConfig } from './config/options.js';
 export { K3sVmError, isK3sVmError } from './errors.js';
 export type { K3sVmErrorCode } from './errors.js';
 export { createStreamLogger, silentLogger } from './log.js';
 export type { Logger } from './log.js';
-export { k3sReadinessSteps } from './guest/readiness.js';
-export type { ReadinessStep, ReadinessContext } from './guest/readiness.js';
-export { GuestSsh } from './guest/ssh.js';
 export { probeKvm } from './qemu/accel-probe.js';

@@ -8,6 +8,11 @@ export interface Logger {
   warn(message: string): void;
   /** Detail for troubleshooting; shown only when debugging is on. */
   debug(message: string): void;
+  /**
+   * A line that replaces the previous status line (a build's running totals), on a terminal.
+   * Absent where lines cannot be replaced: then progress() is used for milestones only.
+   */
+  status?(line: string): void;
 }
 
 export const silentLogger: Logger = {
@@ -25,18 +30,32 @@ export interface StreamLoggerOptions {
 
 /** A logger that writes one line per message to a stream (stderr in the adapters). */
 export function createStreamLogger(
-  stream: { write(chunk: string): unknown },
+  stream: { write(chunk: string): unknown; isTTY?: boolean },
   options: StreamLoggerOptions = {},
 ): Logger {
   const prefix = options.prefix ?? 'k3s-vm';
+  // A status line is on screen until the next line replaces or follows it.
+  let statusShown = false;
+  const clearStatus = () => {
+    if (statusShown) stream.write('\r\x1b[K');
+    statusShown = false;
+  };
   const line = (tag: string, message: string) => {
+    clearStatus();
     for (const text of message.split('\n')) stream.write(`${prefix}${tag} ${text}\n`);
   };
-  return {
+  const logger: Logger = {
     progress: (message) => line(':', message),
     warn: (message) => line(' warning:', message),
     debug: (message) => {
       if (options.debug) line(' debug:', message);
     },
   };
+  if (stream.isTTY) {
+    logger.status = (text) => {
+      stream.write(`\r\x1b[K${prefix}: ${text}`);
+      statusShown = true;
+    };
+  }
+  return logger;
 }

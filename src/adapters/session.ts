@@ -1,14 +1,12 @@
 // One cluster per test-runner process: started once, released once, and cleaned up on Ctrl-C or SIGTERM.
-import { startCluster, type StartedCluster, type StartOptions } from '../cluster/cluster.js';
-import { resolveConfig } from '../config/resolve-config.js';
+import { startCluster, stderrLogger, type StartedCluster, type StartOptions } from '../cluster/index.js';
 import { isK3sVmError, K3sVmError } from '../errors.js';
-import { createStreamLogger, type Logger } from '../log.js';
+import type { Logger } from '../log.js';
 
 /** What a test process receives: plain data (see StartedCluster), so it can cross to workers. */
 export type ProvidedCluster = Pick<StartedCluster, 'name' | 'kubeconfig' | 'kubeconfigPath' | 'apiServerUrl' | 'apiPort' | 'sshPort' | 'booted'>;
 
 export interface Session {
-  readonly cluster: StartedCluster;
   readonly provided: ProvidedCluster;
   /** Releases this process's hold (stopping the VM if it was the last user and not kept). */
   release(): Promise<void>;
@@ -46,8 +44,7 @@ export function openSession(options: StartOptions = {}, logger?: Logger): Promis
 }
 
 async function createSession(options: StartOptions, givenLogger: Logger | undefined): Promise<Session> {
-  const config = resolveConfig(options, options.env, options.cwd);
-  const logger = givenLogger ?? options.logger ?? createStreamLogger(process.stderr, { debug: config.debug });
+  const logger = givenLogger ?? options.logger ?? stderrLogger(options);
   const controller = new AbortController();
   let cluster: StartedCluster | undefined;
   let releasing: Promise<void> | undefined;
@@ -101,7 +98,7 @@ async function createSession(options: StartOptions, givenLogger: Logger | undefi
     sshPort: cluster.sshPort,
     booted: cluster.booted,
   };
-  return { cluster, provided, release };
+  return { provided, release };
 }
 
 /** Ends one use of the session; the last one releases the cluster. */

@@ -2,33 +2,15 @@
 import { createHash } from 'node:crypto';
 import type { ResolvedConfig } from './options.js';
 
+/** The config fields the Nix expression receives as arguments. */
+const buildFields = ['name', 'cpus', 'memoryMiB', 'diskSizeMiB', 'nixpkgs', 'k3sVersion', 'offline', 'extraK3sFlags', 'disable', 'airgapImages', 'extraModules'] as const;
+
 /** The parameters the Nix expression receives: a change to any of them means a new build. */
-export interface BuildParameters {
-  readonly name: string;
-  readonly cpus: number;
-  readonly memoryMiB: number;
-  readonly diskSizeMiB: number;
-  readonly k3sVersion: string;
-  readonly extraK3sFlags: readonly string[];
-  readonly disable: readonly string[];
-  readonly airgapImages: boolean;
-  readonly extraModules: readonly string[];
-  readonly sshPublicKey: string;
-}
+export type BuildParameters = Pick<ResolvedConfig, (typeof buildFields)[number]> & { readonly sshPublicKey: string };
 
 export function buildParameters(config: ResolvedConfig, sshPublicKey: string): BuildParameters {
-  return {
-    name: config.name,
-    cpus: config.cpus,
-    memoryMiB: config.memoryMiB,
-    diskSizeMiB: config.diskSizeMiB,
-    k3sVersion: config.k3sVersion,
-    extraK3sFlags: [...config.extraK3sFlags],
-    disable: [...config.disable],
-    airgapImages: config.airgapImages,
-    extraModules: [...config.extraModules],
-    sshPublicKey: sshPublicKey.trim(),
-  };
+  const picked = Object.fromEntries(buildFields.map((field) => [field, config[field]])) as Pick<ResolvedConfig, (typeof buildFields)[number]>;
+  return { ...picked, sshPublicKey: sshPublicKey.trim() };
 }
 
 /**
@@ -42,7 +24,9 @@ export function runtimeFingerprint(config: ResolvedConfig): Readonly<Record<stri
     cpus: String(config.cpus),
     memoryMiB: String(config.memoryMiB),
     diskSizeMiB: String(config.diskSizeMiB),
+    nixpkgs: config.nixpkgs || '(pinned)',
     k3sVersion: config.k3sVersion || '(default)',
+    offline: String(config.offline),
     extraK3sFlags: config.extraK3sFlags.join(' ') || '(none)',
     disable: config.disable.join(',') || '(none)',
     airgapImages: String(config.airgapImages),

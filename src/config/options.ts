@@ -29,8 +29,16 @@ export interface K3sVmOptions {
   readonly timeoutSeconds?: number;
   /** Nix expression (file or directory) that builds the VM (`K3S_VM_NIX`). @default the package's own nix/ */
   readonly nix?: string;
+  /**
+   * The nixpkgs the package's nix/ builds from (`K3S_VM_NIXPKGS`): a channel name such as
+   * 'nixos-25.05', a path, an https URL of a tarball, or '<nixpkgs>' for the one on NIX_PATH.
+   * @default the revision the package pins
+   */
+  readonly nixpkgs?: string;
   /** K3s version for the package's nix/, such as '1.31' (`K3S_VM_K3S`). @default nixpkgs' default K3s */
   readonly k3sVersion?: string;
+  /** Cut the guest off from the network; the forwarded ports still work (`K3S_VM_OFFLINE`). @default false */
+  readonly offline?: boolean;
   /** Extra flags for the K3s server (passed to the Nix expression). @default [] */
   readonly extraK3sFlags?: readonly string[];
   /** K3s components to disable (`--disable=…`). @default ['traefik'] */
@@ -64,8 +72,11 @@ export interface ResolvedConfig {
   readonly timeoutSeconds: number | undefined;
   /** Absolute path of the Nix expression (file or directory). */
   readonly nix: string;
+  /** '' for the pinned revision; otherwise a channel name, an absolute path, a URL or '<nixpkgs>'. */
+  readonly nixpkgs: string;
   /** Normalised as 'MAJOR_MINOR' (like nixpkgs' k3s_1_31), or '' for the default. */
   readonly k3sVersion: string;
+  readonly offline: boolean;
   readonly extraK3sFlags: readonly string[];
   readonly disable: readonly string[];
   readonly airgapImages: boolean;

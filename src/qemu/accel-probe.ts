@@ -57,7 +57,10 @@ export async function currentBootId(): Promise<string> {
  */
 export async function qemuOfRunScript(runScript: string): Promise<string> {
   const text = await readFile(runScript, 'utf8').catch(() => '');
-  return /(\/nix\/store\/[^\s"'$]+\/bin\/qemu-system-x86_64)\b/.exec(text)?.[1] ?? 'qemu-system-x86_64';
+  // nixpkgs' nixos/lib/qemu-common.nix `qemuBinary` (read at 04b74253) names
+  // bin/qemu-system-x86_64 for an x86_64 guest and falls back to bin/qemu-kvm, which older
+  // releases used for every Linux host.
+  return /(\/nix\/store\/[^\s"'$]+\/bin\/(?:qemu-system-x86_64|qemu-kvm))(?![\w-])/.exec(text)?.[1] ?? 'qemu-system-x86_64';
 }
 
 export interface ProbeOptions {
@@ -115,14 +118,22 @@ export async function probeKvm(options: ProbeOptions = {}): Promise<KvmProbeResu
   }
 }
 
-/** The probe result for this host boot, from the cache when there is one. */
-export async function probeKvmCached(cacheDir: string, options: ProbeOptions = {}): Promise<KvmProbeResult & { cached: boolean }> {
+const probeCacheFile = 'kvm-probe.json';
+
+/** The cached probe result of this host boot, if there is one (no probe is run). */
+export async function readCachedProbe(cacheDir: string): Promise<KvmProbeResult | undefined> {
   const bootId = await currentBootId();
-  const cacheFile = join(cacheDir, 'kvm-probe.json');
-  const cached = await readFile(cacheFile, 'utf8')
+  const cached = await readFile(join(cacheDir, probeCacheFile), 'utf8')
     .then((text) => JSON.parse(text) as KvmProbeResult)
     .catch(() => undefined);
-  if (cached && cached.bootId === bootId && bootId !== 'unknown') return { ...cached, cached: true };
+  return cached && cached.bootId === bootId && bootId !== 'unknown' ? cached : undefined;
+}
+
+/** The probe result for this host boot, from the cache when there is one. */
+export async function probeKvmCached(cacheDir: string, options: ProbeOptions = {}): Promise<KvmProbeResult & { cached: boolean }> {
+  const cached = await readCachedProbe(cacheDir);
+  if (cached) return { ...cached, cached: true };
+  const cacheFile = join(cacheDir, probeCacheFile);
   const fresh = await probeKvm(options);
   if (/was not found$/.test(fresh.reason)) return { ...fresh, cached: false };
   await mkdir(cacheDir, { recursive: true })

@@ -5,6 +5,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { K3sVmError } from '../errors.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
+import { qmpArgument } from '../state/qemu-identity.js';
 
 export interface LaunchPlan {
   readonly runScript: string;
@@ -15,21 +16,17 @@ export interface LaunchPlan {
   readonly sshPort: number;
   readonly accel: 'kvm' | 'tcg';
   readonly kernelParams: readonly string[];
+  /** The environment the run script starts from (the contract's variables are added to it). */
+  readonly env: Readonly<Record<string, string | undefined>>;
 }
 
 /**
  * The environment for run-<name>-vm. Every forward is bound to 127.0.0.1: QEMU's
  * `hostfwd=tcp::PORT-…` (empty address) would listen on every interface.
  */
-export function runScriptEnv(plan: LaunchPlan): Record<string, string> {
-  for (const [what, value] of [['the QMP socket path', plan.qmpSocket], ['the disk image path', plan.diskImage]] as const) {
-    // QEMU_OPTS is word-split and -qmp's value is comma-separated.
-    if (/[\s,]/.test(value)) {
-      throw new K3sVmError('CONFIG_INVALID', `${what} ${JSON.stringify(value)} contains a space or a comma, which QEMU cannot take`, {
-        hint: 'use a state directory (K3S_VM_DIR) whose path has no spaces or commas',
-      });
-    }
-  }
+export function runScriptEnv(plan: Omit<LaunchPlan, 'env'>): Record<string, string> {
+  // The config layer refuses state directories with spaces or commas: QEMU_OPTS is
+  // word-split and -qmp's value is comma-separated.
   return {
     NIX_DISK_IMAGE: plan.diskImage,
     TMPDIR: plan.tmpDir,
@@ -41,7 +38,7 @@ export function runScriptEnv(plan: LaunchPlan): Record<string, string> {
     QEMU_OPTS: [
       // A later -machine wins over the script's accel=kvm:tcg, which would silently use a broken KVM.
       '-machine', `accel=${plan.accel}`,
-      '-qmp', `unix:${plan.qmpSocket},server=on,wait=off`,
+      '-qmp', qmpArgument(plan.qmpSocket),
       '-no-reboot',
     ].join(' '),
     QEMU_KERNEL_PARAMS: plan.kernelParams.join(' '),
@@ -69,7 +66,7 @@ export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<Laun
       cwd: plan.tmpDir,
       detached: true,
       stdio: ['ignore', log, log],
-      env: { ...process.env, ...runScriptEnv(plan) },
+      env: { ...plan.env, ...runScriptEnv(plan) },
     });
   } finally {
     closeSync(log);

@@ -13,12 +13,12 @@ export class QmpClient {
   private greeted!: Promise<void>;
   private closedError: Error | undefined;
 
-  private constructor(private readonly socket: Socket, private readonly path: string) {}
+  private constructor(private readonly socket: Socket) {}
 
   /** Connects and negotiates capabilities; rejects within timeoutMs. */
   static async connect(path: string, timeoutMs = 3000): Promise<QmpClient> {
     const socket = createConnection({ path });
-    const client = new QmpClient(socket, path);
+    const client = new QmpClient(socket);
     client.greeted = new Promise<void>((resolve, reject) => client.queue.push({ resolve: () => resolve(), reject }));
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => client.onData(chunk));
@@ -74,27 +74,7 @@ export class QmpClient {
     });
   }
 
-  /** The VM's run state ("running", "paused", "shutdown", …). */
-  async status(): Promise<string> {
-    const result = await this.execute<{ status: string }>('query-status');
-    return result.status;
-  }
-
   close(): void {
     this.socket.destroy();
-  }
-
-  get socketPath(): string {
-    return this.path;
-  }
-}
-
-/** Connects, runs one command, disconnects. */
-export async function qmpExecute<T = unknown>(path: string, command: string, timeoutMs = 3000): Promise<T> {
-  const client = await QmpClient.connect(path, timeoutMs);
-  try {
-    return await client.execute<T>(command);
-  } finally {
-    client.close();
   }
 }

@@ -1,10 +1,6 @@
 // The instance directory's files: every name the library reads or writes there is one of these.
 
 export const files = {
-  /** Resolved config and runtime fingerprint of the VM that was last started. */
-  config: 'config.json',
-  /** Folder holding the instance's SSH key pair. */
-  sshDir: 'ssh',
   /** Private Ed25519 key (OpenSSH format, 0600) the guest trusts for root. */
   sshKey: 'ssh/id_ed25519',
   /** Public half of sshKey, baked into the VM image. */
@@ -17,7 +13,7 @@ export const files = {
   disk: 'disk.qcow2',
   /** The QEMU process id, written atomically once QEMU is spawned. */
   pid: 'qemu.pid',
-  /** QMP control socket (or a symlink-free pointer to it when the path would be too long). */
+  /** QMP control socket (under the temporary directory instead when this path is too long for a socket). */
   qmp: 'qmp.sock',
   /** The VM's serial console, appended to across boots. */
   serialLog: 'serial.log',
@@ -35,7 +31,8 @@ export const files = {
   gitignore: '.gitignore',
 } as const;
 
-export type StateFile = (typeof files)[keyof typeof files];
+/** What a running VM adds and a stopped one must not leave: removed together after every stop. */
+export const runtimeFiles = [files.pid, files.runtime, files.kubeconfig, files.qmp] as const;
 
 /** Unix domain socket paths are limited to 108 bytes including the terminating NUL. */
 export const maxSocketPathBytes = 107;

@@ -1,15 +1,15 @@
 // Leases: each process using the VM holds one, so the VM stops only after the last user is done.
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { files } from './files.js';
+import { files, runtimeFiles } from './files.js';
 import type { InstanceDir } from './instance-dir.js';
-import { isRunning } from './process.js';
+import { isInstanceQemu, isRunning } from './process.js';
+import type { RuntimeRecord } from './status.js';
 
 export interface LeaseRecord {
   readonly pid: number;
-  /** Whether this user started the VM (and so may stop it). */
-  readonly startedVm: boolean;
   readonly createdAt: string;
 }
 
@@ -18,25 +18,20 @@ export interface Lease {
   release(): Promise<void>;
 }
 
-export async function takeLease(dir: InstanceDir, startedVm: boolean): Promise<Lease> {
+const leaseFile = (id: string) => join(files.leasesDir, `${id}.json`);
+
+/** Records that this process uses the VM. */
+export async function takeLease(dir: InstanceDir): Promise<Lease> {
   const id = `${process.pid}-${randomBytes(4).toString('hex')}`;
-  const record: LeaseRecord = { pid: process.pid, startedVm, createdAt: new Date().toISOString() };
-  await dir.writeJson(join(files.leasesDir, `${id}.json`), record);
-  return {
-    id,
-    release: () => rm(dir.file(join(files.leasesDir, `${id}.json`)), { force: true }),
-  };
+  const record: LeaseRecord = { pid: process.pid, createdAt: new Date().toISOString() };
+  await dir.writeJson(leaseFile(id), record);
+  return { id, release: () => rm(dir.file(leaseFile(id)), { force: true }) };
 }
 
 /** Leases whose owner still runs; leases of dead processes are removed on the way. */
 export async function liveLeases(dir: InstanceDir): Promise<Array<LeaseRecord & { id: string }>> {
   const folder = dir.file(files.leasesDir);
-  let names: string[];
-  try {
-    names = await readdir(folder);
-  } catch {
-    return [];
-  }
+  const names = await readdir(folder).catch(() => [] as string[]);
   const live: Array<LeaseRecord & { id: string }> = [];
   for (const name of names.filter((n) => n.endsWith('.json'))) {
     const path = join(folder, name);
@@ -52,4 +47,37 @@ export async function liveLeases(dir: InstanceDir): Promise<Array<LeaseRecord & 
 /** Drops every lease (after the VM has stopped, none of them is meaningful). */
 export async function clearLeases(dir: InstanceDir): Promise<void> {
   await rm(dir.file(files.leasesDir), { recursive: true, force: true });
+}
+
+/** Whether a process other than this one still holds a lease (synchronous, for exit hooks). */
+function otherLiveLeasesSync(dir: InstanceDir): boolean {
+  const names = (() => {
+    try {
+      return readdirSync(dir.file(files.leasesDir));
+    } catch {
+      return [];
+    }
+  })();
+  return names.some((name) => {
+    const pid = Number.parseInt(name, 10);
+    return pid !== process.pid && isRunning(pid);
+  });
+}
+
+/**
+ * The synchronous last resort of an exiting process (a runner that calls process.exit on
+ * Ctrl-C leaves no time for more): drop the lease, and SIGTERM the VM if it is not kept and
+ * nobody else uses it. Never throws; the next run cleans whatever is left.
+ */
+export function releaseLeaseAtExit(dir: InstanceDir, leaseId: string): void {
+  try {
+    rmSync(dir.file(leaseFile(leaseId)), { force: true });
+    const runtime = JSON.parse(readFileSync(dir.file(files.runtime), 'utf8')) as RuntimeRecord;
+    if (runtime.keep || !isInstanceQemu(runtime.pid, runtime.qmpSocket) || otherLiveLeasesSync(dir)) return;
+    process.kill(runtime.pid, 'SIGTERM');
+    for (const name of runtimeFiles) rmSync(dir.file(name), { force: true });
+    rmSync(runtime.qmpSocket, { force: true });
+  } catch {
+    // Nothing more can be done while exiting.
+  }
 }

@@ -1,6 +1,7 @@
 // Process liveness and identity: is a pid alive, and is it really this instance's QEMU?
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isQemuCommandLine } from './qemu-identity.js';
 
 export function isAlive(pid: number): boolean {
   try {
@@ -30,8 +31,7 @@ export function commandLineOf(pid: number): string[] | undefined {
  */
 export function isInstanceQemu(pid: number, qmpSocketPath: string): boolean {
   const argv = commandLineOf(pid);
-  if (!argv) return false;
-  return argv.some((arg) => arg.includes(`unix:${qmpSocketPath},`) || arg === `unix:${qmpSocketPath}`);
+  return argv !== undefined && isQemuCommandLine(argv, qmpSocketPath);
 }
 
 /** Zombie processes count as alive for kill(0) but have exited; /proc tells. */

@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/adapters/cli/run.js';
 import type { CliIo } from '../../src/adapters/cli/io.js';
-import { stopCluster } from '../../src/cluster/cluster.js';
+import { stopCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
 import { isRunning } from '../../src/state/process.js';
 import { nixpkgsPath } from '../helpers/host.js';
@@ -62,7 +62,8 @@ describe('k3s-vm in-process', () => {
     expect(existsSync(dir)).toBe(false);
     const flag = memoryIo({ K3S_VM_DIR: dir });
     expect(await run(['status', '--memory', 'lots'], flag)).toBe(2);
-    expect(flag.err()).toMatch(/option memoryMiB="lots"/);
+    expect(flag.err()).toMatch(/^error: --memory="lots" is not valid: expected a whole number of MiB, at least 1024/m);
+    expect(flag.err()).toMatch(/^hint: fix the value of --memory, or leave the flag out$/m);
   });
 
   it('says the VM is not running with exit code 3', async () => {
@@ -115,7 +116,7 @@ describe('k3s-vm in-process', () => {
 describe('the k3s-vm bin against the test guest', () => {
   const dir = freshStateDir('cli-bin');
   const bin = join(repoRoot, 'dist', 'adapters', 'cli', 'bin.js');
-  const env = { K3S_VM_DIR: dir, K3S_VM_NIX: testGuestNix, K3S_VM_NAME: 'cli-guest', K3S_VM_ACCEL: 'tcg', K3S_VM_MEMORY: '1024', K3S_VM_DISK_SIZE: '256', NO_COLOR: '1' };
+  const env = { K3S_VM_DIR: dir, K3S_VM_NIX: testGuestNix, K3S_VM_NAME: 'cli-guest', K3S_VM_ACCEL: 'tcg', K3S_VM_MEMORY: '1024', K3S_VM_DISK_SIZE: '2048', NO_COLOR: '1' };
   const k3sVm = (...args: string[]) => execa(process.execPath, [bin, ...args], { env, reject: false, cwd: repoRoot, stdin: 'ignore' });
   afterAll(() => stopCluster({ dir, env: {}, force: true }).catch(() => undefined));
 

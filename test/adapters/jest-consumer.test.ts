@@ -1,7 +1,7 @@
 // The Jest adapter as users meet it: a consumer project run by the real Jest.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stopCluster } from '../../src/cluster/cluster.js';
+import { stopCluster } from '../../src/cluster/index.js';
 import { consumerEnv, interruptDuringTests, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
 import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
 

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { files } from '../../src/state/files.js';
 import { createGlobalSetup } from '../../src/adapters/vitest/index.js';
 import type { ProvidedCluster } from '../../src/adapters/session.js';
-import { stopCluster } from '../../src/cluster/cluster.js';
+import { stopCluster } from '../../src/cluster/index.js';
 import { isRunning } from '../../src/state/process.js';
 import { recordingLogger, testGuestOptions } from '../helpers/test-guest.js';
 

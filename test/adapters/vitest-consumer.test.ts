@@ -2,7 +2,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stopCluster } from '../../src/cluster/cluster.js';
+import { stopCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
 import { isRunning } from '../../src/state/process.js';
 import { consumerEnv, interruptDuringTests, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';

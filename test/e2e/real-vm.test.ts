@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { stopCluster } from '../../src/cluster/cluster.js';
+import { stopCluster } from '../../src/cluster/index.js';
 import { realVmUnavailable } from '../helpers/host.js';
 import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
 

@@ -24,7 +24,7 @@ export function consumerEnv(stateDir: string, extra: Record<string, string> = {}
     K3S_VM_NAME: 'consumer',
     K3S_VM_ACCEL: 'tcg',
     K3S_VM_MEMORY: '1024',
-    K3S_VM_DISK_SIZE: '256',
+    K3S_VM_DISK_SIZE: '2048',
     K3S_VM_TIMEOUT: '240',
     K3S_VM_KEEP: '',
     NO_COLOR: '1',

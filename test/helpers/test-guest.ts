@@ -2,7 +2,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { StartOptions } from '../../src/cluster/cluster.js';
+import type { StartOptions } from '../../src/cluster/index.js';
 import type { Logger } from '../../src/log.js';
 
 export const repoRoot = resolve(import.meta.dirname, '..', '..');
@@ -30,10 +30,11 @@ export function testGuestOptions(label: string, extra: Partial<StartOptions> = {
     nix: testGuestNix,
     name: 'test-guest',
     memoryMiB: 1024,
-    diskSizeMiB: 256,
+    diskSizeMiB: 2048,
     accel: 'tcg',
     timeoutSeconds: 240,
-    env: {},
+    // Only what the run script needs: K3S_VM_* variables of the developer's shell stay out.
+    env: { PATH: process.env['PATH'] },
     ...extra,
   };
 }

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { afterAll, describe, expect, it } from 'vitest';
-import { clusterStatus, resetCluster, startCluster, stopCluster, type StartedCluster } from '../../src/cluster/cluster.js';
+import { clusterStatus, resetCluster, startCluster, stopCluster, type StartedCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
 import { isRunning } from '../../src/state/process.js';

@@ -122,10 +122,10 @@ describe('the lock', () => {
 describe('leases', () => {
   it('counts live holders and drops the leases of dead processes', async () => {
     const dir = await freshDir('leases');
-    const mine = await takeLease(dir, true);
+    const mine = await takeLease(dir);
     const child = spawn('true');
     await new Promise((resolve) => child.once('exit', resolve));
-    await dir.writeJson(join(files.leasesDir, `${child.pid}-dead.json`), { pid: child.pid, startedVm: false, createdAt: '' });
+    await dir.writeJson(join(files.leasesDir, `${child.pid}-dead.json`), { pid: child.pid, createdAt: '' });
     const live = await liveLeases(dir);
     expect(live.map((l) => l.pid)).toEqual([process.pid]);
     expect(readdirSync(dir.file(files.leasesDir))).toHaveLength(1);

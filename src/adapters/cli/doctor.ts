@@ -1,80 +1,10 @@
-// `k3s-vm doctor`: checks what a start needs and says how to fix what is missing.
-import { constants } from 'node:fs';
-import { access, mkdir } from 'node:fs/promises';
-import { execa } from 'execa';
-import type { ResolvedConfig } from '../../config/options.js';
-import { kvmUdevRule, probeKvm } from '../../qemu/accel-probe.js';
-import { isPortFree } from '../../qemu/ports.js';
+// `k3s-vm doctor`: prints the library's checks, each with its fix.
+import { diagnose, type ClusterOptions } from '../../cluster/index.js';
 import { colours, exitCodes, type CliIo } from './io.js';
 
-interface Check {
-  readonly name: string;
-  readonly level: 'ok' | 'warn' | 'fail';
-  readonly detail: string;
-  readonly fix?: string;
-}
-
-async function version(command: string, args: string[]): Promise<string | undefined> {
-  const result = await execa(command, args, { reject: false, timeout: 10_000 });
-  return result.exitCode === 0 ? String(result.stdout).split('\n')[0]?.trim() : undefined;
-}
-
-export async function runChecks(config: ResolvedConfig): Promise<Check[]> {
-  const checks: Check[] = [];
-  const nix = await version(config.nixBuild, ['--version']);
-  checks.push(
-    nix
-      ? { name: 'Nix', level: 'ok', detail: nix }
-      : { name: 'Nix', level: 'fail', detail: `${config.nixBuild} not found`, fix: 'install Nix: https://nixos.org/download (Debian/Ubuntu: apt-get install nix-bin)' },
-  );
-  const usesPackageNix = config.nix.endsWith('/nix/') || config.nix.endsWith('/nix');
-  const nixpkgs = await execa('nix-instantiate', ['--find-file', 'nixpkgs'], { reject: false, timeout: 10_000 });
-  checks.push(
-    nixpkgs.exitCode === 0
-      ? { name: 'nixpkgs', level: 'ok', detail: String(nixpkgs.stdout).trim() }
-      : {
-          name: 'nixpkgs',
-          level: usesPackageNix ? 'fail' : 'warn',
-          detail: '<nixpkgs> is not on the Nix search path',
-          fix: 'nix-channel --add https://nixos.org/channels/nixos-unstable nixpkgs && nix-channel --update (or set NIX_PATH=nixpkgs=…)',
-        },
-  );
-  const qemu = await version('qemu-system-x86_64', ['--version']);
-  checks.push(qemu ? { name: 'QEMU', level: 'ok', detail: qemu } : { name: 'QEMU', level: 'fail', detail: 'qemu-system-x86_64 not found', fix: 'install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86 qemu-utils)' });
-  const qemuImg = await version('qemu-img', ['--version']);
-  checks.push(qemuImg ? { name: 'qemu-img', level: 'ok', detail: qemuImg } : { name: 'qemu-img', level: 'fail', detail: 'qemu-img not found', fix: 'install qemu-utils' });
-  if (qemu) {
-    const probe = await probeKvm();
-    checks.push(
-      probe.usable
-        ? { name: 'KVM', level: 'ok', detail: `usable (probe ${probe.durationMs} ms)` }
-        : {
-            name: 'KVM',
-            level: config.accel === 'kvm' ? 'fail' : 'warn',
-            detail: `not usable: ${probe.reason}; the VM would run under software emulation (slow)`,
-            fix: `enable virtualisation in the firmware and join the kvm group; on CI runners: ${kvmUdevRule}`,
-          },
-    );
-  }
-  for (const [flag, port] of [['K3S_VM_API_PORT', config.apiPort], ['K3S_VM_SSH_PORT', config.sshPort]] as const) {
-    if (port === undefined) continue;
-    checks.push((await isPortFree(port)) ? { name: flag, level: 'ok', detail: `port ${port} is free` } : { name: flag, level: 'warn', detail: `port ${port} is in use (fine if this VM is running)`, fix: `choose another ${flag}` });
-  }
-  try {
-    await mkdir(config.dir, { recursive: true, mode: 0o700 });
-    await access(config.dir, constants.W_OK);
-    checks.push({ name: 'state directory', level: 'ok', detail: config.dir });
-  } catch (error) {
-    checks.push({ name: 'state directory', level: 'fail', detail: `${config.dir}: ${(error as Error).message}`, fix: 'set K3S_VM_DIR to a writable directory' });
-  }
-  const kubectl = await version('kubectl', ['version', '--client']);
-  checks.push(kubectl ? { name: 'kubectl', level: 'ok', detail: kubectl } : { name: 'kubectl', level: 'warn', detail: 'not found (only k3s-vm kubectl needs it)', fix: 'https://kubernetes.io/docs/tasks/tools/' });
-  return checks;
-}
-
-export async function doctor(config: ResolvedConfig, io: CliIo): Promise<number> {
+export async function printDoctor(options: ClusterOptions, io: CliIo): Promise<number> {
   const c = colours(io);
-  const checks = await runChecks(config);
+  const checks = await diagnose(options);
   const width = Math.max(...checks.map((check) => check.name.length));
   for (const check of checks) {
     const mark = check.level === 'ok' ? c.green('ok  ') : check.level === 'warn' ? c.yellow('warn') : c.red('FAIL');

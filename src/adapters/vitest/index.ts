@@ -1,8 +1,9 @@
 // k3s-vm/vitest: a Vitest global setup that provides the cluster, and test-side helpers.
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { inject, test as baseTest } from 'vitest';
 import type { TestProject } from 'vitest/node';
-import type { StartOptions } from '../../cluster/cluster.js';
+import { loadKubeConfig, type StartOptions } from '../../cluster/index.js';
+import { K3sVmError } from '../../errors.js';
 import { closeSession, openSession, type ProvidedCluster } from '../session.js';
 import { createNamespaceFor } from '../test-namespace.js';
 
@@ -35,16 +36,16 @@ export default setup;
 export function useK3sVm(): ProvidedCluster {
   const provided = inject('k3sVm');
   if (!provided) {
-    throw new Error("k3s-vm: no cluster was provided. Add globalSetup: ['k3s-vm/vitest'] to the test section of your vitest.config");
+    throw new K3sVmError('NOT_RUNNING', 'k3s-vm: no cluster was provided to this test', {
+      hint: "add globalSetup: ['k3s-vm/vitest'] to the test section of your vitest.config",
+    });
   }
   return provided;
 }
 
 /** A loaded client-node KubeConfig for the test cluster. */
 export function useKubeConfig(): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromString(useK3sVm().kubeconfig);
-  return kc;
+  return loadKubeConfig(useK3sVm().kubeconfig);
 }
 
 export interface K3sVmFixtures {

@@ -1,0 +1,142 @@
+// Boot: build if needed, launch QEMU through the run script, and wait until the cluster can take work.
+import { buildParameters, runtimeFingerprint } from '../config/fingerprint.js';
+import { timeoutMsFor } from '../config/defaults.js';
+import type { ResolvedConfig } from '../config/options.js';
+import { throwIfAborted } from '../errors.js';
+import type { KeyPair } from '../guest/keys.js';
+import { waitForReady, type ReadinessStep } from '../guest/readiness.js';
+import type { Logger } from '../log.js';
+import { buildVm } from '../nix/build-vm.js';
+import { chooseAccel, refuseKnownDeadKvm } from '../qemu/accel.js';
+import { launchVm } from '../qemu/launch.js';
+import { choosePorts } from '../qemu/ports.js';
+import { files } from '../state/files.js';
+import type { InstanceDir } from '../state/instance-dir.js';
+import { takeLease, type Lease } from '../state/leases.js';
+import { isInstanceQemu, isRunning } from '../state/process.js';
+import { logTailBlock, tailFile } from '../state/serial-log.js';
+import { qmpSocketPath, type RuntimeRecord } from '../state/status.js';
+import type { StartTimings } from './options.js';
+import { stopInstance } from './stop.js';
+
+/** A VM this process now holds a lease on, booted or attached. */
+export interface Acquired {
+  readonly runtime: RuntimeRecord;
+  readonly lease: Lease;
+  readonly booted: boolean;
+  readonly timings: Omit<StartTimings, 'totalMs'>;
+  readonly kubeconfig: string;
+}
+
+export interface BootPlan {
+  readonly config: ResolvedConfig;
+  readonly dir: InstanceDir;
+  readonly keys: KeyPair;
+  readonly keep: boolean;
+  readonly steps?: readonly ReadinessStep[] | undefined;
+  readonly logger: Logger;
+  readonly signal?: AbortSignal | undefined;
+  /** The environment the run script starts from. */
+  readonly env: Readonly<Record<string, string | undefined>>;
+}
+
+/** Boots the VM and waits for readiness. On any failure the VM is stopped and the original error rethrown. */
+export async function boot(plan: BootPlan): Promise<Acquired> {
+  const { config, dir, logger, signal } = plan;
+  // Everything that can be refused is refused before the build, which can take minutes.
+  const ports = await choosePorts({ apiPort: config.apiPort, sshPort: config.sshPort });
+  await refuseKnownDeadKvm({ accel: config.accel, cacheDir: config.cacheDir });
+  const build = await buildVm(dir, {
+    nix: config.nix,
+    parameters: buildParameters(config, plan.keys.publicKey),
+    nixBuild: config.nixBuild,
+    logger,
+    signal,
+  });
+  const accel = await chooseAccel({ accel: config.accel, cacheDir: config.cacheDir, logger, runScript: build.runScript });
+  const timeoutMs = timeoutMsFor(config.timeoutSeconds, accel);
+  throwIfAborted(signal);
+
+  const launchStarted = Date.now();
+  const qmpSocket = qmpSocketPath(dir);
+  logger.progress(
+    `booting ${config.name} (${accel === 'kvm' ? 'KVM' : 'software emulation'}, ${config.cpus} CPUs, ${config.memoryMiB} MiB; ` +
+      `API on 127.0.0.1:${ports.apiPort}, SSH on 127.0.0.1:${ports.sshPort})`,
+  );
+  const vm = await launchVm(dir, {
+    runScript: build.runScript,
+    diskImage: dir.file(files.disk),
+    tmpDir: dir.file(files.tmpDir),
+    qmpSocket,
+    apiPort: ports.apiPort,
+    sshPort: ports.sshPort,
+    accel,
+    kernelParams: config.kernelParams,
+    env: plan.env,
+  });
+  const runtime: RuntimeRecord = {
+    pid: vm.pid,
+    apiPort: ports.apiPort,
+    sshPort: ports.sshPort,
+    accel,
+    qmpSocket,
+    startedAt: new Date(launchStarted).toISOString(),
+    fingerprint: { ...runtimeFingerprint(config), apiPort: String(ports.apiPort), sshPort: String(ports.sshPort) },
+    keep: plan.keep,
+    storePath: build.storePath,
+  };
+  let exitCode: number | null | undefined;
+  void vm.exited.then((code) => {
+    exitCode = code;
+  });
+  // Until the boot is over, a process exit (a runner calling process.exit on Ctrl-C) must not
+  // leave this half-booted VM behind; there is no time for more than a signal then.
+  const killOnExit = () => {
+    if (isInstanceQemu(vm.pid, qmpSocket)) process.kill(vm.pid, 'SIGTERM');
+  };
+  process.once('exit', killOnExit);
+  try {
+    // Recorded at once, so that a failure from here on still finds and stops this QEMU.
+    await dir.writeAtomic(files.pid, `${vm.pid}\n`);
+    await dir.writeJson(files.runtime, runtime);
+    const launchMs = Date.now() - launchStarted;
+    const readyStarted = Date.now();
+    const ready = await waitForReady({
+      target: { port: ports.sshPort, privateKey: plan.keys.privateKey },
+      apiPort: ports.apiPort,
+      contextName: config.name,
+      nodeName: config.name,
+      bootStartedAt: launchStarted,
+      deadline: launchStarted + timeoutMs,
+      steps: plan.steps,
+      logger,
+      signal,
+      vmGone: () =>
+        exitCode !== undefined || !isRunning(vm.pid)
+          ? `QEMU (pid ${vm.pid}) exited${exitCode === undefined || exitCode === null ? '' : ` with code ${exitCode}`}`
+          : undefined,
+      serialTail: async () => logTailBlock(`last lines of the serial console (${dir.file(files.serialLog)})`, await tailFile(dir.file(files.serialLog), 30)),
+    });
+    await dir.writeAtomic(files.kubeconfig, ready.kubeconfig, 0o600);
+    const lease = await takeLease(dir);
+    logger.progress(`cluster ready in ${((Date.now() - launchStarted) / 1000).toFixed(1)} s; kubeconfig: ${dir.file(files.kubeconfig)}`);
+    return {
+      runtime,
+      lease,
+      booted: true,
+      timings: { buildMs: build.durationMs, launchMs, readyMs: Date.now() - readyStarted, steps: ready.stepDurationsMs },
+      kubeconfig: ready.kubeconfig,
+    };
+  } catch (error) {
+    // Clean up, report cleanup problems separately, and rethrow the original error.
+    try {
+      const pid = isRunning(vm.pid) ? vm.pid : undefined;
+      await stopInstance(dir, { state: 'running', reasons: [], pid, recordedPid: vm.pid, runtime }, logger, true);
+    } catch (cleanupError) {
+      logger.warn(`cleaning up the failed VM also failed: ${(cleanupError as Error).message}`);
+    }
+    throw error;
+  } finally {
+    process.off('exit', killOnExit);
+  }
+}

@@ -1,0 +1,72 @@
+// The options and results of the lifecycle operations, shared by every file in this folder.
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { FlagValues } from '../config/resolve-config.js';
+import type { K3sVmOptions, ResolvedConfig } from '../config/options.js';
+import type { ReadinessStep } from '../guest/readiness.js';
+import type { GuestSsh } from '../guest/ssh.js';
+import type { Logger } from '../log.js';
+
+/** Options of every lifecycle operation: the config options plus where to report and how to cancel. */
+export interface ClusterOptions extends K3sVmOptions {
+  /** Progress and warnings go here. @default silent */
+  readonly logger?: Logger;
+  readonly signal?: AbortSignal;
+  /** The environment K3S_VM_* variables are read from, and the one the VM's run script gets. @default process.env */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Where the project root is searched from. @default process.cwd() */
+  readonly cwd?: string;
+  /** CLI flags (`{ memory: '4096' }`); they win over everything else and errors name them. @default {} */
+  readonly flags?: FlagValues;
+}
+
+export interface StartOptions extends ClusterOptions {
+  /**
+   * The readiness steps, in order. @default the K3s steps (SSH answers → service active →
+   * kubeconfig → /readyz → node Ready → API discovery → default ServiceAccount)
+   */
+  readonly readiness?: readonly ReadinessStep[];
+  /**
+   * Keep the VM running even after the last user is done (the CLI's `start` does).
+   * @default the resolved `keep` option (K3S_VM_KEEP)
+   */
+  readonly keep?: boolean;
+}
+
+/** Timings of a start, for progress lines and the benchmark. */
+export interface StartTimings {
+  readonly totalMs: number;
+  readonly buildMs?: number;
+  readonly launchMs?: number;
+  readonly readyMs?: number;
+  /** Each readiness step in order ("SSH answers" first), or the health check of an attach. */
+  readonly steps: ReadonlyArray<{ name: string; ms: number }>;
+}
+
+/** A running cluster handed to a user of the VM. Stopping it releases this user's hold. */
+export interface StartedCluster extends AsyncDisposable {
+  readonly config: ResolvedConfig;
+  readonly name: string;
+  /** Kubeconfig text (server https://127.0.0.1:<apiPort>). */
+  readonly kubeconfig: string;
+  /** Path of the kubeconfig file in the state directory (0600). */
+  readonly kubeconfigPath: string;
+  readonly apiServerUrl: string;
+  readonly apiPort: number;
+  readonly sshPort: number;
+  readonly pid: number;
+  readonly accel: 'kvm' | 'tcg';
+  /** True when this call booted the VM; false when it attached to a running one. */
+  readonly booted: boolean;
+  readonly timings: StartTimings;
+  /** A loaded client-node KubeConfig. */
+  kubeConfig(): KubeConfig;
+  /** A new SSH connection to the guest as root; close it when done. */
+  ssh(): Promise<GuestSsh>;
+  /** Runs one command in the guest over SSH (calls in quick succession share a connection). */
+  exec(command: string): Promise<{ stdout: string; stderr: string; exitCode: number | null }>;
+  /**
+   * Releases this user's lease; the VM is stopped when no other user holds one and it is
+   * not kept. Idempotent.
+   */
+  stop(): Promise<{ stoppedVm: boolean }>;
+}

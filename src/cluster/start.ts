@@ -1,0 +1,58 @@
+// Start-or-attach: the operation the test runners call. Boots the VM, or joins the one already running.
+import { fingerprintDifferences, runtimeFingerprint } from '../config/fingerprint.js';
+import { environment } from '../config/resolve-config.js';
+import { K3sVmError } from '../errors.js';
+import { ensureKeyPair } from '../guest/keys.js';
+import { liveLeases } from '../state/leases.js';
+import { withLock } from '../state/lock.js';
+import { deriveStatus } from '../state/status.js';
+import { attach } from './attach.js';
+import { boot, type Acquired } from './boot.js';
+import type { StartedCluster, StartOptions } from './options.js';
+import { prepare, startLockTimeoutMs } from './prepare.js';
+import { createStartedCluster } from './started-cluster.js';
+import { stopInstance } from './stop.js';
+
+/**
+ * Starts the VM or attaches to the one already running for this state directory, waits until
+ * the cluster can take work, and returns it. Every user holds a lease; see StartedCluster.stop.
+ */
+export async function startCluster(options: StartOptions = {}): Promise<StartedCluster> {
+  const startedAt = Date.now();
+  const { config, dir, logger } = await prepare(options);
+  const signal = options.signal;
+  const onWait = (pid: number) => logger.progress(`waiting for process ${pid}, which is starting or stopping the VM`);
+
+  const { keys, acquired } = await withLock(dir, { timeoutMs: startLockTimeoutMs, signal, onWait }, async () => {
+    // Under the lock: two first runs must not each make a key pair.
+    const keys = await ensureKeyPair(dir, `k3s-vm@${config.name}`);
+    let keep = options.keep ?? config.keep;
+    const status = await deriveStatus(dir);
+    let acquired: Acquired | undefined;
+    if (status.state === 'running' && status.runtime) {
+      const differences = fingerprintDifferences(status.runtime.fingerprint, runtimeFingerprint(config));
+      const others = await liveLeases(dir);
+      if (differences.length === 0) {
+        acquired = await attach({ dir, runtime: status.runtime, keys, name: config.name, keep, otherUsers: others.length, logger, signal });
+      } else if (others.length > 0) {
+        throw new K3sVmError('CONFIG_MISMATCH', `the running VM's configuration differs and ${others.length} other run(s) still use it:\n  ${differences.join('\n  ')}`, {
+          hint: 'wait for the other runs to finish, or use another state directory (K3S_VM_DIR) for this configuration',
+        });
+      } else {
+        logger.progress(`restarting the VM because its configuration changed:\n  ${differences.join('\n  ')}`);
+      }
+      if (!acquired) {
+        // A restart never turns a kept VM into one this run's teardown stops.
+        keep ||= status.runtime.keep;
+        await stopInstance(dir, status, logger, false);
+      }
+    } else if (status.state === 'broken') {
+      logger.warn(`cleaning up after the last VM: ${status.reasons.join('; ')}`);
+      await stopInstance(dir, status, logger, true);
+    }
+    acquired ??= await boot({ config, dir, keys, keep, steps: options.readiness, logger, signal, env: environment(options.env) });
+    return { keys, acquired };
+  });
+
+  return createStartedCluster({ config, dir, keys, acquired, startedAt, logger });
+}
