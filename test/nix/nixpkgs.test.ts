@@ -55,3 +55,13 @@ describe('describeNixpkgs', () => {
     expect(await describeNixpkgs('25.05')).toMatchObject({ inStore: undefined, source: expect.stringContaining('must be empty (the pinned revision)') });
   });
 });
+
+describe('the pin', () => {
+  it('is the same revision in nix/nixpkgs.json and in the flake input', async () => {
+    const { readFileSync } = await import('node:fs');
+    const pin = JSON.parse(readFileSync(join(repoRoot, 'nix', 'nixpkgs.json'), 'utf8')) as { rev: string; branch: string };
+    expect(pin.rev).toMatch(/^[0-9a-f]{40}$/);
+    expect(pin.branch).toMatch(/^nixos-\d\d\.\d\d$/);
+    expect(readFileSync(join(repoRoot, 'flake.nix'), 'utf8')).toContain(`inputs.nixpkgs.url = "github:NixOS/nixpkgs/${pin.rev}";`);
+  });
+});
