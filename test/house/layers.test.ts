@@ -1,0 +1,32 @@
+// The layer order of src/ is enforced by the linter: an import out of order fails `npm test`.
+import { ESLint } from 'eslint';
+import { describe, expect, it } from 'vitest';
+import { repoRoot } from '../helpers/test-guest.js';
+
+const eslint = new ESLint({ cwd: repoRoot });
+
+async function problemsOf(file: string, code: string): Promise<string[]> {
+  const [result] = await eslint.lintText(code, { filePath: `${repoRoot}/${file}` });
+  return (result?.messages ?? []).filter((m) => m.ruleId === 'no-restricted-imports').map((m) => m.message);
+}
+
+describe('the layer order', () => {
+  it('refuses an import of a higher layer', async () => {
+    const problems = await problemsOf('src/guest/example.ts', "import { startCluster } from '../cluster/index.js';\nvoid startCluster;\n");
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/src\/guest is below cluster, adapters/);
+  });
+
+  it('allows an import of a lower layer', async () => {
+    expect(await problemsOf('src/guest/example.ts', "import { files } from '../state/files.js';\nvoid files;\n")).toEqual([]);
+  });
+
+  it('lets adapters use the cluster API, errors and logging only', async () => {
+    const allowed = "import { startCluster } from '../../cluster/index.js';\nimport { K3sVmError } from '../../errors.js';\nvoid startCluster;\nvoid K3sVmError;\n";
+    expect(await problemsOf('src/adapters/cli/example.ts', allowed)).toEqual([]);
+    const reaching = "import { stopInstance } from '../../cluster/stop.js';\nimport { files } from '../../state/files.js';\nvoid stopInstance;\nvoid files;\n";
+    const problems = await problemsOf('src/adapters/cli/example.ts', reaching);
+    expect(problems).toHaveLength(2);
+    expect(problems.every((p) => /adapters use only the cluster API/.test(p))).toBe(true);
+  });
+});
