@@ -73,6 +73,12 @@ let
   #   "nixos-25.05", ...      the current tarball of that channel from channels.nixos.org
   #   "/abs/path"             a nixpkgs checkout or unpacked tarball
   #   "https://...tar.gz"     a tarball URL
+  # The pin: nixpkgs.json's `rev` (a commit of the `branch` channel) and, once known, the
+  # `sha256` of its unpacked tarball, from
+  #   nix-prefetch-url --unpack https://github.com/NixOS/nixpkgs/archive/<rev>.tar.gz
+  # With it, Nix uses the store copy without asking the network (and checks what it
+  # downloads); without it, Nix fetches the tarball once and re-checks it after tarball-ttl.
+  # flake.nix pins the same rev.
   pin = builtins.fromJSON (builtins.readFile ./nixpkgs.json);
 
   nixpkgsSource =

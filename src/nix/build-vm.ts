@@ -190,7 +190,8 @@ export function nixError(nixBuild: string, result: Pick<ExecaError, 'code' | 'ex
     return new K3sVmError('NIXPKGS_MISSING', "Nix cannot find <nixpkgs>: it is not on the Nix search path (NIX_PATH)", {
       details: tail,
       hint:
-        'add a nixpkgs channel (nix-channel --add https://nixos.org/channels/nixos-unstable nixpkgs && nix-channel --update) ' +
+        'leave the nixpkgs setting (K3S_VM_NIXPKGS) empty to build from the pinned nixpkgs, ' +
+        'or add a nixpkgs channel (nix-channel --add https://nixos.org/channels/nixos-unstable nixpkgs && nix-channel --update) ' +
         'or point NIX_PATH at a nixpkgs checkout (NIX_PATH=nixpkgs=/path/to/nixpkgs)',
     });
   }
