@@ -9,8 +9,8 @@ export interface Logger {
   /** Detail for troubleshooting; shown only when debugging is on. */
   debug(message: string): void;
   /**
-   * A line that replaces the previous status line (a build's running totals), on a terminal.
-   * Absent where lines cannot be replaced: then progress() is used for milestones only.
+   * A line that replaces the previous status line (a build's running totals), on a terminal;
+   * '' clears it. Absent where lines cannot be replaced: then progress() is used instead.
    */
   status?(line: string): void;
 }
@@ -53,6 +53,8 @@ export function createStreamLogger(
   };
   if (stream.isTTY) {
     logger.status = (text) => {
+      // An empty line clears the status line.
+      if (!text) return clearStatus();
       stream.write(`\r\x1b[K${prefix}: ${text}`);
       statusShown = true;
     };

@@ -2,6 +2,8 @@
 import { constants } from 'node:fs';
 import { access, mkdir } from 'node:fs/promises';
 import { execa } from 'execa';
+import { packageNixDir } from '../config/resolve-config.js';
+import { describeNixpkgs } from '../nix/nixpkgs.js';
 import { kvmUdevRule, probeKvm } from '../qemu/accel-probe.js';
 import { isPortFree } from '../qemu/ports.js';
 import type { ClusterOptions } from './options.js';
@@ -30,18 +32,22 @@ export async function diagnose(options: ClusterOptions = {}): Promise<Check[]> {
       ? { name: 'Nix', level: 'ok', detail: nix }
       : { name: 'Nix', level: 'fail', detail: `${config.nixBuild} not found`, fix: 'install Nix: https://nixos.org/download (Debian/Ubuntu: apt-get install nix-bin)' },
   );
-  const usesPackageNix = config.nix.endsWith('/nix/') || config.nix.endsWith('/nix');
-  const nixpkgs = await execa('nix-instantiate', ['--find-file', 'nixpkgs'], { reject: false, timeout: 10_000 });
-  checks.push(
-    nixpkgs.exitCode === 0
-      ? { name: 'nixpkgs', level: 'ok', detail: String(nixpkgs.stdout).trim() }
-      : {
-          name: 'nixpkgs',
-          level: usesPackageNix ? 'fail' : 'warn',
-          detail: '<nixpkgs> is not on the Nix search path',
-          fix: 'nix-channel --add https://nixos.org/channels/nixos-unstable nixpkgs && nix-channel --update (or set NIX_PATH=nixpkgs=…)',
-        },
-  );
+  if (config.nix === packageNixDir) {
+    // Only the package's own expression takes the nixpkgs option; another expression brings its own.
+    const nixpkgs = await describeNixpkgs(config.nixpkgs, { signal: AbortSignal.timeout(20_000) });
+    checks.push(
+      nixpkgs.inStore === true
+        ? { name: 'nixpkgs', level: 'ok', detail: `${nixpkgs.source}: in the Nix store` }
+        : nixpkgs.inStore === false
+          ? {
+              name: 'nixpkgs',
+              level: 'warn',
+              detail: `${nixpkgs.source}: not in the Nix store yet; the first build downloads it`,
+              fix: 'nothing, if this machine can reach the internet; otherwise set K3S_VM_NIXPKGS to a nixpkgs checkout',
+            }
+          : { name: 'nixpkgs', level: 'warn', detail: `${nixpkgs.source}: cannot tell whether it is in the Nix store` },
+    );
+  }
   const qemu = await firstLineOf('qemu-system-x86_64', ['--version']);
   checks.push(
     qemu

@@ -65,12 +65,11 @@ function matching(pattern: RegExp, accepted: string): (value: unknown) => string
   };
 }
 
-/** A list from code (an array), or from a variable (comma-separated); each item must match. */
+/** A list from code; each item must match. */
 function list(item: RegExp, accepted: string): (value: unknown) => readonly string[] {
   return (value) => {
-    const items = typeof value === 'string' ? value.split(',').map((part) => part.trim()).filter(Boolean) : value;
-    if (!Array.isArray(items) || items.some((entry) => typeof entry !== 'string' || !item.test(entry))) throw new InvalidValue(accepted);
-    return [...(items as string[])];
+    if (!Array.isArray(value) || value.some((entry) => typeof entry !== 'string' || !item.test(entry))) throw new InvalidValue(accepted);
+    return [...(value as string[])];
   };
 }
 
@@ -181,8 +180,9 @@ export const optionTable: OptionTable = {
     flag: 'nixpkgs',
     flagValue: 'SOURCE',
     defaultText: 'the pinned revision',
-    help: 'nixpkgs to build from: a channel (`nixos-25.05`), a path, or `<nixpkgs>`',
-    parse: matching(/^(<nixpkgs>|[a-z][a-z0-9.-]*|[./~][^\s\0]*|https:\/\/[^\s\0]+)$/, 'a channel name such as nixos-25.05, a path, an https URL of a tarball, or <nixpkgs>'),
+    help: 'nixpkgs to build from: a channel (`nixos-25.05`), a path, a tarball URL, or `<nixpkgs>`',
+    // The forms nix/parameters.nix `nixpkgsSource` takes (a relative path is made absolute first).
+    parse: matching(/^(<nixpkgs>|(nixos|nixpkgs)-[0-9a-z][0-9a-z.-]*|[./~][^\0]*|https:\/\/[^\s\0]+)$/, 'a channel name such as nixos-25.05, a path, an https URL of a tarball, or <nixpkgs>'),
   },
   k3sVersion: {
     variable: 'K3S_VM_K3S',

@@ -163,7 +163,8 @@ function nodeNotReady(node: KubeObject & { status?: { conditions?: readonly Cond
   if (bootStartedAt === undefined) return undefined;
   // A reused disk still holds the last boot's Ready condition until the kubelet reports again.
   const reportedAt = timeOf(ready.lastHeartbeatTime) ?? timeOf(ready.lastTransitionTime);
-  if (reportedAt === undefined || reportedAt < bootStartedAt - clockSkewMs) {
+  // Kubernetes timestamps have whole seconds: the report may have come up to a second later.
+  if (reportedAt === undefined || reportedAt + 999 < bootStartedAt - clockSkewMs) {
     const when = reportedAt === undefined ? 'at an unknown time' : new Date(reportedAt).toISOString();
     return `node ${name} is Ready only as last reported ${when}, before this boot (${new Date(bootStartedAt).toISOString()}); waiting for the kubelet to report`;
   }

@@ -1,11 +1,8 @@
 // Which nixpkgs a build will use, and whether it is already in the Nix store (answered without the network).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-
-/** The package's own Nix expression folder (nix/ next to src/ and dist/). */
-export const packageNixDir = fileURLToPath(new URL('../../nix/', import.meta.url));
+import { packageNixDir } from '../config/resolve-config.js';
 
 /** Where nixpkgs comes from, as nix/parameters.nix resolves a nixpkgs setting. */
 export interface NixpkgsSource {

@@ -1,4 +1,4 @@
-// What this host can do: nixpkgs on the search path, working KVM.
+// What this host can do: Nix, nixpkgs on the search path, working KVM.
 import { execaSync } from 'execa';
 import { probeKvm } from '../../src/qemu/accel-probe.js';
 
@@ -10,7 +10,8 @@ export function nixpkgsPath(): string | undefined {
 /** Why the real NixOS VM cannot run here, or undefined when it can. */
 export async function realVmUnavailable(): Promise<string | undefined> {
   const reasons: string[] = [];
-  if (!nixpkgsPath()) reasons.push('<nixpkgs> is not on the Nix search path');
+  // The package's nix/ fetches its pinned nixpkgs itself: Nix and working KVM are what it needs.
+  if (execaSync('nix-build', ['--version'], { reject: false }).exitCode !== 0) reasons.push('Nix is not installed');
   const kvm = await probeKvm();
   if (!kvm.usable) reasons.push(`KVM is not usable (${kvm.reason})`);
   return reasons.length ? reasons.join('; ') : undefined;

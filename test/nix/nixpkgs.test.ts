@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { describeNixpkgs, nixpkgsSource, packageNixDir, storedTarball } from '../../src/nix/nixpkgs.js';
+import { packageNixDir } from '../../src/config/resolve-config.js';
+import { describeNixpkgs, nixpkgsSource, storedTarball } from '../../src/nix/nixpkgs.js';
 import { repoRoot } from '../helpers/test-guest.js';
 
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-nixpkgs-'));
