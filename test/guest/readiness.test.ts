@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,8 +10,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeK3sApi, type FakeK3sApi, type FakeK3sApiOptions } from '../../fixtures/test-guest/fake-k3s-api/server.mjs';
 import { K3sVmError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
-import { guestKubeconfigPath } from '../../src/guest/kubeconfig.js';
-import { k3sReadinessSteps, waitForReady, type ReadinessStep, type WaitForReadyOptions } from '../../src/guest/readiness.js';
+import { guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from '../../src/guest/kubeconfig.js';
+import { k3sReadinessSteps, waitForReady, type ReadinessContext, type ReadinessStep, type WaitForReadyOptions } from '../../src/guest/readiness.js';
 import type { ExecResult, GuestShell } from '../../src/guest/ssh.js';
 import { startFakeSshServer, type FakeSshServer } from './fake-ssh-server.js';
 
@@ -472,11 +473,39 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
     expect(error.message).toMatch(/step 5 of 7 "node Ready".*last error: node k3s-vm-test-node is not Ready \(KubeletNotReady: container runtime status check may not have completed yet\)$/);
   });
 
-  it('has nothing to wait for in API discovery when the API serves no APIServices (404)', async () => {
-    const { api, requests } = await fakeApi();
-    const result = await waitForReady(k3sOptions(api));
-    expect(result.stepDurationsMs.map((s) => s.name)).toContain('API discovery complete');
-    expect(requests.some((url) => url.startsWith('/apis/apiregistration.k8s.io/v1/apiservices'))).toBe(true);
+  it('waits until every APIService is Available, watching for it', async () => {
+    const { api, requests } = await fakeApi({ metricsApiServiceDelayMs: 1000 });
+    await waitForReady(k3sOptions(api));
+    const serviceRequests = requests.filter((url) => url.startsWith('/apis/apiregistration.k8s.io/v1/apiservices'));
+    expect(serviceRequests.filter((url) => !/[?&]watch=true/.test(url))).toHaveLength(1);
+    expect(serviceRequests.filter((url) => /[?&]watch=true/.test(url))).toHaveLength(1);
+  });
+
+  it('names the APIService that is not Available at the deadline', async () => {
+    const { api } = await fakeApi({ metricsApiServiceDelayMs: 60_000 });
+    const error = await rejection(waitForReady(k3sOptions(api, { deadline: Date.now() + 800 })));
+    expect(error.message).toMatch(/\(step 6 of 7 "API discovery complete", waited \d+ s\); last error: APIService v1beta1\.metrics\.k8s\.io is not Available \(MissingEndpoints/);
+    expect(error.hint).toBe(k3sReadinessSteps[5]!.hint);
+  });
+
+  it('has nothing to wait for in API discovery when the API server has no APIService resource (404)', async () => {
+    const { api } = await fakeApi();
+    // An API server (not the fake) that knows no path at all.
+    const bare = createHttpsServer({ key: readFileSync(join(tlsDir, 'server.key')), cert: readFileSync(join(tlsDir, 'server.crt')) }, (request, response) => {
+      response.writeHead(404, { 'Content-Type': 'application/json' });
+      response.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'the server could not find the requested resource', reason: 'NotFound', code: 404 }));
+    });
+    await new Promise<void>((resolve) => bare.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (bare.address() as AddressInfo).port;
+      const context = stepContext(rewriteKubeconfig(api.kubeconfig, port).kubeconfig);
+      await k3sReadinessSteps[5]!.check(context);
+      // The same server fails the steps whose resource must exist.
+      await expect(k3sReadinessSteps[6]!.check(context)).rejects.toMatchObject({ code: 404 });
+    } finally {
+      bare.closeAllConnections();
+      await new Promise((resolve) => bare.close(resolve));
+    }
   });
 
   it('waits for the default ServiceAccount, watching for it', async () => {
@@ -504,6 +533,22 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
     expect(error.message).toBe('the VM stopped while waiting for step 5 of 7 "node Ready": QEMU (pid 7) exited');
   });
 });
+
+/** A context for calling one step directly, as the engine would after the kubeconfig step. */
+function stepContext(kubeconfig: string): ReadinessContext {
+  return {
+    target: { port: 1, privateKey: 'unused' },
+    ssh: fakeGuest({}),
+    apiPort: 1,
+    contextName: undefined,
+    nodeName: undefined,
+    bootStartedAt: undefined,
+    deadline: Date.now() + 60_000,
+    signal: new AbortController().signal,
+    kubeconfig,
+    kubeConfig: loadKubeConfig(kubeconfig),
+  };
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
