@@ -13,7 +13,7 @@ import type { Logger } from '../../src/log.js';
 import { guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from '../../src/guest/kubeconfig.js';
 import { k3sReadinessSteps, waitForReady, type ReadinessContext, type ReadinessStep, type WaitForReadyOptions } from '../../src/guest/readiness.js';
 import type { ExecResult, GuestShell } from '../../src/guest/ssh.js';
-import { startFakeSshServer, type FakeSshServer } from './fake-ssh-server.js';
+import { startFakeSshServer } from './fake-ssh-server.js';
 
 const serial = 'serial: last line of the boot\n';
 
