@@ -4,6 +4,7 @@
 export type K3sVmErrorCode =
   | 'CONFIG_INVALID'
   | 'STATE_INVALID'
+  | 'STATE_WRITE_FAILED'
   | 'LOCK_TIMEOUT'
   | 'NIX_MISSING'
   | 'NIXPKGS_MISSING'
@@ -15,6 +16,8 @@ export type K3sVmErrorCode =
   | 'TOOL_MISSING'
   | 'QEMU_START_FAILED'
   | 'QEMU_EXITED'
+  | 'DISK_DAMAGED'
+  | 'KUBECONFIG_INVALID'
   | 'QMP_FAILED'
   | 'PORT_IN_USE'
   | 'SSH_FAILED'
@@ -22,6 +25,7 @@ export type K3sVmErrorCode =
   | 'NOT_RUNNING'
   | 'STILL_RUNNING'
   | 'CONFIG_MISMATCH'
+  | 'CONTEXT_NOT_ALLOWED'
   | 'ABORTED';
 
 export interface K3sVmErrorOptions {

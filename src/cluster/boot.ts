@@ -12,8 +12,8 @@ import { launchVm } from '../qemu/launch.js';
 import { choosePorts } from '../qemu/ports.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
-import { takeLease, type Lease } from '../state/leases.js';
-import { isInstanceQemu, isRunning } from '../state/process.js';
+import { removeRuntimeFilesSync, takeLease, type Lease } from '../state/leases.js';
+import { isInstanceQemu, isRunning, waitForExitSync } from '../state/process.js';
 import { logTailBlock, tailFile } from '../state/serial-log.js';
 import { qmpSocketPath, type RuntimeRecord } from '../state/status.js';
 import type { StartTimings } from './options.js';
@@ -91,8 +91,10 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
   });
   // Until the boot is over, a process exit (a runner calling process.exit on Ctrl-C) must not
   // leave this half-booted VM behind; there is no time for more than a signal then.
+  // Its files go too once it is gone, so that the next start finds the VM plainly stopped.
   const killOnExit = () => {
     if (isInstanceQemu(vm.pid, qmpSocket)) process.kill(vm.pid, 'SIGTERM');
+    if (waitForExitSync(vm.pid, 2000)) removeRuntimeFilesSync(dir, qmpSocket);
   };
   process.once('exit', killOnExit);
   try {

@@ -1,11 +1,12 @@
 // Starts the built VM through the NixOS run-script contract and records its pid.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { closeSync, constants, fchmodSync, openSync } from 'node:fs';
+import { access, mkdir, rm } from 'node:fs/promises';
 import { K3sVmError } from '../errors.js';
 import { files } from '../state/files.js';
-import type { InstanceDir } from '../state/instance-dir.js';
+import { stateIoError, type InstanceDir } from '../state/instance-dir.js';
 import { qmpArgument } from '../state/qemu-identity.js';
+import { checkDiskImage, diskFormatArgs } from './disk.js';
 
 export interface LaunchPlan {
   readonly runScript: string;
@@ -51,18 +52,39 @@ export interface LaunchedVm {
   readonly exited: Promise<number | null>;
 }
 
+function startFailed(plan: LaunchPlan, error: Error): K3sVmError {
+  return new K3sVmError('QEMU_START_FAILED', `could not run ${plan.runScript}: ${error.message}`, {
+    cause: error,
+    hint: 'rebuild the VM (k3s-vm setup) and check that the script is executable',
+  });
+}
+
 /**
  * Runs the script detached (its own process group, so Ctrl-C in the terminal reaches the
  * test runner, which decides), serial console and QEMU's own messages appended to the
- * serial log. The script execs QEMU, so the pid is QEMU's.
+ * serial log. The script execs QEMU, so the pid is QEMU's. An existing disk image is
+ * checked first; the script runs with umask 077, so the disk it creates is 0600.
  */
 export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<LaunchedVm> {
-  await mkdir(plan.tmpDir, { recursive: true, mode: 0o700 });
-  await rm(plan.qmpSocket, { force: true });
-  const log = openSync(dir.file(files.serialLog), 'a', 0o600);
+  try {
+    await access(plan.runScript, constants.X_OK);
+  } catch (error) {
+    throw startFailed(plan, error as Error);
+  }
+  await checkDiskImage(plan.diskImage, plan.runScript, plan.env['PATH']);
+  let log: number;
+  try {
+    await mkdir(plan.tmpDir, { recursive: true, mode: 0o700 });
+    await rm(plan.qmpSocket, { force: true });
+    log = openSync(dir.file(files.serialLog), 'a', 0o600);
+    fchmodSync(log, 0o600);
+  } catch (error) {
+    throw stateIoError(error, (error as NodeJS.ErrnoException).path ?? dir.file(files.serialLog), 'prepare');
+  }
   let child;
   try {
-    child = spawn(plan.runScript, [], {
+    // The shell only sets the umask and execs the script, which execs QEMU: the pid stays QEMU's.
+    child = spawn('/bin/sh', ['-c', 'umask 077 && exec "$0" "$@"', plan.runScript, ...diskFormatArgs], {
       cwd: plan.tmpDir,
       detached: true,
       stdio: ['ignore', log, log],
@@ -77,14 +99,7 @@ export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<Laun
   });
   const pid = await new Promise<number>((resolve, reject) => {
     child.once('spawn', () => resolve(child.pid!));
-    child.once('error', (error) =>
-      reject(
-        new K3sVmError('QEMU_START_FAILED', `could not run ${plan.runScript}: ${error.message}`, {
-          cause: error,
-          hint: 'rebuild the VM (k3s-vm setup) and check that the script is executable',
-        }),
-      ),
-    );
+    child.once('error', (error) => reject(startFailed(plan, error)));
   });
   child.unref();
   return { pid, exited };

@@ -6,6 +6,41 @@ import { dirname, join } from 'node:path';
 import { K3sVmError } from '../errors.js';
 import { files } from './files.js';
 
+/** What to do about a failed file operation, by its errno code. */
+function ioHint(code: string | undefined, path: string): string {
+  switch (code) {
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return `free some space on the file system that holds ${path} (df -h ${dirname(path)}), then run again; nothing was lost`;
+    case 'EACCES':
+    case 'EPERM':
+      return `make ${path} writable for this user, or choose another state directory (K3S_VM_DIR)`;
+    case 'EROFS':
+      return `${path} is on a read-only file system: choose another state directory (K3S_VM_DIR)`;
+    case 'EISDIR':
+    case 'ENOTDIR':
+    case 'ENOTEMPTY':
+    case 'EEXIST':
+      return `something else is in the way at ${path}: move it aside, then run again`;
+    default:
+      return `check ${path} and the file system it is on, then run again`;
+  }
+}
+
+/**
+ * Wraps a failed read or write of a state file in a STATE_WRITE_FAILED error that names the
+ * path and the remedy (a full disk, a read-only directory, a directory in the way).
+ */
+export function stateIoError(error: unknown, path: string, action = 'write'): K3sVmError {
+  if (error instanceof K3sVmError) return error;
+  const code = (error as NodeJS.ErrnoException).code;
+  const reason = code === 'ENOSPC' ? 'no space left on the device (ENOSPC)' : error instanceof Error ? error.message : String(error);
+  return new K3sVmError('STATE_WRITE_FAILED', `could not ${action} ${path}: ${reason}`, {
+    cause: error,
+    hint: ioHint(code, path),
+  });
+}
+
 export class InstanceDir {
   constructor(readonly path: string) {}
 
@@ -20,25 +55,29 @@ export class InstanceDir {
 
   /** Creates the directory (0700) with its .gitignore, if missing. */
   async ensure(): Promise<void> {
-    await mkdir(this.path, { recursive: true, mode: 0o700 });
-    await chmod(this.path, 0o700);
+    try {
+      await mkdir(this.path, { recursive: true, mode: 0o700 });
+      await chmod(this.path, 0o700);
+    } catch (error) {
+      throw stateIoError(error, this.path, 'create the state directory');
+    }
     if (!this.exists(files.gitignore)) {
-      await this.writeAtomic(files.gitignore, '# Created by k3s-vm: this directory holds keys and VM state.\n*\n', 0o644);
+      await this.writeAtomic(files.gitignore, '# Created by k3s-vm: this directory holds keys and VM state.\n*\n');
     }
   }
 
   /** Writes via a temporary file and rename, so readers see the old or the new content, never half. */
   async writeAtomic(name: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
     const target = this.file(name);
-    await mkdir(dirname(target), { recursive: true, mode: 0o700 });
     const temp = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     try {
+      await mkdir(dirname(target), { recursive: true, mode: 0o700 });
       await writeFile(temp, data, { mode });
       await chmod(temp, mode);
       await rename(temp, target);
     } catch (error) {
-      await rm(temp, { force: true });
-      throw error;
+      await rm(temp, { force: true }).catch(() => undefined);
+      throw stateIoError(error, target);
     }
   }
 
@@ -51,7 +90,7 @@ export class InstanceDir {
       return await readFile(this.file(name), 'utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw error;
+      throw stateIoError(error, this.file(name), 'read');
     }
   }
 
@@ -70,6 +109,10 @@ export class InstanceDir {
   }
 
   async remove(name: string): Promise<void> {
-    await rm(this.file(name), { force: true, recursive: true });
+    try {
+      await rm(this.file(name), { force: true, recursive: true });
+    } catch (error) {
+      throw stateIoError(error, this.file(name), 'remove');
+    }
   }
 }

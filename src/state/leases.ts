@@ -5,7 +5,7 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { files, runtimeFiles } from './files.js';
 import type { InstanceDir } from './instance-dir.js';
-import { isInstanceQemu, isRunning } from './process.js';
+import { isInstanceQemu, isRunning, waitForExitSync } from './process.js';
 import type { RuntimeRecord } from './status.js';
 
 export interface LeaseRecord {
@@ -75,9 +75,20 @@ export function releaseLeaseAtExit(dir: InstanceDir, leaseId: string): void {
     const runtime = JSON.parse(readFileSync(dir.file(files.runtime), 'utf8')) as RuntimeRecord;
     if (runtime.keep || !isInstanceQemu(runtime.pid, runtime.qmpSocket) || otherLiveLeasesSync(dir)) return;
     process.kill(runtime.pid, 'SIGTERM');
-    for (const name of runtimeFiles) rmSync(dir.file(name), { force: true });
-    rmSync(runtime.qmpSocket, { force: true });
+    // Files of a QEMU that outlives the wait stay, so the next run still finds and stops it.
+    if (waitForExitSync(runtime.pid, 2000)) removeRuntimeFilesSync(dir, runtime.qmpSocket);
   } catch {
     // Nothing more can be done while exiting.
+  }
+}
+
+/** Removes what a running VM leaves (pid, runtime, kubeconfig, QMP socket), for exit hooks. Never throws. */
+export function removeRuntimeFilesSync(dir: InstanceDir, qmpSocket: string): void {
+  for (const name of [...runtimeFiles.map((file) => dir.file(file)), qmpSocket]) {
+    try {
+      rmSync(name, { force: true });
+    } catch {
+      // The next start cleans up what is left.
+    }
   }
 }

@@ -1,10 +1,12 @@
 // A cross-process lock on the instance: one start, stop or reset at a time.
-import { open, readFile, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
+import { link, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import { files } from './files.js';
-import type { InstanceDir } from './instance-dir.js';
-import { isRunning } from './process.js';
+import { stateIoError, type InstanceDir } from './instance-dir.js';
+import { commandLineOf, isRunning, processStartedAtMs, processStartTime } from './process.js';
 
 export interface LockOptions {
   readonly timeoutMs: number;
@@ -17,54 +19,158 @@ export interface Lock {
   release(): Promise<void>;
 }
 
+/** What the lock file holds: the owner, identified as strictly as the QEMU pid file is. */
+export interface LockRecord {
+  readonly pid: number;
+  /** The owner's start time (see processStartTime): a pid reused by another process does not match. */
+  readonly startTime?: string | undefined;
+  /** The owner's command line, for messages. */
+  readonly command?: string | undefined;
+  readonly since?: string | undefined;
+}
+
+/** Locks this process holds, by path and content: the exit hook removes them. */
+const held = new Map<string, string>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // A runner that calls process.exit (Ctrl-C, SIGTERM) while a lock is held must not leave it behind.
+  process.on('exit', () => {
+    for (const [path, content] of held) {
+      try {
+        if (readFileSync(path, 'utf8') === content) rmSync(path, { force: true });
+      } catch {
+        // Already gone.
+      }
+    }
+    held.clear();
+  });
+}
+
+/** Parses a lock file: JSON (this version) or a bare pid (earlier versions); undefined for anything else. */
+export function parseLockRecord(text: string): LockRecord | undefined {
+  const trimmed = text.trim();
+  if (/^\d+$/.test(trimmed)) return { pid: Number.parseInt(trimmed, 10) };
+  try {
+    const record = JSON.parse(trimmed) as LockRecord;
+    return Number.isSafeInteger(record.pid) && record.pid > 0 ? record : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Takes the instance lock: a file created with O_EXCL that holds the owner's pid. A lock
- * whose owner is dead (killed with SIGKILL, say) is taken over.
+ * Whether the lock's owner is still the process that wrote it: same pid and same start time.
+ * A lock of an earlier version holds only a pid: a process that started after the file was
+ * written cannot have written it.
+ */
+export function lockHolderAlive(record: LockRecord, writtenAtMs: number | undefined): boolean {
+  if (!isRunning(record.pid)) return false;
+  if (record.startTime !== undefined) return processStartTime(record.pid) === record.startTime;
+  const startedAt = processStartedAtMs(record.pid);
+  return writtenAtMs === undefined || startedAt === undefined || startedAt <= writtenAtMs + 1000;
+}
+
+function describeHolder(record: LockRecord): string {
+  const argv = commandLineOf(record.pid);
+  const command = argv ? argv.join(' ') : record.command;
+  const shown = command && command.length > 120 ? `${command.slice(0, 117)}...` : command;
+  return `process ${record.pid}${shown ? ` (${shown})` : ''}${record.since ? `, holding it since ${record.since}` : ''}`;
+}
+
+/**
+ * Takes the instance lock. The lock file is written whole to a temporary file and linked into
+ * place, so it exists only with its content: the owner's pid and start time. A lock whose owner
+ * is dead, or whose pid now belongs to another process, is stale and taken over.
  */
 export async function acquireLock(dir: InstanceDir, options: LockOptions): Promise<Lock> {
   const path = dir.file(files.lock);
+  const own: LockRecord = {
+    pid: process.pid,
+    startTime: processStartTime(process.pid),
+    command: process.argv.join(' '),
+    since: new Date().toISOString(),
+  };
+  const content = `${JSON.stringify(own)}\n`;
   const deadline = Date.now() + options.timeoutMs;
   let announced = false;
   for (;;) {
     throwIfAborted(options.signal);
-    try {
-      const handle = await open(path, 'wx', 0o600);
-      await handle.writeFile(`${process.pid}\n`);
-      await handle.close();
+    if (await tryCreate(path, content)) {
+      installExitHook();
+      held.set(path, content);
       let released = false;
       return {
         release: async () => {
           if (released) return;
           released = true;
-          const owner = await readFile(path, 'utf8').catch(() => '');
-          if (Number.parseInt(owner, 10) === process.pid) await rm(path, { force: true });
+          held.delete(path);
+          const current = await readFile(path, 'utf8').catch(() => '');
+          if (current === content) await rm(path, { force: true });
         },
       };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
-    const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-    if (!Number.isSafeInteger(holder) || holder <= 0) {
-      // Being written right now, or garbage left by a crash mid-write: give it a moment, then clear.
+    const text = await readFile(path, 'utf8').catch(() => undefined);
+    if (text === undefined) continue; // released in between
+    const holder = parseLockRecord(text);
+    if (!holder) {
+      // Garbage (an earlier version crashed mid-write): give a writer a moment, then clear it.
       await sleep(50);
-      const again = await readFile(path, 'utf8').catch(() => undefined);
-      if (again !== undefined && !Number.isSafeInteger(Number.parseInt(again, 10))) await rm(path, { force: true });
+      if ((await readFile(path, 'utf8').catch(() => undefined)) === text) await takeOverStale(path, text);
       continue;
     }
-    if (holder !== process.pid && !isRunning(holder)) {
-      await rm(path, { force: true });
+    const mine = holder.pid === process.pid && (holder.startTime === undefined || holder.startTime === own.startTime);
+    const writtenAtMs = await stat(path).then((info) => info.mtimeMs).catch(() => undefined);
+    if (!mine && !lockHolderAlive(holder, writtenAtMs)) {
+      await takeOverStale(path, text);
       continue;
     }
     if (!announced) {
-      options.onWait?.(holder);
+      options.onWait?.(holder.pid);
       announced = true;
     }
     if (Date.now() >= deadline) {
-      throw new K3sVmError('LOCK_TIMEOUT', `the instance in ${dir.path} is busy: process ${holder} holds ${path}`, {
-        hint: `wait for process ${holder} to finish, or stop it; the lock is cleared automatically once it exits`,
+      throw new K3sVmError('LOCK_TIMEOUT', `the instance in ${dir.path} is busy: ${describeHolder(holder)} holds ${path}`, {
+        hint: `wait for process ${holder.pid} to finish, or stop it; the lock is cleared automatically once it exits`,
       });
     }
     await sleep(100);
+  }
+}
+
+/** Creates the lock file with its content in one step; false if it exists. */
+async function tryCreate(path: string, content: string): Promise<boolean> {
+  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await writeFile(temp, content, { mode: 0o600 });
+    await link(temp, path);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw stateIoError(error, path);
+  } finally {
+    await rm(temp, { force: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * Removes a stale lock, but only the one judged stale: it is moved aside first, and put back
+ * if another process replaced it with a fresh one in the meantime.
+ */
+async function takeOverStale(path: string, staleContent: string): Promise<void> {
+  const aside = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.stale`;
+  try {
+    await rename(path, aside);
+  } catch {
+    return; // gone already
+  }
+  try {
+    const moved = await readFile(aside, 'utf8').catch(() => staleContent);
+    if (moved !== staleContent) await link(aside, path).catch(() => undefined);
+  } finally {
+    await rm(aside, { force: true }).catch(() => undefined);
   }
 }
 

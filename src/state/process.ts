@@ -34,6 +34,34 @@ export function isInstanceQemu(pid: number, qmpSocketPath: string): boolean {
   return argv !== undefined && isQemuCommandLine(argv, qmpSocketPath);
 }
 
+/**
+ * When the process started, in clock ticks since the host booted (field 22 of /proc/PID/stat),
+ * or undefined if it is gone. With the pid it names one process: a reused number has another.
+ */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command (which may hold spaces and parentheses) start at the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The wall-clock time (ms) a process started, from its start time and the host's boot time; undefined if unknown. */
+export function processStartedAtMs(pid: number): number | undefined {
+  const ticks = Number(processStartTime(pid));
+  try {
+    const bootSeconds = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1]);
+    // USER_HZ, the unit of /proc's start times, is 100 on every Linux architecture k3s-vm runs on.
+    const ms = bootSeconds * 1000 + ticks * 10;
+    return Number.isFinite(ms) ? ms : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Zombie processes count as alive for kill(0) but have exited; /proc tells. */
 export function isZombie(pid: number): boolean {
   try {
@@ -55,6 +83,17 @@ export async function waitForExit(pid: number, timeoutMs: number, intervalMs = 5
   while (isRunning(pid)) {
     if (Date.now() >= deadline) return false;
     await sleep(intervalMs);
+  }
+  return true;
+}
+
+/** waitForExit for exit hooks, where nothing asynchronous runs any more. */
+export function waitForExitSync(pid: number, timeoutMs: number, intervalMs = 20): boolean {
+  const deadline = Date.now() + timeoutMs;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  while (isRunning(pid)) {
+    if (Date.now() >= deadline) return false;
+    Atomics.wait(pause, 0, 0, intervalMs);
   }
   return true;
 }

@@ -5,6 +5,8 @@ import {
   buildCluster,
   clusterStatus,
   execInCluster,
+  kubectlTarget,
+  loadKubeConfig,
   resetCluster,
   runningCluster,
   sshClientArgs,
@@ -40,6 +42,16 @@ export interface Command {
   /** Handles Ctrl-C itself (or hands the terminal to another program). */
   readonly ownsSigint?: boolean;
   run(context: CommandContext): Promise<number>;
+}
+
+/** Whether a kubeconfig parses and names a server and a user. */
+function usableKubeconfig(text: string): boolean {
+  try {
+    const kc = loadKubeConfig(text);
+    return kc.getCurrentCluster()?.server !== undefined && kc.getCurrentUser() !== null;
+  } catch {
+    return false;
+  }
 }
 
 /** A mistake in how the command was called: exit code 2 and the usage line. */
@@ -85,7 +97,8 @@ export const commands: Record<string, Command> = {
       const ready = status.apiReady ?? false;
       const runtime = status.runtime;
       const report = {
-        name: status.config.name,
+        name: status.existing?.context ?? status.config.name,
+        cluster: status.existing ? `existing (${status.existing.server})` : 'vm',
         state: status.state,
         reasons: status.reasons,
         pid: status.pid ?? null,
@@ -110,6 +123,13 @@ export const commands: Record<string, Command> = {
         const state = status.state === 'running' ? c.green('running') : status.state === 'broken' ? c.red('broken') : c.yellow('stopped');
         const lines = [`${report.name}: ${state}`];
         for (const reason of status.reasons) lines.push(`  reason:     ${reason}`);
+        if (status.existing) {
+          lines.push(`  cluster:    existing, context ${status.existing.context}`);
+          lines.push(`  API:        ${status.existing.server}${ready ? '' : ' (not answering /readyz)'}`);
+          lines.push(`  kubeconfig: ${status.config.kubeconfig}`);
+          io.stdout.write(`${lines.join('\n')}\n`);
+          return status.state === 'running' ? exitCodes.ok : exitCodes.notRunning;
+        }
         if (runtime) {
           lines.push(`  pid:        ${report.pid}`);
           lines.push(`  accel:      ${runtime.accel === 'kvm' ? 'KVM' : 'TCG (software emulation)'}`);
@@ -161,7 +181,13 @@ export const commands: Record<string, Command> = {
       if (!status.kubeconfigPath) {
         throw new K3sVmError('NOT_READY', 'the VM runs but has no kubeconfig yet (it did not become ready)', { hint: 'k3s-vm logs shows the serial console' });
       }
-      io.stdout.write(values['path'] ? `${status.kubeconfigPath}\n` : await readFile(status.kubeconfigPath, 'utf8'));
+      const text = await readFile(status.kubeconfigPath, 'utf8');
+      if (!usableKubeconfig(text)) {
+        throw new K3sVmError('KUBECONFIG_INVALID', `${status.kubeconfigPath} is damaged (${text.trim() === '' ? 'empty' : 'not a kubeconfig with a cluster and a user'}); the VM itself is running`, {
+          hint: 'fetch it again from the VM with: npx k3s-vm start (attaches to the running VM; nothing is rebooted)',
+        });
+      }
+      io.stdout.write(values['path'] ? `${status.kubeconfigPath}\n` : text);
       return exitCodes.ok;
     },
   },
@@ -185,11 +211,11 @@ export const commands: Record<string, Command> = {
     passThrough: true,
     ownsSigint: true,
     async run({ io, positionals, options }) {
-      const status = await runningCluster(options);
+      const target = await kubectlTarget(options);
       return spawnInherit(
         'kubectl',
-        positionals,
-        { ...io, env: { ...io.env, KUBECONFIG: status.kubeconfigPath ?? '' } },
+        [...target.args, ...positionals],
+        { ...io, env: { ...io.env, KUBECONFIG: target.kubeconfigPath } },
         'kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/ (or use k3s-vm ssh -- k3s kubectl …)',
       );
     },

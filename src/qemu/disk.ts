@@ -1,0 +1,83 @@
+// The VM's disk image: checked before every launch, so a damaged image is refused by name instead of booting without state.
+import { existsSync } from 'node:fs';
+import { chmod, open } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { execa } from 'execa';
+import { K3sVmError } from '../errors.js';
+import { stateIoError } from '../state/instance-dir.js';
+import { qemuOfRunScript } from './accel-probe.js';
+
+/** The first four bytes of every qcow2 image. */
+const qcow2Magic = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
+
+/**
+ * QEMU arguments (passed to the run script, which hands them on) that name the root disk's
+ * format: without them QEMU guesses, and takes an empty or overwritten image for a raw disk.
+ * The run script's root disk is drive1 (nixos/modules/virtualisation/qemu-vm.nix numbers
+ * its drives from 1, the root disk first).
+ */
+export const diskFormatArgs = ['-set', 'drive.drive1.format=qcow2'] as const;
+
+function damaged(path: string, problem: string, details?: string): K3sVmError {
+  return new K3sVmError('DISK_DAMAGED', `the VM's disk image ${path} ${problem}; the VM was not started and the image was left as it is`, {
+    details,
+    hint:
+      `if the cluster state on it does not matter, delete it with: npx k3s-vm reset (the next start makes a new, empty disk); ` +
+      `to try a repair instead: qemu-img check -r all -f qcow2 ${path} (keep a copy first)`,
+  });
+}
+
+/** qemu-img beside the run script's QEMU (the Nix store's), else the one on PATH, else none. */
+async function findQemuImg(runScript: string, pathVariable: string | undefined): Promise<string | undefined> {
+  const qemu = await qemuOfRunScript(runScript);
+  if (qemu.startsWith('/')) {
+    const beside = join(dirname(qemu), 'qemu-img');
+    if (existsSync(beside)) return beside;
+  }
+  for (const folder of (pathVariable ?? '').split(':').filter(Boolean)) {
+    if (existsSync(join(folder, 'qemu-img'))) return join(folder, 'qemu-img');
+  }
+  return undefined;
+}
+
+/**
+ * Checks an existing disk image before QEMU opens it: not empty, a qcow2 header, and (when
+ * qemu-img is at hand) no corruption. A missing image is fine: the run script creates it.
+ * Makes the image 0600 (older versions left it 0644). Never changes its content.
+ */
+export async function checkDiskImage(path: string, runScript: string, pathVariable: string | undefined): Promise<void> {
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw stateIoError(error, path, 'read');
+  }
+  try {
+    const { size } = await handle.stat();
+    if (size === 0) throw damaged(path, 'is empty (0 bytes)');
+    const head = Buffer.alloc(4);
+    await handle.read(head, 0, 4, 0);
+    if (!head.equals(qcow2Magic)) throw damaged(path, 'is not a qcow2 image (its header is missing or overwritten)');
+  } finally {
+    await handle.close();
+  }
+  try {
+    await chmod(path, 0o600);
+  } catch (error) {
+    throw stateIoError(error, path, 'make private (0600)');
+  }
+  const qemuImg = await findQemuImg(runScript, pathVariable);
+  if (!qemuImg) return;
+  const check = await execa(qemuImg, ['check', '-f', 'qcow2', path], { reject: false, all: true, env: { LC_ALL: 'C' } });
+  // 0: clean; 3: leaked clusters only (harmless, space is merely not reused); 63: checks unsupported.
+  if (check.exitCode === 0 || check.exitCode === 3 || check.exitCode === 63) return;
+  const output = String(check.all ?? '').trim();
+  if (/lock/i.test(output)) {
+    throw new K3sVmError('STILL_RUNNING', `the VM's disk image ${path} is in use by another process`, {
+      details: output,
+      hint: `another QEMU still has it open: npx k3s-vm stop (or find it with: fuser ${path})`,
+    });
+  }
+  throw damaged(path, check.exitCode === 2 ? 'is corrupted' : 'cannot be opened as a qcow2 image', output || undefined);
+}

@@ -1,0 +1,82 @@
+// Faults around a kept VM (one boot shared): a damaged kubeconfig, file permissions, the disk format, ssh's arguments.
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCluster, stopCluster } from '../../src/cluster/index.js';
+import { files } from '../../src/state/files.js';
+import { freshStateDir } from '../helpers/test-guest.js';
+import { cli, cliEnv } from './helpers.js';
+
+const dir = freshStateDir('faults-kept');
+const env = cliEnv(dir);
+let pid = 0;
+
+beforeAll(async () => {
+  const start = await cli(['start'], env);
+  expect(start.code, start.err).toBe(0);
+  pid = Number.parseInt(readFileSync(join(dir, files.pid), 'utf8'), 10);
+});
+afterAll(async () => {
+  await stopCluster({ env, force: true }).catch(() => undefined);
+});
+
+function modes(folder: string): Array<[string, string]> {
+  const found: Array<[string, string]> = [];
+  for (const entry of readdirSync(folder, { withFileTypes: true })) {
+    const path = join(folder, entry.name);
+    if (entry.isDirectory()) {
+      found.push([path, (statSync(path).mode & 0o777).toString(8)], ...modes(path));
+    } else if (entry.isFile()) {
+      found.push([path, (statSync(path).mode & 0o777).toString(8)]);
+    }
+  }
+  return found;
+}
+
+describe('a kept VM', () => {
+  it('item 6: a damaged or emptied kubeconfig is refused by `kubeconfig`, fetched again over SSH by the next run, and keep is kept', async () => {
+    for (const damage of ['{"apiVersion": "v1", "clusters": [', '']) {
+      writeFileSync(join(dir, files.kubeconfig), damage);
+      const shown = await cli(['kubeconfig'], env);
+      expect(shown.code).toBe(1);
+      expect(shown.out).toBe('');
+      expect(shown.err).toMatch(/error: .*kubeconfig is damaged/);
+      expect(shown.err).toMatch(/hint: .*k3s-vm start/);
+
+      const cluster = await startCluster({ env, cwd: dir });
+      expect(cluster.booted).toBe(false);
+      expect(cluster.pid).toBe(pid);
+      await cluster.stop();
+      // The run did not start the VM and did not make it unkept: it is still up.
+      expect(JSON.parse(readFileSync(join(dir, files.runtime), 'utf8'))).toMatchObject({ pid, keep: true });
+      const again = await cli(['kubeconfig'], env);
+      expect(again.code, again.err).toBe(0);
+      expect(again.out).toContain('https://127.0.0.1:');
+    }
+    const status = await cli(['status', '--json'], env);
+    expect(JSON.parse(status.out)).toMatchObject({ state: 'running', pid, kept: true });
+  });
+
+  it('item 9: every file in the state directory is 0600 and every folder 0700, disk.qcow2 included', () => {
+    const all = modes(dir);
+    expect(all.map(([path]) => path)).toContain(join(dir, files.disk));
+    const wrong = all.filter(([path, mode]) => mode !== (statSync(path).isDirectory() ? '700' : '600'));
+    expect(wrong).toEqual([]);
+  });
+
+  it('item 4: QEMU is told that the disk is qcow2 instead of guessing', () => {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    expect(argv.join(' ')).toContain('-set drive.drive1.format=qcow2');
+  });
+
+  it('item 10: `ssh -- sh -c "exit 7"` exits 7, and each argument reaches the guest as it was given', async () => {
+    expect((await cli(['ssh', '--', 'sh', '-c', 'exit 7'], env)).code).toBe(7);
+    const printed = await cli(['ssh', '--', 'printf', '%s|', 'a b', "c'd", '$HOME', '*'], env);
+    expect(printed.code, printed.err).toBe(0);
+    expect(printed.out).toBe("a b|c'd|$HOME|*|");
+    // One argument stays a command line for the guest's shell.
+    const line = await cli(['ssh', '--', 'echo $((3 + 4)); exit 5'], env);
+    expect(line.out).toBe('7\n');
+    expect(line.code).toBe(5);
+  });
+});

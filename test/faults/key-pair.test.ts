@@ -1,0 +1,21 @@
+// Item 8: concurrent first runs on a fresh state directory make one key pair, and every build trusts it.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { buildCluster } from '../../src/cluster/index.js';
+import { files } from '../../src/state/files.js';
+import { testGuestOptions } from '../helpers/test-guest.js';
+import { argstr, recordingNixBuild } from './helpers.js';
+
+describe('two first runs at once', () => {
+  it('item 8: make one key pair under the lock, and the VM trusts the key on disk', async () => {
+    const nixBuild = recordingNixBuild();
+    const opts = testGuestOptions('faults-keys', { nixBuild: nixBuild.path });
+    const builds = await Promise.all([buildCluster(opts), buildCluster(opts), buildCluster(opts)]);
+    expect(new Set(builds.map((build) => build.storePath)).size).toBe(1);
+    const onDisk = readFileSync(join(opts.dir, files.sshPublicKey), 'utf8').trim();
+    const trusted = nixBuild.calls().map((call) => argstr(call, 'sshPublicKey'));
+    expect(trusted.length).toBeGreaterThan(0);
+    expect(new Set(trusted)).toEqual(new Set([onDisk]));
+  });
+});
