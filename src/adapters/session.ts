@@ -1,10 +1,13 @@
 // One cluster per test-runner process: started once, released once, and cleaned up on Ctrl-C or SIGTERM.
-import { startCluster, stderrLogger, type StartedCluster, type StartOptions } from '../cluster/index.js';
+import { openCluster, stderrLogger, type Cluster, type ConnectedCluster, type StartedCluster, type StartOptions } from '../cluster/index.js';
 import { isK3sVmError, K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
 
-/** What a test process receives: plain data (see StartedCluster), so it can cross to workers. */
-export type ProvidedCluster = Pick<StartedCluster, 'name' | 'kubeconfig' | 'kubeconfigPath' | 'apiServerUrl' | 'apiPort' | 'sshPort' | 'booted'>;
+/** What a test process receives: plain data (see Cluster), so it can cross to workers. */
+export type ProvidedCluster = Pick<Cluster, 'kind' | 'name' | 'runId' | 'kubeconfig' | 'kubeconfigPath' | 'apiServerUrl' | 'apiPort' | 'booted'> & {
+  /** The VM's forwarded SSH port; undefined on an existing cluster. */
+  readonly sshPort: number | undefined;
+};
 
 export interface Session {
   readonly provided: ProvidedCluster;
@@ -46,7 +49,7 @@ export function openSession(options: StartOptions = {}, logger?: Logger): Promis
 async function createSession(options: StartOptions, givenLogger: Logger | undefined): Promise<Session> {
   const logger = givenLogger ?? options.logger ?? stderrLogger(options);
   const controller = new AbortController();
-  let cluster: StartedCluster | undefined;
+  let cluster: StartedCluster | ConnectedCluster | undefined;
   let releasing: Promise<void> | undefined;
 
   const release = () =>
@@ -55,7 +58,7 @@ async function createSession(options: StartOptions, givenLogger: Logger | undefi
       if (cluster) await cluster.stop();
     })());
 
-  let booting: Promise<StartedCluster> | undefined;
+  let booting: Promise<StartedCluster | ConnectedCluster> | undefined;
   function onSignal(signal: NodeJS.Signals): void {
     logger.warn(`${signal} received: ${cluster ? 'releasing the cluster' : 'aborting the boot'}`);
     let cleanup: Promise<unknown>;
@@ -78,7 +81,7 @@ async function createSession(options: StartOptions, givenLogger: Logger | undefi
   for (const signal of signals) process.on(signal, onSignal);
 
   try {
-    booting = startCluster({ ...options, logger, signal: controller.signal });
+    booting = openCluster({ ...options, logger, signal: controller.signal });
     cluster = await booting;
   } catch (error) {
     for (const signal of signals) process.off(signal, onSignal);
@@ -90,12 +93,14 @@ async function createSession(options: StartOptions, givenLogger: Logger | undefi
     throw controller.signal.reason;
   }
   const provided: ProvidedCluster = {
+    kind: cluster.kind,
+    runId: cluster.runId,
     name: cluster.name,
     kubeconfig: cluster.kubeconfig,
     kubeconfigPath: cluster.kubeconfigPath,
     apiServerUrl: cluster.apiServerUrl,
     apiPort: cluster.apiPort,
-    sshPort: cluster.sshPort,
+    sshPort: cluster.kind === 'vm' ? cluster.sshPort : undefined,
     booted: cluster.booted,
   };
   return { provided, release };

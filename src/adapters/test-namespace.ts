@@ -1,6 +1,7 @@
 // A namespace of a test's own, shared by the Vitest fixture and the Jest helper.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { clientNode, runLabels } from '../cluster/index.js';
 import { K3sVmError } from '../errors.js';
 
 /** A namespace for one test; delete it when the test is done. */
@@ -19,13 +20,14 @@ export function testNamespaceName(label: string): string {
 }
 
 /**
- * Creates a uniquely named namespace (labelled as managed by k3s-vm) for one test, and waits
- * for its `default` ServiceAccount: until the controller has made it, pods are refused.
+ * Creates a uniquely named namespace for one test, labelled as k3s-vm's and as the run's (so
+ * the run's teardown, or a later sweep, finds it), and waits for its `default`
+ * ServiceAccount: until the controller has made it, pods are refused.
  */
-export async function createNamespaceFor(label: string, kubeConfig: KubeConfig): Promise<TestNamespace> {
-  const api = kubeConfig.makeApiClient(CoreV1Api);
+export async function createNamespaceFor(label: string, kubeConfig: KubeConfig, runId: string): Promise<TestNamespace> {
+  const api = kubeConfig.makeApiClient(clientNode().CoreV1Api);
   const name = testNamespaceName(label);
-  await api.createNamespace({ body: { metadata: { name, labels: { 'app.kubernetes.io/managed-by': 'k3s-vm' } } } });
+  await api.createNamespace({ body: { metadata: { name, labels: runLabels(runId) } } });
   const namespace: TestNamespace = {
     name,
     delete: async () => {

@@ -42,24 +42,48 @@ export interface StartTimings {
   readonly steps: ReadonlyArray<{ name: string; ms: number }>;
 }
 
-/** A running cluster handed to a user of the VM. Stopping it releases this user's hold. */
-export interface StartedCluster extends AsyncDisposable {
+/** What every cluster handed to a run has, a VM or an existing cluster. */
+export interface Cluster extends AsyncDisposable {
+  readonly kind: 'vm' | 'existing';
   readonly config: ResolvedConfig;
+  /** The VM's name, or the existing cluster's context. */
   readonly name: string;
-  /** Kubeconfig text (server https://127.0.0.1:<apiPort>). */
+  /** This run's id: namespaces the run creates carry it as a label (see runLabels). */
+  readonly runId: string;
+  /** Kubeconfig text of this cluster alone. */
   readonly kubeconfig: string;
-  /** Path of the kubeconfig file in the state directory (0600). */
+  /** A file holding that kubeconfig (0600). */
   readonly kubeconfigPath: string;
   readonly apiServerUrl: string;
   readonly apiPort: number;
-  readonly sshPort: number;
-  readonly pid: number;
-  readonly accel: 'kvm' | 'tcg';
-  /** True when this call booted the VM; false when it attached to a running one. */
+  /** True when this call booted a VM. */
   readonly booted: boolean;
   readonly timings: StartTimings;
   /** A loaded client-node KubeConfig. */
   kubeConfig(): KubeConfig;
+  /** Ends this run's use of the cluster (see StartedCluster.stop and ConnectedCluster.stop). Idempotent. */
+  stop(): Promise<{ stoppedVm: boolean }>;
+}
+
+/**
+ * An existing cluster (K3S_VM_KUBECONFIG) used by this run. Stopping it deletes the
+ * namespaces this run created and ends its heartbeat; the cluster itself is not touched.
+ */
+export interface ConnectedCluster extends Cluster {
+  readonly kind: 'existing';
+  readonly context: string;
+}
+
+/** A running cluster handed to a user of the VM. Stopping it releases this user's hold. */
+export interface StartedCluster extends Cluster {
+  readonly kind: 'vm';
+  /** Kubeconfig text (server https://127.0.0.1:<apiPort>). */
+  readonly kubeconfig: string;
+  /** Path of the kubeconfig file in the state directory (0600). */
+  readonly kubeconfigPath: string;
+  readonly sshPort: number;
+  readonly pid: number;
+  readonly accel: 'kvm' | 'tcg';
   /** A new SSH connection to the guest as root; close it when done. */
   ssh(): Promise<GuestSsh>;
   /** Runs one command in the guest over SSH (calls in quick succession share a connection). */

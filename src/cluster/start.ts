@@ -8,8 +8,10 @@ import { withLock } from '../state/lock.js';
 import { deriveStatus } from '../state/status.js';
 import { attach } from './attach.js';
 import { boot, type Acquired } from './boot.js';
-import type { StartedCluster, StartOptions } from './options.js';
-import { prepare, startLockTimeoutMs } from './prepare.js';
+import { silentLogger } from '../log.js';
+import { connectExisting } from './existing.js';
+import type { ConnectedCluster, StartedCluster, StartOptions } from './options.js';
+import { configOf, prepare, startLockTimeoutMs } from './prepare.js';
 import { createStartedCluster } from './started-cluster.js';
 import { stopInstance } from './stop.js';
 
@@ -19,6 +21,12 @@ import { stopInstance } from './stop.js';
  */
 export async function startCluster(options: StartOptions = {}): Promise<StartedCluster> {
   const startedAt = Date.now();
+  const existing = configOf(options).kubeconfig;
+  if (existing) {
+    throw new K3sVmError('CONFIG_INVALID', `there is no VM to start: K3S_VM_KUBECONFIG names an existing cluster (${existing})`, {
+      hint: 'leave K3S_VM_KUBECONFIG out to boot a VM; the test runners (and openCluster) use the existing cluster as it is',
+    });
+  }
   const { config, dir, logger } = await prepare(options);
   const signal = options.signal;
   const onWait = (pid: number) => logger.progress(`waiting for process ${pid}, which is starting or stopping the VM`);
@@ -55,4 +63,14 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
   });
 
   return createStartedCluster({ config, dir, keys, acquired, startedAt, logger });
+}
+
+/**
+ * The cluster a test run uses: the existing one of K3S_VM_KUBECONFIG (no VM, no state
+ * directory), or the VM, started or attached to. What the test runners call.
+ */
+export async function openCluster(options: StartOptions = {}): Promise<StartedCluster | ConnectedCluster> {
+  const config = configOf(options);
+  if (!config.kubeconfig) return startCluster(options);
+  return connectExisting({ config, logger: options.logger ?? silentLogger, signal: options.signal, startedAt: Date.now() });
 }

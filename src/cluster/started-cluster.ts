@@ -10,6 +10,7 @@ import { releaseLeaseAtExit } from '../state/leases.js';
 import type { Acquired } from './boot.js';
 import type { StartedCluster } from './options.js';
 import { releaseLease } from './release.js';
+import { newRunId } from './run-labels.js';
 
 export interface HandlePlan {
   readonly config: ResolvedConfig;
@@ -33,6 +34,8 @@ export function createStartedCluster(plan: HandlePlan): StartedCluster {
   const onExit = () => releaseLeaseAtExit(dir, acquired.lease.id);
   process.once('exit', onExit);
   const cluster: StartedCluster = {
+    kind: 'vm',
+    runId: newRunId(),
     config,
     name: config.name,
     kubeconfig,

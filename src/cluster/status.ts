@@ -9,6 +9,7 @@ import { InstanceDir } from '../state/instance-dir.js';
 import { liveLeases } from '../state/leases.js';
 import { deriveStatus, type InstanceStatus, type RuntimeRecord } from '../state/status.js';
 import type { ClusterOptions } from './options.js';
+import { selectContext } from './existing.js';
 import { configOf } from './prepare.js';
 
 /** How long status waits for /readyz. */
@@ -16,6 +17,8 @@ const statusProbeTimeoutMs = 3000;
 
 export interface ClusterStatus {
   readonly config: ResolvedConfig;
+  /** Set when K3S_VM_KUBECONFIG names an existing cluster: its context and API server (no VM fields are set then). */
+  readonly existing: { readonly context: string; readonly server: string } | undefined;
   readonly state: InstanceStatus['state'];
   readonly reasons: readonly string[];
   readonly pid: number | undefined;
@@ -34,6 +37,7 @@ export interface ClusterStatus {
 /** The instance's status, derived from its files and process liveness. */
 export async function clusterStatus(options: ClusterOptions & { probeApi?: boolean } = {}): Promise<ClusterStatus> {
   const config = configOf(options);
+  if (config.kubeconfig) return existingClusterStatus(config);
   const dir = new InstanceDir(config.dir);
   const status = await deriveStatus(dir);
   const disk = await stat(dir.file(files.disk)).catch(() => undefined);
@@ -44,6 +48,7 @@ export async function clusterStatus(options: ClusterOptions & { probeApi?: boole
     : undefined;
   return {
     config,
+    existing: undefined,
     state: status.state,
     reasons: status.reasons,
     pid: status.pid,
@@ -60,10 +65,46 @@ export async function clusterStatus(options: ClusterOptions & { probeApi?: boole
 /** The status of a VM that must be running; NOT_RUNNING (with what to do) otherwise. */
 export async function runningCluster(options: ClusterOptions = {}): Promise<ClusterStatus & { runtime: RuntimeRecord; pid: number }> {
   const status = await clusterStatus(options);
+  if (status.existing) {
+    throw new K3sVmError('NOT_RUNNING', `there is no VM: K3S_VM_KUBECONFIG names an existing cluster (context "${status.existing.context}")`, {
+      hint: 'leave K3S_VM_KUBECONFIG out for the VM; k3s-vm kubectl and status work with the existing cluster',
+    });
+  }
   if (status.state !== 'running' || !status.runtime || status.pid === undefined) {
     throw new K3sVmError('NOT_RUNNING', status.state === 'broken' ? `the VM is broken: ${status.reasons.join('; ')}` : 'the VM is not running', {
       hint: status.state === 'broken' ? 'clean up with: npx k3s-vm stop, then start again' : 'start it with: npx k3s-vm start',
     });
   }
   return { ...status, runtime: status.runtime, pid: status.pid };
+}
+
+/** An existing cluster is "running" when its API server answers /readyz; there is nothing else to derive. */
+async function existingClusterStatus(config: ResolvedConfig): Promise<ClusterStatus> {
+  const selected = selectContext(config);
+  const ready = await apiReady(selected.kubeConfig, AbortSignal.timeout(statusProbeTimeoutMs)).catch(() => false);
+  return {
+    config,
+    existing: { context: selected.context, server: selected.server },
+    state: ready ? 'running' : 'broken',
+    reasons: ready ? [] : [`the API server ${selected.server} does not answer /readyz`],
+    pid: undefined,
+    runtime: undefined,
+    kubeconfigPath: config.kubeconfig,
+    serialLogPath: '',
+    buildPath: undefined,
+    diskBytes: undefined,
+    users: 0,
+    apiReady: ready,
+  };
+}
+
+/** How kubectl reaches the cluster: the kubeconfig file and the arguments that pin the context. */
+export async function kubectlTarget(options: ClusterOptions = {}): Promise<{ kubeconfigPath: string; args: string[] }> {
+  const config = configOf(options);
+  if (config.kubeconfig) return { kubeconfigPath: config.kubeconfig, args: ['--context', selectContext(config).context] };
+  const status = await runningCluster(options);
+  if (!status.kubeconfigPath) {
+    throw new K3sVmError('NOT_READY', 'the VM runs but has no kubeconfig yet (it did not become ready)', { hint: 'k3s-vm logs shows the serial console' });
+  }
+  return { kubeconfigPath: status.kubeconfigPath, args: [] };
 }

@@ -19,7 +19,12 @@ export const defaults = {
   airgapImages: true,
   /** Deadline for boot and readiness under KVM. */
   timeoutSeconds: 300,
+  /** How long after its last heartbeat a run on an existing cluster counts as dead. */
+  sweepAfterSeconds: 600,
 } as const;
+
+/** Readiness deadline for an existing cluster: it is up already, or it will not be soon. */
+export const existingClusterTimeoutSeconds = 60;
 
 /** Emulation is an order of magnitude slower than KVM; K3s under TCG needs minutes, so deadlines are scaled. */
 export const emulationTimeoutFactor = 3;

@@ -73,6 +73,12 @@ function list(item: RegExp, accepted: string): (value: unknown) => readonly stri
   };
 }
 
+/** A list from code (an array), or from a variable or flag (comma-separated); each item must match. */
+function commaList(item: RegExp, accepted: string): (value: unknown) => readonly string[] {
+  const parseList = list(item, accepted);
+  return (value) => parseList(typeof value === 'string' ? value.split(',').map((part) => part.trim()).filter(Boolean) : value);
+}
+
 /** A path: any text without NUL. Relative paths are resolved against the project root later. */
 const path = matching(/^[^\0]+$/, 'a path');
 
@@ -209,6 +215,38 @@ export const optionTable: OptionTable = {
     defaultText: 'off',
     help: 'debug lines',
     parse: boolean,
+  },
+  kubeconfig: {
+    variable: 'K3S_VM_KUBECONFIG',
+    flag: 'kubeconfig',
+    flagValue: 'PATH',
+    defaultText: 'none: boot a VM',
+    help: 'use the existing cluster of this kubeconfig instead of a VM',
+    parse: path,
+  },
+  context: {
+    variable: 'K3S_VM_CONTEXT',
+    flag: 'context',
+    flagValue: 'NAME',
+    defaultText: "the kubeconfig's current context",
+    help: 'the context of the existing cluster',
+    parse: matching(/^[^\s\0]+$/, 'a context name'),
+  },
+  allowContexts: {
+    variable: 'K3S_VM_ALLOW_CONTEXTS',
+    flag: 'allow-contexts',
+    flagValue: 'PATTERNS',
+    defaultText: 'none',
+    help: 'contexts an existing cluster may have, comma-separated, `*` as a wildcard',
+    parse: commaList(/^[A-Za-z0-9*@:._/-]+$/, 'comma-separated context names, with * as a wildcard'),
+  },
+  sweepAfterSeconds: {
+    variable: 'K3S_VM_SWEEP_AFTER',
+    flag: 'sweep-after',
+    flagValue: 'SECONDS',
+    defaultText: '`600`',
+    help: "delete a dead run's namespaces this long after its last heartbeat",
+    parse: integer(30, 30 * 86_400, 'a whole number of seconds from 30 to 2592000'),
   },
   extraK3sFlags: {
     defaultText: '`[]`',

@@ -51,6 +51,24 @@ export interface K3sVmOptions {
   readonly kernelParams?: readonly string[];
   /** Print debug lines (`K3S_VM_DEBUG`). @default false */
   readonly debug?: boolean;
+  /**
+   * Run against an existing cluster instead of a VM: the path of its kubeconfig
+   * (`K3S_VM_KUBECONFIG`). No Nix, no QEMU, no VM state. @default undefined (boot a VM)
+   */
+  readonly kubeconfig?: string;
+  /** The kubeconfig context of the existing cluster (`K3S_VM_CONTEXT`). @default the kubeconfig's current context */
+  readonly context?: string;
+  /**
+   * Context names an existing cluster may have, as patterns with `*` as a wildcard
+   * (`K3S_VM_ALLOW_CONTEXTS`, comma-separated). Any other context is refused, so that a
+   * production kubeconfig is never used by accident. @default [] (none)
+   */
+  readonly allowContexts?: readonly string[];
+  /**
+   * On an existing cluster, the namespaces of a run that stopped renewing its heartbeat this
+   * long ago (a CI job killed halfway) are deleted at the next start (`K3S_VM_SWEEP_AFTER`). @default 600
+   */
+  readonly sweepAfterSeconds?: number;
   /** The nix-build program. @default 'nix-build' from PATH */
   readonly nixBuild?: string;
 }
@@ -84,6 +102,11 @@ export interface ResolvedConfig {
   readonly extraModules: readonly string[];
   readonly kernelParams: readonly string[];
   readonly debug: boolean;
+  /** Absolute path of an existing cluster's kubeconfig, or undefined to boot a VM. */
+  readonly kubeconfig: string | undefined;
+  readonly context: string | undefined;
+  readonly allowContexts: readonly string[];
+  readonly sweepAfterSeconds: number;
   readonly nixBuild: string;
   /** Per-user cache (KVM probe results). */
   readonly cacheDir: string;

@@ -45,6 +45,12 @@ function invalid(layer: Layer, accepted: string): K3sVmError {
   return new K3sVmError('CONFIG_INVALID', `${layer.label}=${JSON.stringify(layer.raw)} is not valid: expected ${accepted}`, { hint: layer.remedy });
 }
 
+/** Options that only a VM has: refused together with an existing cluster's kubeconfig. */
+const vmOnlyOptions: readonly OptionKey[] = [
+  'name', 'cpus', 'memoryMiB', 'diskSizeMiB', 'accel', 'apiPort', 'sshPort', 'nix', 'nixpkgs', 'k3sVersion', 'offline',
+  'extraK3sFlags', 'disable', 'airgapImages', 'extraModules', 'kernelParams',
+];
+
 /** The folder npm would call the project root: the nearest one upwards that has a package.json. */
 export function findProjectRoot(from: string): string {
   let current = resolve(from);
@@ -142,6 +148,28 @@ export function resolveConfig(options: K3sVmOptions = {}, env: Env = environment
 
   const cacheHome = env['XDG_CACHE_HOME'] || join(env['HOME'] || homedir(), '.cache');
 
+  const kubeconfigValue = value('kubeconfig');
+  const kubeconfig = kubeconfigValue === undefined ? undefined : fromRoot(kubeconfigValue.replace(/^~(?=\/)/, env['HOME'] || homedir()));
+  if (kubeconfig !== undefined) {
+    if (!existsSync(kubeconfig) || !statSync(kubeconfig).isFile()) {
+      throw new K3sVmError('CONFIG_INVALID', `${sources.kubeconfig?.label}=${JSON.stringify(kubeconfigValue)} is not valid: ${kubeconfig} is not a file`, {
+        hint: `point ${sources.kubeconfig?.label} at the kubeconfig of the cluster to use, or leave it out to boot a VM`,
+      });
+    }
+    // What only a VM has: a value for it means the user expects a VM, so say why it does nothing.
+    const vmOnly = vmOnlyOptions.filter((key) => sources[key] !== undefined || value(key) !== undefined);
+    if (vmOnly.length > 0) {
+      const named = vmOnly.map((key) => sources[key]?.label ?? `option ${key}`).join(', ');
+      throw new K3sVmError('CONFIG_INVALID', `${named} ${vmOnly.length === 1 ? 'configures' : 'configure'} the VM, but ${sources.kubeconfig?.label} asks for an existing cluster, where there is no VM`, {
+        hint: `leave out ${named}, or ${sources.kubeconfig?.label} to boot a VM`,
+      });
+    }
+  } else if (sources.context) {
+    throw new K3sVmError('CONFIG_INVALID', `${sources.context.label} names a context, but no kubeconfig is given (K3S_VM_KUBECONFIG)`, {
+      hint: 'set K3S_VM_KUBECONFIG to the kubeconfig of the existing cluster, or leave the context out to boot a VM',
+    });
+  }
+
   return {
     projectRoot,
     dir,
@@ -164,6 +192,10 @@ export function resolveConfig(options: K3sVmOptions = {}, env: Env = environment
     extraModules,
     kernelParams: value('kernelParams') ?? [],
     debug: value('debug') ?? defaults.debug,
+    kubeconfig,
+    context: value('context'),
+    allowContexts: value('allowContexts') ?? [],
+    sweepAfterSeconds: value('sweepAfterSeconds') ?? defaults.sweepAfterSeconds,
     nixBuild: value('nixBuild') ?? defaults.nixBuild,
     cacheDir: join(cacheHome, 'k3s-vm'),
   };

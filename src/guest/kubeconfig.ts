@@ -1,6 +1,7 @@
 // The guest's K3s kubeconfig, rewritten to reach the API through the forwarded host port.
-import { Health, KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { K3sVmError } from '../errors.js';
+import { clientNode } from './client-node.js';
 
 /** Where K3s writes its admin kubeconfig in the guest. */
 export const guestKubeconfigPath = '/etc/rancher/k3s/k3s.yaml';
@@ -11,7 +12,7 @@ export const guestKubeconfigPath = '/etc/rancher/k3s/k3s.yaml';
  * re-serialises it. No text editing: a kubeconfig it cannot parse is an error.
  */
 export function rewriteKubeconfig(guestKubeconfig: string, apiPort: number, contextName?: string): { kubeconfig: string; apiServerUrl: string } {
-  const source = new KubeConfig();
+  const source = new (clientNode().KubeConfig)();
   try {
     source.loadFromString(guestKubeconfig);
   } catch (error) {
@@ -22,7 +23,7 @@ export function rewriteKubeconfig(guestKubeconfig: string, apiPort: number, cont
   }
   const apiServerUrl = `https://127.0.0.1:${apiPort}`;
   const rename = (name: string) => (contextName && name === 'default' ? contextName : name);
-  const rewritten = new KubeConfig();
+  const rewritten = new (clientNode().KubeConfig)();
   rewritten.loadFromOptions({
     clusters: source.clusters.map((cluster) => ({ ...cluster, name: rename(cluster.name), server: apiServerUrl })),
     users: source.users.map((user) => ({ ...user, name: rename(user.name) })),
@@ -34,7 +35,7 @@ export function rewriteKubeconfig(guestKubeconfig: string, apiPort: number, cont
 
 /** Loads kubeconfig text into a KubeConfig. */
 export function loadKubeConfig(kubeconfig: string): KubeConfig {
-  const kc = new KubeConfig();
+  const kc = new (clientNode().KubeConfig)();
   kc.loadFromString(kubeconfig);
   return kc;
 }
@@ -42,7 +43,7 @@ export function loadKubeConfig(kubeconfig: string): KubeConfig {
 /** Whether the API server answers /readyz with ok (a fresh TLS connection with the kubeconfig's credentials). */
 export async function apiReady(kubeconfig: string | KubeConfig, signal?: AbortSignal): Promise<boolean> {
   const kc = typeof kubeconfig === 'string' ? loadKubeConfig(kubeconfig) : kubeconfig;
-  return new Health(kc).readyz({ signal });
+  return new (clientNode().Health)(kc).readyz({ signal });
 }
 
 /**

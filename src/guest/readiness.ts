@@ -1,8 +1,9 @@
 // Readiness: an ordered list of named steps that together mean "tests can create pods", run by one retry engine.
-import { ApiregistrationV1Api, CoreV1Api, Watch, type KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import pRetry, { AbortError } from 'p-retry';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { clientNode } from './client-node.js';
 import { apiErrorText, apiReady, guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from './kubeconfig.js';
 import { GuestSsh, type GuestShell, type SshTarget } from './ssh.js';
 
@@ -127,7 +128,7 @@ async function listThenWatch<T extends KubeObject>(context: ReadinessContext, re
     if (signal.aborted) return onAbort();
     signal.addEventListener('abort', onAbort, { once: true });
     const query = { ...request.query, resourceVersion: listed.metadata?.resourceVersion, allowWatchBookmarks: true };
-    new Watch(kubeConfig)
+    new (clientNode().Watch)(kubeConfig)
       .watch(
         request.path,
         query,
@@ -228,7 +229,7 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
     hint: 'the node has not become Ready: `k3s-vm kubectl describe nodes` shows why',
     async check(context) {
       const { nodeName, bootStartedAt } = context;
-      const core = kubeConfigOf(context).makeApiClient(CoreV1Api);
+      const core = kubeConfigOf(context).makeApiClient(clientNode().CoreV1Api);
       const fieldSelector = nodeName === undefined ? undefined : `metadata.name=${nodeName}`;
       await listThenWatch(context, {
         path: '/api/v1/nodes',
@@ -250,7 +251,7 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
     name: 'API discovery complete',
     hint: 'an aggregated API (often metrics-server) is not available, which stalls namespace deletion: `k3s-vm kubectl get apiservices` shows which and why',
     async check(context) {
-      const registration = kubeConfigOf(context).makeApiClient(ApiregistrationV1Api);
+      const registration = kubeConfigOf(context).makeApiClient(clientNode().ApiregistrationV1Api);
       await listThenWatch(context, {
         path: '/apis/apiregistration.k8s.io/v1/apiservices',
         list: async () => {
@@ -277,7 +278,7 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
     name: 'default ServiceAccount exists',
     hint: 'the controller manager has not created the default ServiceAccount; pods cannot be created until it does',
     async check(context) {
-      const core = kubeConfigOf(context).makeApiClient(CoreV1Api);
+      const core = kubeConfigOf(context).makeApiClient(clientNode().CoreV1Api);
       const fieldSelector = 'metadata.name=default';
       await listThenWatch(context, {
         path: '/api/v1/namespaces/default/serviceaccounts',

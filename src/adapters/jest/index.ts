@@ -27,5 +27,5 @@ export function useKubeConfig(): KubeConfig {
 
 /** Creates a uniquely named namespace from a label such as the test's name: create it in beforeEach, delete it in afterEach. */
 export function createTestNamespace(label = 'test', kubeConfig: KubeConfig = useKubeConfig()): Promise<TestNamespace> {
-  return createNamespaceFor(label, kubeConfig);
+  return createNamespaceFor(label, kubeConfig, useK3sVm().runId);
 }

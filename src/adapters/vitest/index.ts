@@ -62,7 +62,7 @@ function extendTest() {
       await use(useKubeConfig());
     },
     namespace: async ({ kubeConfig, task }, use) => {
-      const namespace = await createNamespaceFor(task.name, kubeConfig);
+      const namespace = await createNamespaceFor(task.name, kubeConfig, useK3sVm().runId);
       try {
         await use(namespace.name);
       } finally {
