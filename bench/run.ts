@@ -5,16 +5,33 @@
 // Also run by itself in a child process (`node bench/run.ts --cold setup|readyz JSON`) for the
 // cold-process variant of the attach figure.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import https from 'node:https';
+import { registerHooks } from 'node:module';
 import os from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { Client, ClientChannel } from 'ssh2';
-import type { Logger, StartedCluster, StartOptions } from '../dist/index.js';
+import type { StartedCluster, StartOptions } from '../dist/index.js';
+import { silentLogger } from '../dist/log.js';
 
-const repo = resolve(import.meta.dirname, '..');
-const testGuest = join(repo, 'fixtures', 'test-guest');
-const consumerProject = join(repo, 'fixtures', 'consumer-vitest');
+// The test helpers are TypeScript importing their siblings as './x.js', the way tsc wants it;
+// Node's type stripping runs them once the .js that does not exist is looked up as .ts.
+registerHooks({
+  resolve(specifier, context, nextResolve) {
+    try {
+      return nextResolve(specifier, context);
+    } catch (error) {
+      if (!specifier.startsWith('.') || !specifier.endsWith('.js') || !context.parentURL?.endsWith('.ts')) throw error;
+      return nextResolve(`${specifier.slice(0, -'.js'.length)}.ts`, context);
+    }
+  },
+});
+const { consumerEnv, consumerVitestProject: consumerProject, linkPackage, qemuProcessesUsing } = await import('../test/helpers/consumer.js');
+const { countingNixBuild } = await import('../test/helpers/nix-build.js');
+const { recordingLogger, repoRoot: repo, testGuestNix: testGuest } = await import('../test/helpers/test-guest.js');
+type CountingNixBuild = import('../test/helpers/nix-build.js').CountingNixBuild;
+type RecordingLogger = import('../test/helpers/test-guest.js').RecordingLogger;
+
 const vmName = 'bench';
 /** The readiness delay the guest is booted with for the readiness-overhead figure. */
 const readyDelayMs = 3000;
@@ -23,8 +40,6 @@ const readyDelayMs = 3000;
 function hostNow(): number {
   return performance.timeOrigin + performance.now();
 }
-
-const silentLogger: Logger = { progress() {}, warn() {}, debug() {} };
 
 // ---------------------------------------------------------------------------------------------
 // Statistics and formatting
@@ -260,31 +275,7 @@ async function describeMachine(): Promise<Machine> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A nix-build that counts its invocations and keeps the arguments of the last one
-
-interface CountingNixBuild {
-  readonly path: string;
-  count(): number;
-  lastArgs(): string[];
-}
-
-function countingNixBuild(root: string): CountingNixBuild {
-  const real = execFileSync('sh', ['-c', 'command -v nix-build'], { encoding: 'utf8' }).trim();
-  if (!real) throw new Error('nix-build is not on PATH');
-  const calls = join(root, 'nix-calls');
-  const args = join(root, 'nix-last-args');
-  const path = join(root, 'nix-build');
-  writeFileSync(
-    path,
-    ['#!/bin/sh', `echo call >>'${calls}'`, `printf '%s\\0' "$@" >'${args}'`, `exec '${real}' "$@"`, ''].join('\n'),
-  );
-  chmodSync(path, 0o755);
-  return {
-    path,
-    count: () => (existsSync(calls) ? readFileSync(calls, 'utf8').split('\n').filter(Boolean).length : 0),
-    lastArgs: () => readFileSync(args, 'utf8').split('\0').slice(0, -1),
-  };
-}
+// Timing a command
 
 function runTimed(command: string, args: string[]): Promise<number> {
   return new Promise((resolvePromise, reject) => {
@@ -301,28 +292,13 @@ function runTimed(command: string, args: string[]): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // Starting the VM with a logger that records when each progress line arrived
 
-interface RecordingLogger extends Logger {
-  readonly lines: string[];
-  /** Host time of the progress line of the last readiness step ("ready: step N of N"). */
-  lastStepAt: number | undefined;
-}
-
-function recordingLogger(): RecordingLogger {
-  const logger: RecordingLogger = {
-    lines: [],
-    lastStepAt: undefined,
-    progress(message) {
-      const at = hostNow();
-      const step = /^ready: step (\d+) of (\d+)/.exec(message);
-      if (step && step[1] === step[2]) logger.lastStepAt = at;
-      logger.lines.push(message);
-    },
-    warn(message) {
-      logger.lines.push(`warning: ${message}`);
-    },
-    debug() {},
-  };
-  return logger;
+/** Host time of the progress line of the last readiness step ("ready: step N of N"). */
+function lastStepAt(logger: RecordingLogger): number | undefined {
+  const index = logger.lines.findLastIndex((line) => {
+    const step = /^ready: step (\d+) of (\d+)/.exec(line);
+    return step !== null && step[1] === step[2];
+  });
+  return index === -1 ? undefined : logger.times[index];
 }
 
 async function start(options: StartOptions, logger: RecordingLogger): Promise<StartedCluster> {
@@ -427,39 +403,6 @@ interface ConsumerRun {
   readonly output: string;
 }
 
-function ensureConsumerLink(): void {
-  const modules = join(consumerProject, 'node_modules');
-  const link = join(modules, 'k3s-vm');
-  mkdirSync(modules, { recursive: true });
-  let target: string | undefined;
-  try {
-    target = realpathSync(link);
-  } catch {
-    target = undefined;
-  }
-  if (target !== realpathSync(repo)) {
-    rmSync(link, { force: true, recursive: false });
-    symlinkSync(repo, link, 'dir');
-  }
-}
-
-function consumerEnv(dir: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('K3S_VM_')) env[key] = value;
-  return {
-    ...env,
-    PATH: `${join(repo, 'node_modules', '.bin')}:${process.env['PATH'] ?? ''}`,
-    K3S_VM_DIR: dir,
-    K3S_VM_NIX: testGuest,
-    K3S_VM_NAME: 'consumer',
-    K3S_VM_ACCEL: 'tcg',
-    K3S_VM_MEMORY: '1024',
-    K3S_VM_DISK_SIZE: '2048',
-    K3S_VM_TIMEOUT: '240',
-    NO_COLOR: '1',
-  };
-}
-
 function runConsumer(dir: string): Promise<ConsumerRun> {
   const vitest = realpathSync(join(repo, 'node_modules', '.bin', 'vitest'));
   return new Promise((resolvePromise, reject) => {
@@ -472,12 +415,6 @@ function runConsumer(dir: string): Promise<ConsumerRun> {
     child.on('error', reject);
     child.on('close', (exitCode) => resolvePromise({ wallMs: hostNow() - started, exitCode, booted: /booting consumer/.test(output), output }));
   });
-}
-
-function qemuProcessesUsing(dir: string): number {
-  return execFileSync('ps', ['-eo', 'args='], { encoding: 'utf8' })
-    .split('\n')
-    .filter((line) => line.includes('qemu-system') && line.includes(dir)).length;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -652,7 +589,7 @@ async function benchReady(args: Args, base: StartOptions, results: Results): Pro
     const cluster = await start(options, logger);
     const resolvedAt = hostNow();
     if (!cluster.booted) throw new Error('expected a boot, but the start attached to a running VM');
-    const noticedAt = logger.lastStepAt;
+    const noticedAt = lastStepAt(logger);
     if (noticedAt === undefined) throw new Error('no progress line for the last readiness step');
     const client = await openSsh(cluster.sshPort, privateKey());
     let clock: ClockEstimate;
@@ -724,7 +661,7 @@ async function benchAttach(args: Args, base: StartOptions, results: Results): Pr
 }
 
 async function benchRuns(args: Args, dir: string, results: Results): Promise<void> {
-  ensureConsumerLink();
+  linkPackage(consumerProject);
   note('consumer project: one run first, to build its VM (not counted)');
   const warmUp = await runConsumer(dir);
   throwIfInterrupted();
@@ -738,7 +675,7 @@ async function benchRuns(args: Args, dir: string, results: Results): Promise<voi
       note(`a single consumer run failed (exit ${single.exitCode}):\n${single.output.slice(-2000)}`);
     }
     runs.singleMs.push(single.wallMs);
-    runs.qemuLeftBehind += qemuProcessesUsing(dir);
+    runs.qemuLeftBehind += qemuProcessesUsing(dir).length;
     const started = hostNow();
     const four = await Promise.all([runConsumer(dir), runConsumer(dir), runConsumer(dir), runConsumer(dir)]);
     throwIfInterrupted();
@@ -751,7 +688,7 @@ async function benchRuns(args: Args, dir: string, results: Results): Promise<voi
         note(`one of four concurrent consumer runs failed (exit ${run.exitCode}):\n${run.output.slice(-2000)}`);
       }
     }
-    runs.qemuLeftBehind += qemuProcessesUsing(dir);
+    runs.qemuLeftBehind += qemuProcessesUsing(dir).length;
     note(`concurrent runs ${i}/${args.runReps}: one alone ${ms(single.wallMs)}, four together ${ms(runs.quadMs.at(-1)!)}, ${runs.bootsPerQuad.at(-1)} boot(s)`);
   }
   results.runs = runs;

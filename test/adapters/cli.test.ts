@@ -2,14 +2,18 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { run } from '../../src/adapters/cli/run.js';
 import type { CliIo } from '../../src/adapters/cli/io.js';
-import { stopCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
 import { isRunning } from '../../src/state/process.js';
+import { envWithoutK3sVm } from '../helpers/consumer.js';
 import { nixpkgsPath } from '../helpers/host.js';
+import { sharedGuest } from '../helpers/shared-guest.js';
+import { readQemuPid, useStateDirs } from '../helpers/state-dirs.js';
 import { freshStateDir, repoRoot, testGuestNix } from '../helpers/test-guest.js';
+
+const dirs = useStateDirs();
 
 function memoryIo(env: Record<string, string> = {}, cwd = repoRoot): CliIo & { out: () => string; err: () => string } {
   let out = '';
@@ -88,20 +92,19 @@ describe('k3s-vm in-process', () => {
   it('doctor checks Nix, nixpkgs, QEMU, KVM and the state directory', async () => {
     const dir = freshStateDir('cli-doctor');
     const withGuest = memoryIo({ K3S_VM_DIR: dir, K3S_VM_NIX: testGuestNix });
-    const code = await run(['doctor'], withGuest);
+    // The package's own VM builds from the pinned nixpkgs: doctor names it and says whether it is here.
+    const packageVm = memoryIo({ K3S_VM_DIR: dir });
+    const searchPath = memoryIo({ K3S_VM_DIR: dir, K3S_VM_NIXPKGS: '<nixpkgs>' });
+    // Each doctor probes KVM afresh: run the three at once.
+    const [code] = await Promise.all([run(['doctor'], withGuest), run(['doctor'], packageVm), run(['doctor'], searchPath)]);
     for (const check of ['Nix', 'nixpkgs', 'QEMU', 'qemu-img', 'KVM', 'state directory']) {
-      expect(withGuest.out()).toMatch(new RegExp(`^(ok  |warn|FAIL) ${check} `, 'm'));
+      expect(withGuest.out()).toMatch(new RegExp(`^(ok {2}|warn|FAIL) ${check} `, 'm'));
     }
     // The test guest needs no nixpkgs, so its absence is only a warning there.
     expect(withGuest.out()).not.toMatch(/^FAIL nixpkgs/m);
     expect(code).toBe(withGuest.out().includes('FAIL') ? 1 : 0);
-    // The package's own VM builds from the pinned nixpkgs: doctor names it and says whether it is here.
-    const packageVm = memoryIo({ K3S_VM_DIR: dir });
-    await run(['doctor'], packageVm);
-    expect(packageVm.out()).toMatch(/^(ok  |warn) nixpkgs +nixpkgs [0-9a-f]{40} \(nixos-[0-9.]+, pinned\): (in the Nix store|not in the Nix store yet)/m);
-    const searchPath = memoryIo({ K3S_VM_DIR: dir, K3S_VM_NIXPKGS: '<nixpkgs>' });
-    await run(['doctor'], searchPath);
-    expect(searchPath.out()).toMatch(nixpkgsPath() ? /^ok   nixpkgs +<nixpkgs> from the Nix search path/m : /^warn nixpkgs +<nixpkgs> from the Nix search path, which is not set/m);
+    expect(packageVm.out()).toMatch(/^(ok {2}|warn) nixpkgs +nixpkgs [0-9a-f]{40} \(nixos-[0-9.]+, pinned\): (in the Nix store|not in the Nix store yet)/m);
+    expect(searchPath.out()).toMatch(nixpkgsPath() ? /^ok {3}nixpkgs +<nixpkgs> from the Nix search path/m : /^warn nixpkgs +<nixpkgs> from the Nix search path, which is not set/m);
   });
 
   it('never colours output when NO_COLOR is set', async () => {
@@ -115,14 +118,77 @@ describe('k3s-vm in-process', () => {
   });
 });
 
-describe('the k3s-vm bin against the test guest', () => {
-  const dir = freshStateDir('cli-bin');
-  const bin = join(repoRoot, 'dist', 'adapters', 'cli', 'bin.js');
-  const env = { K3S_VM_DIR: dir, K3S_VM_NIX: testGuestNix, K3S_VM_NAME: 'cli-guest', K3S_VM_ACCEL: 'tcg', K3S_VM_MEMORY: '1024', K3S_VM_DISK_SIZE: '2048', NO_COLOR: '1' };
-  const k3sVm = (...args: string[]) => execa(process.execPath, [bin, ...args], { env, reject: false, cwd: repoRoot, stdin: 'ignore' });
-  afterAll(() => stopCluster({ dir, env: {}, force: true }).catch(() => undefined));
+const bin = join(repoRoot, 'dist', 'adapters', 'cli', 'bin.js');
 
-  it('start, status --json, kubectl get nodes, ssh -- command, stop, reset', async () => {
+/** The bin's environment for a VM of the test guest in `dir`: nothing from the developer's K3S_VM_* variables. */
+function binEnv(dir: string, name: string): Record<string, string> {
+  return { ...envWithoutK3sVm(), K3S_VM_DIR: dir, K3S_VM_NIX: testGuestNix, K3S_VM_NAME: name, K3S_VM_ACCEL: 'tcg', K3S_VM_MEMORY: '1024', K3S_VM_DISK_SIZE: '2048', K3S_VM_TIMEOUT: '240', NO_COLOR: '1' };
+}
+
+function runBin(env: Record<string, string>) {
+  return (...args: string[]) => execa(process.execPath, [bin, ...args], { env, extendEnv: false, reject: false, cwd: repoRoot, stdin: 'ignore' });
+}
+
+describe('the k3s-vm bin against the shared test guest', () => {
+  const shared = () => sharedGuest().options;
+  const env = () => binEnv(shared().dir, 'test-guest');
+  const k3sVm = (...args: string[]) => runBin(env())(...args);
+
+  it('status --json reports the running VM that a test run started (not kept)', async () => {
+    const status = await k3sVm('status', '--json');
+    expect(status.exitCode, status.stderr).toBe(0);
+    const report = JSON.parse(status.stdout);
+    expect(report).toMatchObject({ name: 'test-guest', state: 'running', accel: 'tcg', k3sReady: true, kept: false, kubeconfigPath: join(shared().dir, files.kubeconfig) });
+    expect(report.pid).toBe(readQemuPid(shared().dir));
+  });
+
+  it('kubectl runs against the VM, and says how to get kubectl when it is missing', async () => {
+    const kubectl = await k3sVm('kubectl', 'get', 'nodes', '-o', 'name');
+    expect(kubectl.exitCode, kubectl.stderr).toBe(0);
+    expect(kubectl.stdout.trim()).toBe('node/test-guest');
+
+    const noKubectl = await runBin({ ...env(), PATH: '/nonexistent' })('kubectl', 'get', 'nodes');
+    expect(noKubectl.exitCode).toBe(1);
+    expect(noKubectl.stderr).toMatch(/^error: kubectl was not found on PATH\nhint: kubectl is not installed: /m);
+  });
+
+  it('ssh runs a command with its output and exit code, or an interactive shell', async () => {
+    const ssh = await k3sVm('ssh', '--', 'cat /etc/hostname; exit 5');
+    expect(ssh.stdout).toBe('test-guest');
+    expect(ssh.exitCode).toBe(5);
+
+    // An interactive shell, through a pseudo-terminal (script(1)), with its exit code.
+    const shell = await execa('script', ['-qec', `${process.execPath} ${bin} ssh`, '/dev/null'], { env: env(), extendEnv: false, reject: false, cwd: repoRoot, input: 'echo "in $(hostname)"\nexit 4\n' });
+    expect(shell.stdout).toMatch(/in test-guest/);
+    expect(shell.exitCode).toBe(4);
+  });
+
+  it('logs prints the serial log, and --follow keeps printing until Ctrl-C', async () => {
+    const logs = await k3sVm('logs');
+    expect(logs.exitCode).toBe(0);
+    expect(logs.stdout).toMatch(/test-guest/);
+
+    const follow = execa(process.execPath, [bin, 'logs', '--follow'], { env: env(), extendEnv: false, reject: false, cwd: repoRoot, stdin: 'ignore' });
+    let followed = '';
+    follow.stdout?.on('data', (chunk: Buffer) => (followed += chunk.toString()));
+    await expect.poll(() => followed, { timeout: 10_000 }).toMatch(/test-guest/);
+    await k3sVm('ssh', '--', 'echo followed-line-$((6*7)) > /dev/console');
+    await expect.poll(() => followed, { timeout: 10_000 }).toMatch(/followed-line-42/);
+    follow.kill('SIGINT');
+    expect((await follow).exitCode).toBe(0);
+  });
+
+  it('kubeconfig --path prints where the kubeconfig is', async () => {
+    const kubeconfig = await k3sVm('kubeconfig', '--path');
+    expect(kubeconfig.exitCode).toBe(0);
+    expect(kubeconfig.stdout.trim()).toBe(join(shared().dir, files.kubeconfig));
+  });
+});
+
+describe('the k3s-vm bin with a VM of its own', () => {
+  it('start, status --json, stop and reset; reset refuses a running VM', async () => {
+    const dir = dirs.fresh('cli-bin');
+    const k3sVm = runBin(binEnv(dir, 'cli-guest'));
     const start = await k3sVm('start');
     expect(start.exitCode, start.stderr).toBe(0);
     expect(start.stdout.trim()).toBe(join(dir, files.kubeconfig));
@@ -133,38 +199,6 @@ describe('the k3s-vm bin against the test guest', () => {
     const report = JSON.parse(status.stdout);
     expect(report).toMatchObject({ name: 'cli-guest', state: 'running', accel: 'tcg', k3sReady: true, kept: true, kubeconfigPath: join(dir, files.kubeconfig) });
     expect(isRunning(report.pid)).toBe(true);
-
-    const kubectl = await k3sVm('kubectl', 'get', 'nodes', '-o', 'name');
-    expect(kubectl.exitCode, kubectl.stderr).toBe(0);
-    expect(kubectl.stdout.trim()).toBe('node/cli-guest');
-
-    const ssh = await k3sVm('ssh', '--', 'cat /etc/hostname; exit 5');
-    expect(ssh.stdout).toBe('cli-guest');
-    expect(ssh.exitCode).toBe(5);
-
-    const noKubectl = await execa(process.execPath, [bin, 'kubectl', 'get', 'nodes'], { env: { ...env, PATH: '/nonexistent' }, reject: false, cwd: repoRoot, stdin: 'ignore' });
-    expect(noKubectl.exitCode).toBe(1);
-    expect(noKubectl.stderr).toMatch(/^error: kubectl was not found on PATH\nhint: kubectl is not installed: /m);
-
-    // An interactive shell, through a pseudo-terminal (script(1)), with its exit code.
-    const shell = await execa('script', ['-qec', `${process.execPath} ${bin} ssh`, '/dev/null'], { env, reject: false, cwd: repoRoot, input: 'echo "in $(hostname)"\nexit 4\n' });
-    expect(shell.stdout).toMatch(/in cli-guest/);
-    expect(shell.exitCode).toBe(4);
-
-    // logs --follow keeps printing until Ctrl-C, then exits 0.
-    const follow = execa(process.execPath, [bin, 'logs', '--follow'], { env, reject: false, cwd: repoRoot, stdin: 'ignore' });
-    let followed = '';
-    follow.stdout?.on('data', (chunk: Buffer) => (followed += chunk.toString()));
-    await expect.poll(() => followed, { timeout: 10_000 }).toMatch(/test-guest/);
-    await k3sVm('ssh', '--', 'echo followed-line-$((6*7)) > /dev/console');
-    await expect.poll(() => followed, { timeout: 10_000 }).toMatch(/followed-line-42/);
-    follow.kill('SIGINT');
-    expect((await follow).exitCode).toBe(0);
-
-    const kubeconfig = await k3sVm('kubeconfig', '--path');
-    expect(kubeconfig.stdout.trim()).toBe(join(dir, files.kubeconfig));
-    const logs = await k3sVm('logs');
-    expect(logs.stdout).toMatch(/test-guest/);
 
     const refused = await k3sVm('reset');
     expect(refused.exitCode).toBe(1);

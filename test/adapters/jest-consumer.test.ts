@@ -1,27 +1,20 @@
 // The Jest adapter as users meet it: a consumer project run by the real Jest.
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stopCluster } from '../../src/cluster/index.js';
-import { consumerEnv, interruptDuringTests, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
-import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { consumerEnv, consumerJestProject as project, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
+import { interruptDuringTests } from '../helpers/interrupt.js';
+import { useStateDirs } from '../helpers/state-dirs.js';
 
-const project = join(repoRoot, 'fixtures', 'consumer-jest');
-const dirs: string[] = [];
+const dirs = useStateDirs();
 const jestEnv = (dir: string, extra: Record<string, string> = {}) => consumerEnv(dir, { NODE_OPTIONS: '--experimental-vm-modules --no-warnings', ...extra });
 
-
 beforeAll(() => linkPackage(project));
-afterAll(async () => {
-  for (const dir of dirs) await stopCluster({ dir, env: {}, force: true }).catch(() => undefined);
-});
 
 describe('a Jest project with k3s-vm/jest/setup and k3s-vm/jest/teardown', () => {
   it.each([
     ['with workers', ['--maxWorkers=2']],
     ['in band', ['--runInBand']],
   ])('runs its tests against the VM %s and leaves nothing running', async (_label, flags) => {
-    const dir = freshStateDir('jest');
-    dirs.push(dir);
+    const dir = dirs.fresh('jest');
     const run = await runIn(project, 'jest', [...flags], jestEnv(dir));
     expect(run.exitCode, run.all).toBe(0);
     expect(run.all).toMatch(/Tests:\s+4 passed, 4 total/);
@@ -30,8 +23,7 @@ describe('a Jest project with k3s-vm/jest/setup and k3s-vm/jest/teardown', () =>
   });
 
   it('leaves no QEMU behind on Ctrl-C, although Jest skips globalTeardown then', async () => {
-    const dir = freshStateDir('jest-int');
-    dirs.push(dir);
+    const dir = dirs.fresh('jest-int');
     await interruptDuringTests(project, 'jest', ['--runInBand', '--config', 'jest.interrupt.config.js'], jestEnv(dir), dir, 'SIGINT');
   });
 });

@@ -1,12 +1,10 @@
 // One cluster per runner process, however often the runner calls global setup.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { files } from '../../src/state/files.js';
 import { createGlobalSetup } from '../../src/adapters/vitest/index.js';
 import type { ProvidedCluster } from '../../src/adapters/session.js';
 import { stopCluster } from '../../src/cluster/index.js';
 import { isRunning } from '../../src/state/process.js';
+import { readQemuPid } from '../helpers/state-dirs.js';
 import { recordingLogger, testGuestOptions } from '../helpers/test-guest.js';
 
 const options = testGuestOptions('session');
@@ -17,7 +15,7 @@ describe('the Vitest global setup in one process', () => {
     const logger = recordingLogger();
     const setup = createGlobalSetup({ ...options, logger });
     const provided: ProvidedCluster[] = [];
-    const project = { provide: (key: string, value: ProvidedCluster) => provided.push(value) };
+    const project = { provide: (_key: string, value: ProvidedCluster) => provided.push(value) };
     const [teardownA, teardownB] = await Promise.all([setup(project as never), setup(project as never)]);
     expect(provided).toHaveLength(2);
     expect(provided[1]).toBe(provided[0]);
@@ -26,7 +24,7 @@ describe('the Vitest global setup in one process', () => {
     // Only plain data crosses to the test workers.
     expect(structuredClone(provided[0])).toEqual(provided[0]);
 
-    const pid = Number.parseInt(readFileSync(join(options.dir, files.pid), 'utf8'), 10);
+    const pid = readQemuPid(options.dir);
     await teardownA();
     expect(isRunning(pid)).toBe(true);
     await teardownB();

@@ -1,24 +1,47 @@
 // Runs a consumer project in fixtures/ with its test runner, the way its users would.
+// Also imported by bench/run.ts under Node's type stripping: runtime imports from src/ are not allowed here.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, symlinkSync, existsSync } from 'node:fs';
+import { mkdirSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { expect } from 'vitest';
 import { repoRoot, testGuestNix } from './test-guest.js';
+
+export const consumerVitestProject = join(repoRoot, 'fixtures', 'consumer-vitest');
+export const consumerJestProject = join(repoRoot, 'fixtures', 'consumer-jest');
 
 /** Makes `k3s-vm` resolve to this repository from a consumer project, as an install would. */
 export function linkPackage(project: string): void {
-  const link = join(project, 'node_modules', 'k3s-vm');
-  mkdirSync(join(project, 'node_modules'), { recursive: true });
-  if (!existsSync(link)) {
-    rmSync(link, { force: true });
+  const modules = join(project, 'node_modules');
+  const link = join(modules, 'k3s-vm');
+  mkdirSync(modules, { recursive: true });
+  let target: string | undefined;
+  try {
+    target = realpathSync(link);
+  } catch {
+    target = undefined;
+  }
+  if (target !== realpathSync(repoRoot)) {
+    rmSync(link, { force: true, recursive: false });
     symlinkSync(repoRoot, link, 'dir');
   }
 }
 
-/** The environment a consumer run gets: the test guest as the VM, a given state directory. */
+/** This process's environment without the K3S_VM_* variables a developer's shell may hold. */
+export function envWithoutK3sVm(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !key.startsWith('K3S_VM_')) env[key] = value;
+  return env;
+}
+
+/**
+ * The whole environment of a consumer run: this process's, without the developer's K3S_VM_*
+ * variables, with this repository's tools first on PATH, the test guest as the VM and `stateDir`
+ * as the state directory; `extra` last.
+ */
 export function consumerEnv(stateDir: string, extra: Record<string, string> = {}): Record<string, string> {
   return {
+    ...envWithoutK3sVm(),
+    PATH: `${join(repoRoot, 'node_modules', '.bin')}:${process.env['PATH'] ?? ''}`,
     K3S_VM_DIR: stateDir,
     K3S_VM_NIX: testGuestNix,
     K3S_VM_NAME: 'consumer',
@@ -26,34 +49,19 @@ export function consumerEnv(stateDir: string, extra: Record<string, string> = {}
     K3S_VM_MEMORY: '1024',
     K3S_VM_DISK_SIZE: '2048',
     K3S_VM_TIMEOUT: '240',
-    K3S_VM_KEEP: '',
     NO_COLOR: '1',
     ...extra,
   };
 }
 
-/** Starts `vitest run` (or another command) in a consumer project with the given environment. */
+/** Starts `vitest run` (or another command) in a consumer project with exactly the given environment. */
 export function runIn(project: string, command: string, args: string[], env: Record<string, string>) {
-  return execa(command, args, { cwd: project, env, reject: false, all: true, preferLocal: true, localDir: repoRoot, stdin: 'ignore' });
+  return execa(command, args, { cwd: project, env, extendEnv: false, reject: false, all: true, preferLocal: true, localDir: repoRoot, stdin: 'ignore' });
 }
 
-/** Command lines of the QEMU processes whose arguments mention a state directory. */
+/** Command lines (with their pids first) of the QEMU processes whose arguments mention a state directory. */
 export function qemuProcessesUsing(dir: string): string[] {
   return execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
     .split('\n')
     .filter((line) => line.includes('qemu-system') && line.includes(dir));
-}
-
-/**
- * Runs a consumer project until its long test has started, interrupts it with `signal`, and
- * waits until no QEMU of that state directory is left.
- */
-export async function interruptDuringTests(project: string, command: string, args: string[], env: Record<string, string>, dir: string, signal: NodeJS.Signals): Promise<void> {
-  const run = runIn(project, command, args, env);
-  let output = '';
-  run.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  await expect.poll(() => output, { timeout: 200_000, interval: 200 }).toMatch(/slow test started/);
-  run.kill(signal);
-  await run;
-  await expect.poll(() => qemuProcessesUsing(dir).length, { timeout: 30_000, interval: 200 }).toBe(0);
 }

@@ -1,4 +1,5 @@
-// Options that boot the test guest (fixtures/test-guest) in a fresh state directory.
+// Options that boot the test guest (fixtures/test-guest) in a fresh state directory, and a logger that keeps what it was told.
+// Also imported by bench/run.ts under Node's type stripping: runtime imports from src/ are not allowed here.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -8,19 +9,42 @@ import type { Logger } from '../../src/log.js';
 export const repoRoot = resolve(import.meta.dirname, '..', '..');
 export const testGuestNix = join(repoRoot, 'fixtures', 'test-guest');
 
+/** Host wall-clock time in ms with sub-millisecond resolution (the clock bench/run.ts reads too). */
+function hostNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+export interface RecordingLogger extends Logger {
+  /** Every line, warnings prefixed `warning: `, debug lines `debug: `. */
+  readonly lines: string[];
+  /** When each line arrived (hostNow()), index for index with `lines`. */
+  readonly times: number[];
+}
+
 /** A logger that keeps every line (and echoes it when K3S_VM_TEST_VERBOSE is set). */
-export function recordingLogger(): Logger & { lines: string[] } {
+export function recordingLogger(): RecordingLogger {
   const lines: string[] = [];
+  const times: number[] = [];
   const push = (prefix: string) => (message: string) => {
+    times.push(hostNow());
     lines.push(`${prefix}${message}`);
     if (process.env['K3S_VM_TEST_VERBOSE']) process.stderr.write(`${prefix}${message}\n`);
   };
-  return { lines, progress: push(''), warn: push('warning: '), debug: push('debug: ') };
+  return { lines, times, progress: push(''), warn: push('warning: '), debug: push('debug: ') };
 }
 
 /** A new state directory under the temporary directory (short, so the QMP socket fits inside). */
 export function freshStateDir(label: string): string {
   return mkdtempSync(join(tmpdir(), `k3s-vm-${label}-`));
+}
+
+/**
+ * The environment a VM started by a test reads and hands its run script: PATH, and the cache
+ * directory vitest.config.ts points at (so the KVM probe is cached once per run, never in the
+ * developer's home). K3S_VM_* variables of the developer's shell stay out.
+ */
+export function testGuestEnv(): Record<string, string | undefined> {
+  return { PATH: process.env['PATH'], XDG_CACHE_HOME: process.env['XDG_CACHE_HOME'] };
 }
 
 export function testGuestOptions(label: string, extra: Partial<StartOptions> = {}): StartOptions & { dir: string } {
@@ -33,8 +57,7 @@ export function testGuestOptions(label: string, extra: Partial<StartOptions> = {
     diskSizeMiB: 2048,
     accel: 'tcg',
     timeoutSeconds: 240,
-    // Only what the run script needs: K3S_VM_* variables of the developer's shell stay out.
-    env: { PATH: process.env['PATH'] },
+    env: testGuestEnv(),
     ...extra,
   };
 }

@@ -1,8 +1,9 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+// The KVM probe: a real guest loop timed under KVM, cached per host boot.
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { probeKvm, probeKvmCached } from '../../src/qemu/accel-probe.js';
+import { probeBootSector, probeKvm, probeKvmCached, qemuOfRunScript } from '../../src/qemu/accel-probe.js';
 
 describe('the KVM probe (real QEMU)', () => {
   it('runs its loop to the end under emulation, so the payload itself works', async () => {
@@ -30,12 +31,20 @@ describe('the KVM probe (real QEMU)', () => {
 
 describe('the QEMU a run script uses', () => {
   it('is the store path the script execs, or qemu-system-x86_64 from PATH', async () => {
-    const { writeFileSync } = await import('node:fs');
-    const { qemuOfRunScript } = await import('../../src/qemu/accel-probe.js');
     const folder = mkdtempSync(join(tmpdir(), 'k3s-vm-script-'));
     writeFileSync(join(folder, 'nixos'), '#!/bin/sh\nexec /nix/store/abc123-qemu-host-cpu-only-9.1.0/bin/qemu-system-x86_64 -machine accel=kvm:tcg "$@"\n');
     writeFileSync(join(folder, 'plain'), '#!/bin/sh\nexec qemu-system-x86_64 -machine accel=kvm:tcg "$@"\n');
     expect(await qemuOfRunScript(join(folder, 'nixos'))).toBe('/nix/store/abc123-qemu-host-cpu-only-9.1.0/bin/qemu-system-x86_64');
     expect(await qemuOfRunScript(join(folder, 'plain'))).toBe('qemu-system-x86_64');
+  });
+});
+
+describe('the KVM probe payload', () => {
+  it('is a bootable sector that loops, then writes to the debug-exit port', () => {
+    const sector = probeBootSector();
+    expect(sector.length).toBe(512);
+    expect([sector[510], sector[511]]).toEqual([0x55, 0xaa]);
+    expect(sector.readUInt32LE(3)).toBe(100_000_000);
+    expect(sector.includes(Buffer.from([0xe6, 0xf4]))).toBe(true);
   });
 });

@@ -1,8 +1,10 @@
+// Launching the VM through the NixOS run-script contract, and what the launched VM exposes.
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { runScriptEnv, type LaunchPlan } from '../../src/qemu/launch.js';
-import { choosePorts, isPortFree } from '../../src/qemu/ports.js';
-import { probeBootSector } from '../../src/qemu/accel-probe.js';
-import { createServer } from 'node:net';
+import { sharedGuest } from '../helpers/shared-guest.js';
 
 const plan: Omit<LaunchPlan, 'env'> = {
   runScript: '/nix/store/x/bin/run-k3s-vm-vm',
@@ -38,31 +40,43 @@ describe('the run-script environment', () => {
   });
 });
 
-describe('ports', () => {
-  it('chooses two different free ports on 127.0.0.1', async () => {
-    const { apiPort, sshPort } = await choosePorts({ apiPort: undefined, sshPort: undefined });
-    expect(apiPort).not.toBe(sshPort);
-    expect(await isPortFree(apiPort)).toBe(true);
-  });
+/** Local addresses that listen on a TCP port, from /proc/net/tcp and tcp6 (hex "ADDR:PORT"). */
+function listenersOn(port: number): string[] {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const rows = [...readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1), ...readFileSync('/proc/net/tcp6', 'utf8').split('\n').slice(1)];
+  return rows
+    .map((row) => row.trim().split(/\s+/))
+    .filter((cols) => cols[3] === '0A' && cols[1]?.endsWith(`:${hexPort}`))
+    .map((cols) => cols[1]!.split(':')[0]!);
+}
 
-  it('refuses a fixed port that is taken, naming the variable', async () => {
-    const server = createServer().listen(0, '127.0.0.1');
-    await new Promise((resolve) => server.once('listening', resolve));
-    const port = (server.address() as { port: number }).port;
-    await expect(choosePorts({ apiPort: port, sshPort: undefined })).rejects.toMatchObject({
-      code: 'PORT_IN_USE',
-      message: expect.stringContaining(`K3S_VM_API_PORT=${port}`),
+function canConnect(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port, timeout: 2000 });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
     });
-    server.close();
+    socket.once('error', () => resolve(false));
+    socket.once('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
   });
-});
+}
 
-describe('the KVM probe payload', () => {
-  it('is a bootable sector that loops, then writes to the debug-exit port', () => {
-    const sector = probeBootSector();
-    expect(sector.length).toBe(512);
-    expect([sector[510], sector[511]]).toEqual([0x55, 0xaa]);
-    expect(sector.readUInt32LE(3)).toBe(100_000_000);
-    expect(sector.includes(Buffer.from([0xe6, 0xf4]))).toBe(true);
+describe('a launched VM (the shared test guest)', () => {
+  it('listens for the API and SSH on 127.0.0.1 only', async () => {
+    const { apiPort, sshPort } = sharedGuest().provided;
+    expect(sshPort).toBeTypeOf('number');
+    const external = Object.values(networkInterfaces())
+      .flat()
+      .find((address) => address && address.family === 'IPv4' && !address.internal);
+    if (!external) console.log('no external IPv4 address on this host: only the listening addresses are checked');
+    for (const port of [apiPort, sshPort!]) {
+      expect(listenersOn(port)).toEqual(['0100007F']);
+      if (external) expect(await canConnect(external.address, port)).toBe(false);
+      expect(await canConnect('127.0.0.1', port)).toBe(true);
+    }
   });
 });
