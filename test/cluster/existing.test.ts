@@ -168,7 +168,8 @@ describe('an existing cluster', () => {
     const io = {
       stdout: { write: (c: string) => out.push(c) },
       stderr: { write: (c: string) => err.push(c) },
-      env: { PATH: process.env['PATH'], K3S_VM_KUBECONFIG: kubeconfigFile, K3S_VM_CONTEXT: 'ci-shared', K3S_VM_ALLOW_CONTEXTS: 'ci-shared', NO_COLOR: '1' },
+      // kubectl keeps a discovery cache under HOME: a home of the test's own.
+      env: { PATH: process.env['PATH'], HOME: work, K3S_VM_KUBECONFIG: kubeconfigFile, K3S_VM_CONTEXT: 'ci-shared', K3S_VM_ALLOW_CONTEXTS: 'ci-shared', NO_COLOR: '1' },
       cwd: repoRoot,
       interactive: false,
     };
