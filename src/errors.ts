@@ -25,7 +25,11 @@ export type K3sVmErrorCode =
   | 'NOT_RUNNING'
   | 'STILL_RUNNING'
   | 'CONFIG_MISMATCH'
+  | 'DISK_MISMATCH'
   | 'CONTEXT_NOT_ALLOWED'
+  | 'WORKLOAD_INVALID'
+  | 'IMAGE_IMPORT_FAILED'
+  | 'APPLY_FAILED'
   | 'ABORTED';
 
 export interface K3sVmErrorOptions {

@@ -17,6 +17,7 @@ import { isInstanceQemu, isRunning, waitForExitSync } from '../state/process.js'
 import { logTailBlock, tailFile } from '../state/serial-log.js';
 import { qmpSocketPath, type RuntimeRecord } from '../state/status.js';
 import type { StartTimings } from './options.js';
+import { checkDisk } from './disk.js';
 import { stopInstance } from './stop.js';
 
 /** A VM this process now holds a lease on, booted or attached. */
@@ -46,6 +47,7 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
   // Everything that can be refused is refused before the build, which can take minutes.
   const ports = await choosePorts({ apiPort: config.apiPort, sshPort: config.sshPort });
   await refuseKnownDeadKvm({ accel: config.accel, cacheDir: config.cacheDir });
+  await checkDisk(dir, config, logger);
   const build = await buildVm(dir, {
     nix: config.nix,
     parameters: buildParameters(config, plan.keys.publicKey),
@@ -93,7 +95,7 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
   // leave this half-booted VM behind; there is no time for more than a signal then.
   // Its files go too once it is gone, so that the next start finds the VM plainly stopped.
   const killOnExit = () => {
-    if (isInstanceQemu(vm.pid, qmpSocket)) process.kill(vm.pid, 'SIGTERM');
+    vm.terminateSync();
     if (waitForExitSync(vm.pid, 2000)) removeRuntimeFilesSync(dir, qmpSocket);
   };
   process.once('exit', killOnExit);
@@ -132,6 +134,9 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
   } catch (error) {
     // Clean up, report cleanup problems separately, and rethrow the original error.
     try {
+      // Until the run script has exec'd QEMU, the pid does not look like QEMU: it is still our
+      // own child then, and stopped by signal.
+      if (exitCode === undefined && !isInstanceQemu(vm.pid, qmpSocket)) await vm.terminate();
       const pid = isRunning(vm.pid) ? vm.pid : undefined;
       await stopInstance(dir, { state: 'running', reasons: [], pid, recordedPid: vm.pid, runtime }, logger, true);
     } catch (cleanupError) {

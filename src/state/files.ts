@@ -11,6 +11,8 @@ export const files = {
   buildStamp: 'build.json',
   /** The VM's persistent disk (qcow2): cluster state lives here. */
   disk: 'disk.qcow2',
+  /** What the disk was made for (node name, K3s version, size): a later boot that cannot use it is refused. */
+  diskRecord: 'disk.json',
   /** The QEMU process id, written atomically once QEMU is spawned. */
   pid: 'qemu.pid',
   /** QMP control socket (under the temporary directory instead when this path is too long for a socket). */
