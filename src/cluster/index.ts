@@ -8,6 +8,18 @@ export { resetCluster } from './reset.js';
 export { buildCluster, type BuildResult } from './build.js';
 export { diagnose, type Check } from './doctor.js';
 export { execInCluster, sshClientArgs } from './connect.js';
+export {
+  applyManifests,
+  formatBytes as formatWorkloadBytes,
+  importImages,
+  listImages,
+  loadWorkload,
+  type ImageOutcome,
+  type ManifestOutcome,
+  type WorkloadOptions,
+  type WorkloadResult,
+} from './workload.js';
+export { fieldManager } from '../guest/manifests.js';
 export { stderrLogger } from './prepare.js';
 export type { Cluster, ClusterOptions, ConnectedCluster, StartOptions, StartedCluster, StartTimings } from './options.js';
 export { clientNode } from '../guest/client-node.js';

@@ -14,6 +14,7 @@ import type { ConnectedCluster, StartedCluster, StartOptions } from './options.j
 import { configOf, prepare, startLockTimeoutMs } from './prepare.js';
 import { createStartedCluster } from './started-cluster.js';
 import { stopInstance } from './stop.js';
+import { checkWorkload, withConfiguredWorkload } from './workload.js';
 
 /**
  * Starts the VM or attaches to the one already running for this state directory, waits until
@@ -29,6 +30,8 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
   }
   const { config, dir, logger } = await prepare(options);
   const signal = options.signal;
+  // A missing archive or a broken manifest is reported before anything boots.
+  await checkWorkload(config, signal);
   const onWait = (pid: number) => logger.progress(`waiting for process ${pid}, which is starting or stopping the VM`);
 
   const { keys, acquired } = await withLock(dir, { timeoutMs: startLockTimeoutMs, signal, onWait }, async () => {
@@ -62,7 +65,7 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
     return { keys, acquired };
   });
 
-  return createStartedCluster({ config, dir, keys, acquired, startedAt, logger });
+  return withConfiguredWorkload(createStartedCluster({ config, dir, keys, acquired, startedAt, logger }), logger, signal);
 }
 
 /**
@@ -72,5 +75,7 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
 export async function openCluster(options: StartOptions = {}): Promise<StartedCluster | ConnectedCluster> {
   const config = configOf(options);
   if (!config.kubeconfig) return startCluster(options);
-  return connectExisting({ config, logger: options.logger ?? silentLogger, signal: options.signal, startedAt: Date.now() });
+  const logger = options.logger ?? silentLogger;
+  await checkWorkload(config, options.signal);
+  return withConfiguredWorkload(await connectExisting({ config, logger, signal: options.signal, startedAt: Date.now() }), logger, options.signal);
 }

@@ -6,11 +6,15 @@ import type { ResolvedConfig } from './options.js';
 const buildFields = ['name', 'cpus', 'memoryMiB', 'diskSizeMiB', 'nixpkgs', 'k3sVersion', 'offline', 'extraK3sFlags', 'disable', 'airgapImages', 'extraModules'] as const;
 
 /** The parameters the Nix expression receives: a change to any of them means a new build. */
-export type BuildParameters = Pick<ResolvedConfig, (typeof buildFields)[number]> & { readonly sshPublicKey: string };
+export type BuildParameters = Pick<ResolvedConfig, (typeof buildFields)[number]> & {
+  readonly sshPublicKey: string;
+  /** Image archives built into the VM; absent when there are none (so earlier builds keep their inputs hash). */
+  readonly preloadImages?: readonly string[];
+};
 
 export function buildParameters(config: ResolvedConfig, sshPublicKey: string): BuildParameters {
   const picked = Object.fromEntries(buildFields.map((field) => [field, config[field]])) as Pick<ResolvedConfig, (typeof buildFields)[number]>;
-  return { ...picked, sshPublicKey: sshPublicKey.trim() };
+  return { ...picked, sshPublicKey: sshPublicKey.trim(), ...(config.preloadImages.length > 0 ? { preloadImages: config.preloadImages } : {}) };
 }
 
 /**
@@ -35,6 +39,8 @@ export function runtimeFingerprint(config: ResolvedConfig): Readonly<Record<stri
     accel: config.accel,
     apiPort: config.apiPort === undefined ? '(any)' : String(config.apiPort),
     sshPort: config.sshPort === undefined ? '(any)' : String(config.sshPort),
+    // Only when set, so that VMs started before the option existed still match.
+    ...(config.preloadImages.length > 0 ? { preloadImages: config.preloadImages.join(' ') } : {}),
   };
 }
 

@@ -87,6 +87,8 @@ const port = integer(1024, 65_535, 'a TCP port from 1024 to 65535');
 /** A lower-case RFC 1123 label that starts with a letter: host name, node name and run-script name. */
 export const namePattern = /^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export const minMemoryMiB = 1024;
+/** An archive K3s imports from its images directory: the file name endings it looks for (nix/parameters.nix has the same rule). */
+export const preloadImagePattern = /^[^\0\n\r]+\.(tar|tar\.gz|tgz|tar\.zst|tzst|tar\.bz2|tbz|tar\.lz4)$/;
 export const minDiskSizeMiB = 2048;
 
 export const optionTable: OptionTable = {
@@ -247,6 +249,35 @@ export const optionTable: OptionTable = {
     defaultText: '`600`',
     help: "delete a dead run's namespaces this long after its last heartbeat",
     parse: integer(30, 30 * 86_400, 'a whole number of seconds from 30 to 2592000'),
+  },
+  images: {
+    variable: 'K3S_VM_IMAGES',
+    flag: 'images',
+    flagValue: 'PATHS',
+    defaultText: '`[]`',
+    help: 'image archives (docker or OCI, `.tar` or `.tar.gz`) imported into the cluster after readiness, comma-separated; only new ones are imported',
+    parse: commaList(/^[^\0]+$/, 'image archive paths (comma-separated in a variable or flag)'),
+  },
+  manifests: {
+    variable: 'K3S_VM_MANIFESTS',
+    flag: 'manifests',
+    flagValue: 'PATHS',
+    defaultText: '`[]`',
+    help: "manifest files and directories server-side applied after the images, in order, comma-separated; only changed files are applied again",
+    parse: commaList(/^[^\0]+$/, 'manifest file or directory paths (comma-separated in a variable or flag)'),
+  },
+  waitForRollout: {
+    variable: 'K3S_VM_WAIT_FOR_ROLLOUT',
+    flag: 'wait-for-rollout',
+    defaultText: 'off',
+    help: 'after applying manifests, wait until their Deployments have rolled out',
+    parse: boolean,
+  },
+  preloadImages: {
+    variable: 'K3S_VM_PRELOAD_IMAGES',
+    defaultText: '`[]`',
+    help: 'image archives built into the VM with Nix (`services.k3s.images`), comma-separated: `.tar`, `.tar.gz`, `.tgz`, `.tar.zst`',
+    parse: commaList(preloadImagePattern, 'image archive paths ending in .tar, .tar.gz, .tgz, .tar.zst, .tzst, .tar.bz2, .tbz or .tar.lz4'),
   },
   extraK3sFlags: {
     defaultText: '`[]`',

@@ -69,6 +69,27 @@ export interface K3sVmOptions {
    * long ago (a CI job killed halfway) are deleted at the next start (`K3S_VM_SWEEP_AFTER`). @default 600
    */
   readonly sweepAfterSeconds?: number;
+  /**
+   * Image archives (docker-archive from `docker save`/`podman save` or nixpkgs' dockerTools, or an
+   * OCI archive; gzipped or not) imported into K3s's containerd after readiness
+   * (`K3S_VM_IMAGES`, comma-separated). An archive this VM has imported before is skipped by
+   * its sha256. Pods use the images with `imagePullPolicy: IfNotPresent` or `Never`. @default []
+   */
+  readonly images?: readonly string[];
+  /**
+   * Manifest files and directories (a directory's .yaml, .yml and .json files, sorted) applied
+   * after the images, in order, by server-side apply as field manager `k3s-vm`
+   * (`K3S_VM_MANIFESTS`, comma-separated). A file this VM has applied before, unchanged, is
+   * skipped; on an existing cluster every file is applied. @default []
+   */
+  readonly manifests?: readonly string[];
+  /** After applying manifests, wait until their Deployments have rolled out (`K3S_VM_WAIT_FOR_ROLLOUT`). @default false */
+  readonly waitForRollout?: boolean;
+  /**
+   * Image archives built into the VM by Nix (nixpkgs' `services.k3s.images`): K3s imports them
+   * at every start (`K3S_VM_PRELOAD_IMAGES`, comma-separated). A change means a new build. @default []
+   */
+  readonly preloadImages?: readonly string[];
   /** The nix-build program. @default 'nix-build' from PATH */
   readonly nixBuild?: string;
 }
@@ -107,6 +128,13 @@ export interface ResolvedConfig {
   readonly context: string | undefined;
   readonly allowContexts: readonly string[];
   readonly sweepAfterSeconds: number;
+  /** Absolute paths. */
+  readonly images: readonly string[];
+  /** Absolute paths. */
+  readonly manifests: readonly string[];
+  readonly waitForRollout: boolean;
+  /** Absolute paths. */
+  readonly preloadImages: readonly string[];
   readonly nixBuild: string;
   /** Per-user cache (KVM probe results). */
   readonly cacheDir: string;

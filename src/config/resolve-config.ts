@@ -48,7 +48,7 @@ function invalid(layer: Layer, accepted: string): K3sVmError {
 /** Options that only a VM has: refused together with an existing cluster's kubeconfig. */
 const vmOnlyOptions: readonly OptionKey[] = [
   'name', 'cpus', 'memoryMiB', 'diskSizeMiB', 'accel', 'apiPort', 'sshPort', 'nix', 'nixpkgs', 'k3sVersion', 'offline',
-  'extraK3sFlags', 'disable', 'airgapImages', 'extraModules', 'kernelParams',
+  'extraK3sFlags', 'disable', 'airgapImages', 'extraModules', 'kernelParams', 'images', 'preloadImages',
 ];
 
 /** The folder npm would call the project root: the nearest one upwards that has a package.json. */
@@ -197,6 +197,10 @@ export function resolveConfig(options: K3sVmOptions = {}, env: Env = environment
     allowContexts: value('allowContexts') ?? [],
     sweepAfterSeconds: value('sweepAfterSeconds') ?? defaults.sweepAfterSeconds,
     nixBuild: value('nixBuild') ?? defaults.nixBuild,
+    images: (value('images') ?? []).map(fromRoot),
+    manifests: (value('manifests') ?? []).map(fromRoot),
+    waitForRollout: value('waitForRollout') ?? false,
+    preloadImages: (value('preloadImages') ?? []).map(fromRoot),
     cacheDir: join(cacheHome, 'k3s-vm'),
   };
 }

@@ -1,4 +1,5 @@
 // SSH into the guest with ssh2 and the instance key: connect, run commands, read files.
+import type { Readable } from 'node:stream';
 import ssh2, { type Client, type ConnectConfig } from 'ssh2';
 import { abortError } from '../errors.js';
 
@@ -18,10 +19,13 @@ export interface SshTarget {
   readonly username?: string;
 }
 
+/** What a command reads on standard input: text, bytes, or a stream piped with backpressure (an image archive). */
+export type CommandInput = string | Buffer | Readable;
+
 /** What the readiness steps and callers need from the guest: run a command, read a file. */
 export interface GuestShell {
   /** Runs a command through the guest's shell and collects its output and exit code. */
-  exec(command: string, options?: { signal?: AbortSignal | undefined; stdin?: string | undefined }): Promise<ExecResult>;
+  exec(command: string, options?: { signal?: AbortSignal | undefined; stdin?: CommandInput | undefined }): Promise<ExecResult>;
   /** Reads a file from the guest (undefined if it does not exist). */
   readFile(path: string, options?: { signal?: AbortSignal | undefined }): Promise<string | undefined>;
   /** Ends the connection, if the shell holds one. */
@@ -78,7 +82,7 @@ export class GuestSsh implements GuestShell {
   }
 
   /** Runs a command through the guest's shell and collects its output and exit code. */
-  exec(command: string, options: { signal?: AbortSignal | undefined; stdin?: string | undefined } = {}): Promise<ExecResult> {
+  exec(command: string, options: { signal?: AbortSignal | undefined; stdin?: CommandInput | undefined } = {}): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
       this.client.exec(command, (error, channel) => {
         if (error) return reject(error);
@@ -97,8 +101,13 @@ export class GuestSsh implements GuestShell {
           if (options.signal?.aborted) return reject(abortError(options.signal));
           resolve({ stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), exitCode });
         });
-        if (options.stdin !== undefined) channel.end(options.stdin);
-        else channel.end();
+        if (options.stdin === undefined) channel.end();
+        else if (typeof options.stdin === 'string' || Buffer.isBuffer(options.stdin)) channel.end(options.stdin);
+        else {
+          // A failed source ends the command: closing the channel makes exec settle.
+          options.stdin.once('error', () => channel.close());
+          options.stdin.pipe(channel);
+        }
       });
     });
   }
@@ -139,7 +148,7 @@ export class SharedSsh implements GuestShell {
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
   }
 
-  async exec(command: string, options: { signal?: AbortSignal | undefined; stdin?: string | undefined } = {}): Promise<ExecResult> {
+  async exec(command: string, options: { signal?: AbortSignal | undefined; stdin?: CommandInput | undefined } = {}): Promise<ExecResult> {
     clearTimeout(this.#idleTimer);
     this.#idleTimer = undefined;
     this.#connection ??= GuestSsh.connect(this.#target, this.#connectTimeoutMs);

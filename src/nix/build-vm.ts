@@ -58,6 +58,8 @@ export function nixBuildArgs(nix: string, outLink: string, parameters: BuildPara
     '--arg', 'airgapImages', parameters.airgapImages ? 'true' : 'false',
     '--argstr', 'extraModulesJson', JSON.stringify(parameters.extraModules),
     '--argstr', 'sshPublicKey', parameters.sshPublicKey,
+    // Only when there are any: the same arguments as before the parameter existed otherwise.
+    ...(parameters.preloadImages?.length ? ['--argstr', 'preloadImagesJson', JSON.stringify(parameters.preloadImages)] : []),
   ];
 }
 

@@ -1,0 +1,247 @@
+// Manifests into the cluster: files read and checked whole, then server-side applied document by document; CRDs waited for.
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { KubeConfig, KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-node';
+import { K3sVmError, throwIfAborted } from '../errors.js';
+import { clientNode } from './client-node.js';
+import { apiErrorText } from './kubeconfig.js';
+
+/** The field manager of every apply: `kubectl get … --show-managed-fields` names k3s-vm as the owner. */
+export const fieldManager = 'k3s-vm';
+
+/** Like the image markers: one per applied file content, on the persistent disk. */
+export const guestManifestMarkerDir = '/var/lib/k3s-vm/manifests';
+
+/** The file names a directory contributes (as kubectl -f DIR takes them). */
+const manifestExtensions = /\.(ya?ml|json)$/i;
+
+export interface ManifestDocument {
+  /** 1-based position of the document in its file (a List's items count as their List's position). */
+  readonly index: number;
+  /** 1-based line where the document starts. */
+  readonly line: number;
+  readonly object: KubernetesObject;
+}
+
+export interface ManifestFile {
+  readonly path: string;
+  readonly bytes: number;
+  /** sha256 of the file's bytes, hex. */
+  readonly digest: string;
+  readonly documents: readonly ManifestDocument[];
+}
+
+const invalid = (message: string, cause?: unknown) =>
+  new K3sVmError('WORKLOAD_INVALID', message, { cause, hint: 'fix the manifest; nothing from it was applied' });
+
+/** Files first-to-last: each file as it is, each directory's manifest files sorted by name (not recursive). */
+export async function expandManifestPaths(paths: readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const path of paths) {
+    const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
+      throw new K3sVmError('WORKLOAD_INVALID', `manifest ${path} ${error.code === 'ENOENT' ? 'does not exist' : `cannot be read: ${error.message}`}`, {
+        cause: error,
+        hint: 'check the manifests option (K3S_VM_MANIFESTS); relative paths are relative to the project root',
+      });
+    });
+    if (info.isDirectory()) {
+      const names = (await readdir(path, { withFileTypes: true }))
+        .filter((entry) => entry.isFile() && manifestExtensions.test(entry.name))
+        .map((entry) => entry.name)
+        .sort();
+      out.push(...names.map((name) => join(path, name)));
+    } else out.push(path);
+  }
+  return out;
+}
+
+/** Splits a YAML stream at its `---` lines (as Kubernetes' own YAML reader does), with each part's first line. */
+function splitDocuments(text: string): Array<{ text: string; line: number }> {
+  const lines = text.split(/\r?\n/);
+  const parts: Array<{ text: string; line: number }> = [];
+  let start = 0;
+  for (let i = 0; i <= lines.length; i++) {
+    if (i === lines.length || /^---(\s|$)/.test(lines[i]!)) {
+      parts.push({ text: lines.slice(start, i).join('\n'), line: start + 1 });
+      start = i + 1;
+    }
+  }
+  return parts;
+}
+
+/** Reads and parses a manifest file whole; a YAML error or an object without kind or name is an error naming the document. */
+export async function readManifestFile(path: string): Promise<ManifestFile> {
+  let content: Buffer;
+  try {
+    content = await readFile(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new K3sVmError('WORKLOAD_INVALID', `manifest ${path} ${code === 'ENOENT' ? 'does not exist' : `cannot be read: ${(error as Error).message}`}`, { cause: error });
+  }
+  const documents: ManifestDocument[] = [];
+  let index = 0;
+  for (const part of splitDocuments(content.toString('utf8'))) {
+    // Only comments and blank lines: no document (a trailing `---` is common).
+    if (part.text.split('\n').every((line) => /^\s*(#.*)?$/.test(line))) continue;
+    index++;
+    let parsed: unknown;
+    try {
+      parsed = clientNode().loadYaml<unknown>(part.text);
+    } catch (error) {
+      const mark = (error as { mark?: { line?: number } }).mark;
+      const line = mark?.line === undefined ? part.line : part.line + mark.line;
+      const reason = ((error as { reason?: string }).reason ?? (error as Error).message).split('\n')[0];
+      throw invalid(`manifest ${path}, document ${index} (line ${line}): not valid YAML: ${reason}`, error);
+    }
+    const objects = isList(parsed) ? (parsed as { items: unknown[] }).items : [parsed];
+    for (const object of objects) {
+      const problem = objectProblem(object);
+      if (problem) throw invalid(`manifest ${path}, document ${index} (line ${part.line}): ${problem}`);
+      documents.push({ index, line: part.line, object: object as KubernetesObject });
+    }
+  }
+  return { path, bytes: content.length, digest: createHash('sha256').update(content).digest('hex'), documents };
+}
+
+function isList(value: unknown): boolean {
+  const object = value as { kind?: unknown; items?: unknown } | null;
+  return typeof object?.kind === 'string' && object.kind.endsWith('List') && Array.isArray(object.items);
+}
+
+function objectProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a Kubernetes object (a mapping with apiVersion, kind and metadata.name)';
+  const object = value as KubernetesObject;
+  if (!object.apiVersion) return 'it has no apiVersion';
+  if (!object.kind) return 'it has no kind';
+  if (!object.metadata?.name) return `the ${object.kind} has no metadata.name (server-side apply needs one)`;
+  return undefined;
+}
+
+/** `Deployment default/app`, `CustomResourceDefinition widgets.example.com`. */
+export function describeObject(object: KubernetesObject): string {
+  const namespace = object.metadata?.namespace;
+  return `${object.kind} ${namespace ? `${namespace}/` : ''}${object.metadata?.name}`;
+}
+
+const isCrd = (object: KubernetesObject) => object.kind === 'CustomResourceDefinition' && object.apiVersion?.startsWith('apiextensions.k8s.io/');
+const isDeployment = (object: KubernetesObject) => object.kind === 'Deployment' && object.apiVersion === 'apps/v1';
+
+export interface ApplyOptions {
+  /** Wait until the Deployments of the file have rolled out. @default false */
+  readonly waitForRollout?: boolean;
+  /** When waiting for CRDs and rollouts gives up (ms since the epoch). */
+  readonly deadline: number;
+  readonly signal?: AbortSignal | undefined;
+}
+
+export interface AppliedFile {
+  /** The objects applied, in order (CRDs first). */
+  readonly objects: readonly string[];
+  readonly durationMs: number;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Reads an object until `done` says it is (returns a problem text to fail at once), or the deadline. */
+async function waitFor(
+  api: KubernetesObjectApi,
+  object: KubernetesObject,
+  what: string,
+  done: (current: Record<string, any>) => boolean | string,
+  options: ApplyOptions,
+): Promise<void> {
+  const spec = { apiVersion: object.apiVersion!, kind: object.kind!, metadata: { name: object.metadata!.name!, namespace: object.metadata?.namespace ?? '' } };
+  let last = 'not read yet';
+  for (;;) {
+    throwIfAborted(options.signal);
+    try {
+      const current = (await api.read(spec)) as Record<string, any>;
+      const verdict = done(current);
+      if (verdict === true) return;
+      if (typeof verdict === 'string') throw new K3sVmError('APPLY_FAILED', `${describeObject(object)} ${verdict}`);
+      last = JSON.stringify(current['status']?.conditions ?? current['status'] ?? {});
+    } catch (error) {
+      if (error instanceof K3sVmError) throw error;
+      last = apiErrorText(error);
+    }
+    if (Date.now() >= options.deadline) {
+      throw new K3sVmError('APPLY_FAILED', `${describeObject(object)} did not become ${what} in time; last status: ${last.slice(0, 300)}`, {
+        hint: 'look at the object with k3s-vm kubectl describe; the cluster is usable',
+      });
+    }
+    await sleep(100);
+  }
+}
+
+function crdEstablished(current: Record<string, any>): boolean | string {
+  const conditions: Array<{ type?: string; status?: string; reason?: string; message?: string }> = current['status']?.conditions ?? [];
+  const names = conditions.find((c) => c.type === 'NamesAccepted');
+  if (names?.status === 'False') return `was not accepted: ${names.reason ?? ''} ${names.message ?? ''}`.trim();
+  return conditions.some((c) => c.type === 'Established' && c.status === 'True');
+}
+
+/** kubectl rollout status's rule for a Deployment. */
+function deploymentRolledOut(current: Record<string, any>): boolean | string {
+  const status = current['status'] ?? {};
+  const progressing = (status.conditions ?? []).find((c: { type?: string }) => c.type === 'Progressing');
+  if (progressing?.reason === 'ProgressDeadlineExceeded') return `exceeded its progress deadline: ${progressing.message ?? ''}`.trim();
+  const replicas = current['spec']?.replicas ?? 1;
+  return (
+    (status.observedGeneration ?? 0) >= (current['metadata']?.generation ?? 0) &&
+    (status.updatedReplicas ?? 0) >= replicas &&
+    (status.replicas ?? 0) <= (status.updatedReplicas ?? 0) &&
+    (status.availableReplicas ?? 0) >= (status.updatedReplicas ?? 0)
+  );
+}
+
+/** Why an apply was refused, for the error's hint. */
+function refusalHint(code: number | undefined): string {
+  if (code === 409) return `another field manager owns those fields; change them through their owner, or drop them from the manifest (k3s-vm applies as field manager "${fieldManager}" without force)`;
+  if (code === 422 || code === 400) return 'the API server rejected the object as invalid: fix the manifest';
+  if (code === 404) return 'the API server does not serve this kind: is its CRD applied before it (in an earlier file, or in this one)?';
+  return 'the cluster is usable; fix the cause and apply again';
+}
+
+/**
+ * Server-side applies a file's objects as field manager k3s-vm: its CRDs first (each waited
+ * for until Established), then the other objects in order, then (optionally) waits for its
+ * Deployments to roll out. A refusal stops at that object and says what was applied before it.
+ */
+export async function applyManifestFile(kubeConfig: KubeConfig, file: ManifestFile, options: ApplyOptions): Promise<AppliedFile> {
+  const started = Date.now();
+  const k8s = clientNode();
+  const api = k8s.KubernetesObjectApi.makeApiClient(kubeConfig);
+  const ordered = [...file.documents.filter((d) => isCrd(d.object)), ...file.documents.filter((d) => !isCrd(d.object))];
+  const applied: string[] = [];
+  const crds = ordered.filter((d) => isCrd(d.object));
+  for (const document of ordered) {
+    throwIfAborted(options.signal);
+    // CRDs before the first object that is not one: their kinds must be served by then.
+    if (!isCrd(document.object) && crds.length > 0 && applied.length === crds.length) {
+      for (const crd of crds) await waitFor(api, crd.object, 'Established', crdEstablished, options);
+    }
+    const name = describeObject(document.object);
+    try {
+      await api.patch(structuredClone(document.object), undefined, undefined, fieldManager, false, k8s.PatchStrategy.ServerSideApply);
+    } catch (error) {
+      const code = typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : undefined;
+      const before = applied.length === 0 ? `nothing from ${file.path} was applied before it` : `applied from ${file.path} before it: ${applied.join(', ')}`;
+      throw new K3sVmError('APPLY_FAILED', `manifest ${file.path}, document ${document.index} (line ${document.line}): applying ${name} failed: ${apiErrorText(error)}`, {
+        cause: error,
+        details: before,
+        hint: refusalHint(code),
+      });
+    }
+    applied.push(name);
+  }
+  if (crds.length > 0 && applied.length === crds.length) {
+    for (const crd of crds) await waitFor(api, crd.object, 'Established', crdEstablished, options);
+  }
+  if (options.waitForRollout) {
+    for (const document of ordered.filter((d) => isDeployment(d.object))) {
+      await waitFor(api, document.object, 'rolled out', deploymentRolledOut, options);
+    }
+  }
+  return { objects: applied, durationMs: Date.now() - started };
+}
