@@ -50,6 +50,14 @@ export interface LaunchedVm {
   readonly pid: number;
   /** Resolves with QEMU's exit code when it ends (only while this process is its parent). */
   readonly exited: Promise<number | null>;
+  /**
+   * Stops the launched process group by signal (SIGTERM, then SIGKILL) while it is still this
+   * process's child, so the pid cannot belong to anyone else: for before the run script has
+   * exec'd QEMU, when the pid does not look like QEMU yet.
+   */
+  terminate(): Promise<void>;
+  /** Sends SIGTERM to the launched process group if it is still this process's child (for exit hooks). */
+  terminateSync(): void;
 }
 
 function startFailed(plan: LaunchPlan, error: Error): K3sVmError {
@@ -93,14 +101,37 @@ export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<Laun
   } finally {
     closeSync(log);
   }
+  let ended = false;
   const exited = new Promise<number | null>((resolve) => {
-    child.once('exit', (code) => resolve(code));
-    child.once('error', () => resolve(null));
+    child.once('exit', (code) => {
+      ended = true;
+      resolve(code);
+    });
+    child.once('error', () => {
+      ended = true;
+      resolve(null);
+    });
   });
+  const signalGroup = (signal: NodeJS.Signals) => {
+    if (ended || child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // Gone already.
+    }
+  };
   const pid = await new Promise<number>((resolve, reject) => {
     child.once('spawn', () => resolve(child.pid!));
     child.once('error', (error) => reject(startFailed(plan, error)));
   });
   child.unref();
-  return { pid, exited };
+  const terminate = async () => {
+    signalGroup('SIGTERM');
+    const timeout = (ms: number) => new Promise<'timeout'>((resolve) => setTimeout(resolve, ms, 'timeout').unref());
+    if ((await Promise.race([exited, timeout(3000)])) === 'timeout') {
+      signalGroup('SIGKILL');
+      await Promise.race([exited, timeout(3000)]);
+    }
+  };
+  return { pid, exited, terminate, terminateSync: () => signalGroup('SIGTERM') };
 }
