@@ -2,9 +2,12 @@
 import { readFile, stat } from 'node:fs/promises';
 import type { ParseArgsConfig } from 'node:util';
 import {
+  applyManifests,
   buildCluster,
   clusterStatus,
   execInCluster,
+  importImages,
+  listImages,
   kubectlTarget,
   loadKubeConfig,
   resetCluster,
@@ -218,6 +221,36 @@ export const commands: Record<string, Command> = {
         { ...io, env: { ...io.env, KUBECONFIG: target.kubeconfigPath } },
         'kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/ (or use k3s-vm ssh -- k3s kubectl …)',
       );
+    },
+  },
+  images: {
+    summary: 'import image archives into the running VM (images import ARCHIVE…), or list its images (images ls)',
+    usage: 'images import [--force] ARCHIVE… | images ls',
+    options: { force: { type: 'boolean' } },
+    positionals: true,
+    async run({ io, values, positionals, options }) {
+      const [verb, ...paths] = positionals;
+      if (verb === 'ls' || verb === 'list') {
+        if (paths.length > 0) throw new UsageError('images ls takes no arguments');
+        const names = await listImages(options);
+        io.stdout.write(names.map((name) => `${name}\n`).join(''));
+        return exitCodes.ok;
+      }
+      if (verb !== 'import') throw new UsageError(verb === undefined ? 'say what to do: images import ARCHIVE… or images ls' : `unknown images command "${verb}": use import or ls`);
+      if (paths.length === 0) throw new UsageError('images import needs at least one archive (docker save, podman save, nixpkgs dockerTools, OCI; .tar or .tar.gz)');
+      await importImages(paths, { ...options, force: Boolean(values['force']) });
+      return exitCodes.ok;
+    },
+  },
+  apply: {
+    summary: 'server-side apply manifest files and directories to the cluster (only changed files on the VM; --force for all)',
+    usage: 'apply [--force] [--wait-for-rollout] PATH…',
+    options: { force: { type: 'boolean' } },
+    positionals: true,
+    async run({ positionals, values, options }) {
+      if (positionals.length === 0) throw new UsageError('apply needs at least one manifest file or directory');
+      await applyManifests(positionals, { ...options, force: Boolean(values['force']) });
+      return exitCodes.ok;
     },
   },
   doctor: {

@@ -1,0 +1,184 @@
+// Manifests: read and checked whole, server-side applied in order with CRDs waited for; against the fake K3s API test double on the host (no VM).
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startFakeK3sApi, type FakeK3sApi } from '../../fixtures/test-guest/fake-k3s-api/server.mjs';
+import { run } from '../../src/adapters/cli/run.js';
+import { applyManifests } from '../../src/cluster/index.js';
+import { K3sVmError } from '../../src/errors.js';
+import { applyManifestFile, expandManifestPaths, readManifestFile } from '../../src/guest/manifests.js';
+import { recordingLogger } from '../helpers/test-guest.js';
+
+const genCerts = fileURLToPath(new URL('../../fixtures/test-guest/fake-k3s-api/gen-certs.sh', import.meta.url));
+const work = mkdtempSync(join(tmpdir(), 'k3s-vm-workload-'));
+let api: FakeK3sApi;
+let kc: KubeConfig;
+let kubeconfigFile: string;
+
+const write = (name: string, text: string) => {
+  const path = join(work, name);
+  mkdirSync(join(path, '..'), { recursive: true });
+  writeFileSync(path, text);
+  return path;
+};
+
+const crd = `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: { plural: widgets, singular: widget, kind: Widget }
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+`;
+
+async function failure(promise: Promise<unknown>): Promise<K3sVmError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(K3sVmError);
+  return error as K3sVmError;
+}
+
+beforeAll(async () => {
+  const certs = spawnSync('/bin/sh', [genCerts, join(work, 'tls')], { encoding: 'utf8' });
+  if (certs.status !== 0) throw new Error(`gen-certs.sh failed: ${certs.stderr}`);
+  api = await startFakeK3sApi({ tlsDir: join(work, 'tls'), host: '127.0.0.1', port: 0, nodeName: 'node', nodeReadyDelayMs: 0, serviceAccountDelayMs: 0, crdEstablishDelayMs: 300, deploymentRolloutDelayMs: 300, log: false });
+  kc = new KubeConfig();
+  kc.loadFromString(api.kubeconfig);
+  kubeconfigFile = write('kubeconfig', api.kubeconfig);
+});
+
+afterAll(async () => {
+  await api?.close();
+});
+
+const deadline = () => Date.now() + 20_000;
+
+describe('reading manifests', () => {
+  it('splits multi-document YAML, skips empty documents, expands Lists', async () => {
+    const path = write('multi.yaml', `# leading comment\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}\n---\n`);
+    const file = await readManifestFile(path);
+    expect(file.documents.map((d) => [d.index, d.line, d.object.metadata?.name])).toEqual([
+      [1, 3, 'a'],
+      [2, 8, 'b'],
+      [2, 8, 'c'],
+    ]);
+  });
+
+  it('names the file, the document and the line of a YAML error', async () => {
+    const path = write('broken.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n');
+    const error = await failure(readManifestFile(path));
+    expect(error.code).toBe('WORKLOAD_INVALID');
+    expect(error.message).toMatch(new RegExp(`^manifest ${path}, document 2 \\(line (8|9)\\): not valid YAML: `));
+    expect(error.hint).toBe('fix the manifest; nothing from it was applied');
+  });
+
+  it('names an object without a kind or a name', async () => {
+    const noKind = write('no-kind.yaml', 'apiVersion: v1\nmetadata: {name: x}\n');
+    expect((await failure(readManifestFile(noKind))).message).toBe(`manifest ${noKind}, document 1 (line 1): it has no kind`);
+    const noName = write('no-name.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n');
+    expect((await failure(readManifestFile(noName))).message).toBe(`manifest ${noName}, document 1 (line 1): the ConfigMap has no metadata.name (server-side apply needs one)`);
+  });
+
+  it("takes a directory's manifest files sorted by name, and names a missing path", async () => {
+    write('dir/b.yaml', 'x: 1\n');
+    write('dir/a.yml', 'x: 1\n');
+    write('dir/c.json', '{}');
+    write('dir/notes.txt', 'not a manifest');
+    expect(await expandManifestPaths([join(work, 'dir')])).toEqual(['a.yml', 'b.yaml', 'c.json'].map((name) => join(work, 'dir', name)));
+    const error = await failure(expandManifestPaths([join(work, 'nowhere')]));
+    expect(error.message).toBe(`manifest ${join(work, 'nowhere')} does not exist`);
+  });
+});
+
+describe('applying manifests (fake K3s API)', () => {
+  it('applies a CRD, waits until it is Established, then applies its custom resource from the same file', async () => {
+    const path = write('widgets.yaml', `apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: first, namespace: default}\nspec: {size: 3}\n---\n${crd}`);
+    const result = await applyManifestFile(kc, await readManifestFile(path), { deadline: deadline() });
+    expect(result.objects).toEqual(['CustomResourceDefinition widgets.example.com', 'Widget default/first']);
+    const widget = (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: 'example.com', version: 'v1', namespace: 'default', plural: 'widgets', name: 'first' })) as {
+      spec: unknown;
+      metadata: { managedFields: Array<{ manager: string; operation: string }> };
+    };
+    expect(widget.spec).toEqual({ size: 3 });
+    expect(widget.metadata.managedFields.map((f) => [f.manager, f.operation])).toEqual([['k3s-vm', 'Apply']]);
+  });
+
+  it('waits for a Deployment to roll out when asked', async () => {
+    const path = write('deploy.yaml', `apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: k3s-vm.test/web:1}]\n`);
+    await applyManifestFile(kc, await readManifestFile(path), { deadline: deadline(), waitForRollout: true });
+    const deployment = await kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: 'web', namespace: 'default' });
+    expect(deployment.status?.availableReplicas).toBe(2);
+  });
+
+  it('reports a conflict with another field manager, naming the file, the document and what was applied before it', async () => {
+    await kc.makeApiClient(CoreV1Api).createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'owned' }, data: { key: 'theirs' } } });
+    const path = write('conflict.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine, namespace: default}\ndata: {a: b}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned, namespace: default}\ndata: {key: ours}\n');
+    const error = await failure(applyManifestFile(kc, await readManifestFile(path), { deadline: deadline() }));
+    expect(error.code).toBe('APPLY_FAILED');
+    expect(error.message).toMatch(new RegExp(`^manifest ${path}, document 2 \\(line 6\\): applying ConfigMap default/owned failed: HTTP 409: Apply failed with 1 conflict`));
+    expect(error.details).toBe(`applied from ${path} before it: ConfigMap default/fine`);
+    expect(error.hint).toMatch(/another field manager owns those fields/);
+  });
+
+  it('reports an object the API server rejects', async () => {
+    const path = write('invalid.yaml', 'apiVersion: v1\nkind: Pod\nmetadata: {name: nothing-to-run, namespace: default}\nspec: {containers: []}\n');
+    const error = await failure(applyManifestFile(kc, await readManifestFile(path), { deadline: deadline() }));
+    expect(error.message).toMatch(/document 1 \(line 1\): applying Pod default\/nothing-to-run failed: HTTP 422: /);
+    expect(error.details).toBe(`nothing from ${path} was applied before it`);
+  });
+});
+
+describe('applying to an existing cluster (K3S_VM_KUBECONFIG)', () => {
+  const options = () => ({ env: {}, kubeconfig: kubeconfigFile, allowContexts: ['*'], cwd: work, projectRoot: work });
+
+  it('applies every file every time, in order, with a progress line per file', async () => {
+    const first = write('existing/1-namespace.yaml', 'apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n');
+    const second = write('existing/2-config.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: shop}\ndata: {currency: EUR}\n');
+    const logger = recordingLogger();
+    const result = await applyManifests([join(work, 'existing')], { ...options(), logger });
+    expect(result.manifests.map((m) => [m.path, m.applied, m.objects])).toEqual([
+      [first, true, ['Namespace shop']],
+      [second, true, ['ConfigMap shop/settings']],
+    ]);
+    expect(logger.lines).toEqual([
+      expect.stringMatching(/^applied manifest existing\/1-namespace\.yaml \(1 object, \d+ B\) in \d+\.\d\d s$/),
+      expect.stringMatching(/^applied manifest existing\/2-config\.yaml \(1 object, \d+ B\) in \d+\.\d\d s$/),
+    ]);
+    const again = await applyManifests([join(work, 'existing')], options());
+    expect(again.manifests.every((m) => m.applied)).toBe(true);
+  });
+
+  it('k3s-vm apply does the same from the command line, and names a broken file with exit code 1', async () => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const io = {
+      stdout: { write: (text: string) => out.push(text) },
+      stderr: { write: (text: string) => err.push(text) },
+      env: { K3S_VM_KUBECONFIG: kubeconfigFile, K3S_VM_ALLOW_CONTEXTS: '*' },
+      cwd: work,
+      interactive: false,
+    };
+    const path = write('cli/config.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-cli, namespace: default}\n');
+    expect(await run(['apply', path], io as never)).toBe(0);
+    expect(err.join('')).toMatch(/applied manifest .*config\.yaml \(1 object, \d+ B\)/);
+    const broken = write('cli/broken.yaml', 'kind: [\n');
+    expect(await run(['apply', broken], io as never)).toBe(1);
+    expect(err.join('')).toContain(`error: manifest ${broken}, document 1 (line 2): not valid YAML`);
+    expect(err.join('')).toContain('hint: fix the manifest; nothing from it was applied');
+  });
+});
