@@ -7,8 +7,9 @@ import { startCluster, stopCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
 import { qemuProcessesUsing } from '../helpers/consumer.js';
 import { testGuestOptions } from '../helpers/test-guest.js';
+import { seededStateDir } from './helpers.js';
 
-const opts = testGuestOptions('faults-disk');
+const opts = testGuestOptions('faults-disk', { dir: seededStateDir('faults-disk') });
 const disk = join(opts.dir, files.disk);
 afterAll(async () => {
   await stopCluster({ ...opts, force: true }).catch(() => undefined);

@@ -1,11 +1,36 @@
 // What the fault-injection tests share: the CLI run in memory, a nix-build that records its calls.
-import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execaSync } from 'execa';
+import ssh2 from 'ssh2';
 import { run } from '../../src/adapters/cli/run.js';
+import { files } from '../../src/state/files.js';
 import { consumerEnv } from '../helpers/consumer.js';
-import { repoRoot } from '../helpers/test-guest.js';
+import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
+
+/** One key pair for the whole suite, so its state directories share one test-guest build per VM name. */
+const sharedKeys = join(tmpdir(), 'k3s-vm-faults-keys');
+
+/** A new state directory that already has the suite's key pair (a key of its own means a build of its own). */
+export function seededStateDir(label: string): string {
+  if (!existsSync(join(sharedKeys, files.sshPublicKey))) {
+    const staging = mkdtempSync(join(tmpdir(), 'k3s-vm-faults-keys-'));
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'k3s-vm-faults' });
+    mkdirSync(join(staging, 'ssh'), { mode: 0o700 });
+    writeFileSync(join(staging, files.sshKey), pair.private, { mode: 0o600 });
+    writeFileSync(join(staging, files.sshPublicKey), `${pair.public.trim()}\n`, { mode: 0o600 });
+    try {
+      renameSync(staging, sharedKeys);
+    } catch {
+      // Another file of the suite made it first.
+    }
+  }
+  const dir = freshStateDir(label);
+  cpSync(join(sharedKeys, 'ssh'), join(dir, 'ssh'), { recursive: true });
+  chmodSync(join(dir, 'ssh'), 0o700);
+  return dir;
+}
 
 export interface CliResult {
   readonly code: number;

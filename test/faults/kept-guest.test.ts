@@ -1,24 +1,31 @@
-// Faults around a kept VM (one boot shared): a damaged kubeconfig, file permissions, the disk format, ssh's arguments.
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+// Faults around a kept VM (one boot shared): interruptions, a damaged kubeconfig, file permissions, the disk format, ssh's arguments.
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCluster, stopCluster } from '../../src/cluster/index.js';
+import { clusterStatus, startCluster, stopCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
-import { freshStateDir } from '../helpers/test-guest.js';
-import { cli, cliEnv } from './helpers.js';
+import { consumerEnv, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
+import { repoRoot } from '../helpers/test-guest.js';
+import { cli, cliEnv, seededStateDir } from './helpers.js';
 
-const dir = freshStateDir('faults-kept');
+const project = join(repoRoot, 'fixtures', 'consumer-vitest');
+const dir = seededStateDir('faults-kept');
 const env = cliEnv(dir);
+const dirs = [dir];
 let pid = 0;
 
 beforeAll(async () => {
+  linkPackage(project);
   const start = await cli(['start'], env);
   expect(start.code, start.err).toBe(0);
   pid = Number.parseInt(readFileSync(join(dir, files.pid), 'utf8'), 10);
 });
 afterAll(async () => {
-  await stopCluster({ env, force: true }).catch(() => undefined);
+  for (const each of dirs) await stopCluster({ env: cliEnv(each), force: true }).catch(() => undefined);
 });
+
+const leftovers = (folder: string) => [files.pid, files.runtime, files.lock, files.kubeconfig].filter((name) => existsSync(join(folder, name)));
 
 function modes(folder: string): Array<[string, string]> {
   const found: Array<[string, string]> = [];
@@ -34,6 +41,33 @@ function modes(folder: string): Array<[string, string]> {
 }
 
 describe('a kept VM', () => {
+  it('item 1: SIGINT to the process group during boot leaves the VM stopped, with no pid, runtime or lock file; SIGTERM during the tests leaves no lock', async () => {
+    const booting = seededStateDir('faults-int');
+    dirs.push(booting);
+    // A terminal's Ctrl-C reaches the whole process group: the run gets one of its own.
+    const run = execa('vitest', ['run'], { cwd: project, env: consumerEnv(booting), reject: false, all: true, preferLocal: true, localDir: repoRoot, stdin: 'ignore', detached: true });
+    await expect.poll(() => qemuProcessesUsing(booting).length, { timeout: 120_000, interval: 100 }).toBe(1);
+    process.kill(-run.pid!, 'SIGINT');
+    expect((await run).exitCode).not.toBe(0);
+    await expect.poll(() => qemuProcessesUsing(booting).length, { timeout: 30_000, interval: 200 }).toBe(0);
+    expect(leftovers(booting)).toEqual([]);
+    // Plainly stopped: the next start has nothing to clean up.
+    const status = await clusterStatus({ env: consumerEnv(booting) });
+    expect(status.state, status.reasons.join('; ')).toBe('stopped');
+
+    // SIGTERM while the tests of a run attached to the kept VM run: it lets go of the VM and leaves no lock.
+    const attached = runIn(project, 'vitest', ['run', '--config', 'vitest.interrupt.config.ts'], { ...consumerEnv(dir), K3S_VM_KEEP: '1' });
+    let output = '';
+    attached.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await expect.poll(() => output, { timeout: 120_000, interval: 100 }).toMatch(/slow test started/);
+    expect(output).toMatch(new RegExp(`attached to the running VM \\(pid ${pid}`));
+    attached.kill('SIGTERM');
+    await attached;
+    expect(existsSync(join(dir, files.lock))).toBe(false);
+    expect(readdirSync(join(dir, files.leasesDir))).toEqual([]);
+    expect((await clusterStatus({ env })).state).toBe('running');
+  });
+
   it('item 6: a damaged or emptied kubeconfig is refused by `kubeconfig`, fetched again over SSH by the next run, and keep is kept', async () => {
     for (const damage of ['{"apiVersion": "v1", "clusters": [', '']) {
       writeFileSync(join(dir, files.kubeconfig), damage);

@@ -7,8 +7,9 @@ import { clusterStatus, startCluster, stopCluster } from '../../src/cluster/inde
 import { files } from '../../src/state/files.js';
 import { qemuProcessesUsing } from '../helpers/consumer.js';
 import { testGuestOptions } from '../helpers/test-guest.js';
+import { seededStateDir } from './helpers.js';
 
-const opts = testGuestOptions('faults-orphan');
+const opts = testGuestOptions('faults-orphan', { dir: seededStateDir('faults-orphan') });
 afterAll(async () => {
   await stopCluster({ ...opts, force: true }).catch(() => undefined);
 });
