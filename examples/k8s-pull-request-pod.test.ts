@@ -1,7 +1,12 @@
-// Example: a pod per pull request — namespace and pod with labels, wait until Running, read its logs, clean up.
+// Example: a pod per pull request — the pull request's image built and imported without a registry, namespace and pod with labels, wait until Running, read its logs, clean up.
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
+import { importImages } from 'k3s-vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { useKubeConfig } from 'k3s-vm/vitest';
+import { useK3sVm, useKubeConfig } from 'k3s-vm/vitest';
+import { writeImageArchive } from '../test/helpers/image-archive.js';
 
 const pullRequest = 42;
 const namespace = `pr-${pullRequest}-${Date.now().toString(36)}`;
@@ -9,13 +14,26 @@ const labels = { app: 'preview', 'pull-request': String(pullRequest) };
 
 describe('a pod per pull request', () => {
   const api = useKubeConfig().makeApiClient(CoreV1Api);
-  let image = 'busybox:stable';
+  const cluster = useK3sVm();
+  // The pull request's image: what `docker save` writes (here written with Node, from the
+  // host's static busybox, so no Docker and no registry is needed), imported into the VM.
+  const image = `k3s-vm.example/preview:pr-${pullRequest}`;
 
   beforeAll(async () => {
-    // Offline clusters can only run images already on the node (K3s's air-gap images include busybox).
-    const nodes = await api.listNode();
-    const local = nodes.items.flatMap((node) => node.status?.images ?? []).flatMap((i) => i.names ?? []);
-    image = local.find((name) => /busybox/.test(name) && !name.includes('@sha256')) ?? image;
+    if (cluster.kind === 'vm') {
+      const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((path) => existsSync(path));
+      if (!busybox) throw new Error('this example builds its image from a static busybox: install it (Debian and Ubuntu: apt-get install busybox-static)');
+      const archive = writeImageArchive(join(mkdtempSync(join(tmpdir(), 'preview-image-')), 'preview.tar.gz'), {
+        name: image,
+        gzip: true,
+        executables: { '/bin/busybox': readFileSync(busybox) },
+        links: { '/bin/sh': 'busybox', '/bin/echo': 'busybox', '/bin/sleep': 'busybox' },
+        cmd: ['/bin/sh'],
+      });
+      // The running VM of this run, found by its state directory; an archive it has is skipped.
+      const result = await importImages([archive], { dir: dirname(cluster.kubeconfigPath) });
+      expect(result.images[0]?.names).toEqual([image]);
+    }
     await api.createNamespace({ body: { metadata: { name: namespace, labels } } });
   });
 
@@ -28,7 +46,9 @@ describe('a pod per pull request', () => {
       metadata: { name: 'preview', labels },
       spec: {
         restartPolicy: 'Never',
-        containers: [{ name: 'app', image, imagePullPolicy: 'IfNotPresent', command: ['sh', '-c', `echo hello from pr-${pullRequest} && sleep 3600`] }],
+        // Never: only the image imported above, never a registry. (An existing cluster cannot be
+        // imported into: there the image must come from a registry the cluster pulls from.)
+        containers: [{ name: 'app', image: cluster.kind === 'vm' ? image : 'busybox:stable', imagePullPolicy: cluster.kind === 'vm' ? 'Never' : 'IfNotPresent', command: ['sh', '-c', `echo hello from pr-${pullRequest} && sleep 3600`] }],
       },
     };
     const created = await api.createNamespacedPod({ namespace, body: pod });

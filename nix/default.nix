@@ -37,6 +37,9 @@
   extraModulesJson ? "[]",
   # Further NixOS modules given as Nix values (paths, attribute sets or functions).
   extraModules ? [ ],
+  # JSON array of absolute paths of image archives (docker or OCI, e.g. nixpkgs dockerTools
+  # outputs) that K3s imports at every start: built into the VM, so they need no import.
+  preloadImagesJson ? "[]",
   ...
 }:
 let
@@ -112,6 +115,7 @@ let
     disable = jsonList "disableJson" disableJson;
     airgapImages = flag airgapImages;
     offline = flag offline;
+    preloadImages = jsonList "preloadImagesJson" preloadImagesJson;
   };
 
   # nixos/lib/eval-config.nix is the evaluator behind both <nixpkgs/nixos> and the flake's

@@ -30,6 +30,12 @@ let
     offline = builtins.isBool;
     airgapImages = builtins.isBool;
     sshPublicKey = value: builtins.isString value && oneLine value;
+    # Absolute paths of image archives with a name K3s imports from its images directory
+    # (the endings it looks for; src/config/option-table.ts preloadImagePattern is the same rule).
+    preloadImages =
+      value:
+      builtins.isList value
+      && builtins.all (matches "/[^\n\r]*\\.(tar|tar\\.gz|tgz|tar\\.zst|tzst|tar\\.bz2|tbz|tar\\.lz4)") value;
   };
 
   explanations = {
@@ -43,6 +49,7 @@ let
     offline = "true or false";
     airgapImages = "true or false";
     sshPublicKey = "one line (one OpenSSH public key), or empty";
+    preloadImages = "a list of absolute paths of image archives ending in .tar, .tar.gz, .tgz, .tar.zst, .tzst, .tar.bz2, .tbz or .tar.lz4";
   };
 
   show = builtins.toJSON;

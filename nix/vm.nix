@@ -16,6 +16,8 @@
   disable,
   airgapImages,
   offline,
+  # Absolute paths of image archives K3s imports at start (checked in parameters.nix).
+  preloadImages ? [ ],
   # Turns flags into ExecStart= words that reach K3s as given (parameters.nix).
   k3sArguments,
 }:
@@ -92,6 +94,24 @@ let
   # address the host reaches through its 127.0.0.1:<port> forward.
 
   imageDir = "/var/lib/rancher/k3s/agent/images";
+
+  # Images named at build time. A store path (a dockerTools output) is used as it is; any
+  # other file is copied into the store, under a name that keeps the ending K3s goes by.
+  imageEnding = path: builtins.head (builtins.match ".*(\\.(tar|tar\\.gz|tgz|tar\\.zst|tzst|tar\\.bz2|tbz|tar\\.lz4))" path);
+  preloadedImage =
+    path:
+    if lib.hasPrefix "${builtins.storeDir}/" path then
+      builtins.storePath path
+    else
+      builtins.path {
+        path = /. + path;
+        name = "k3s-vm-preload-image${imageEnding path}";
+      };
+  # One link per archive, named after it (index first, so two archives of the same name both count).
+  preloadRules = lib.imap0 (index: path: {
+    name = "${imageDir}/k3s-vm-${toString index}-${baseNameOf path}";
+    value."L+".argument = "${preloadedImage path}";
+  }) preloadImages;
 in
 {
   # system.build.vm (bin/run-<name>-vm) comes from this module, as in <nixpkgs/nixos>'s
@@ -268,10 +288,21 @@ in
   # including those whose K3s module lacks that option. systemd-tmpfiles-setup runs early
   # in boot, long before k3s.service, and creates the parent directories.
   # (optionalAttrs, not mkIf: the link's name is only computed when the images are wanted.)
-  systemd.tmpfiles.settings = lib.optionalAttrs airgapImages {
-    "10-k3s-vm-airgap-images"."${imageDir}/${checkedAirgapTarball.name}"."L+".argument =
-      "${checkedAirgapTarball}";
-  };
+  systemd.tmpfiles.settings =
+    lib.optionalAttrs airgapImages {
+      "10-k3s-vm-airgap-images"."${imageDir}/${checkedAirgapTarball.name}"."L+".argument =
+        "${checkedAirgapTarball}";
+    }
+    # Images named at build time (the preloadImages option), linked the way nixpkgs'
+    # services.k3s.images does it: nixos/modules/services/cluster/rancher/default.nix at
+    # 4c53d514eb4a4b055dd757808acafadc7ad27436, `mkImageRule`, a tmpfiles "L+" rule
+    # "${imageDir}/${image.name}" → the image. K3s imports every archive in that directory
+    # at each start, before the kubelet runs pods, so pods use them with
+    # imagePullPolicy IfNotPresent or Never. Written here rather than through
+    # services.k3s.images because the 24.11-era K3s module has no such option.
+    // lib.optionalAttrs (preloadImages != [ ]) {
+      "11-k3s-vm-preload-images" = builtins.listToAttrs preloadRules;
+    };
 
   # --- SSH -------------------------------------------------------------------------------
 

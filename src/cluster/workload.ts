@@ -84,7 +84,10 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
  * Checks the workload's files before anything is booted or touched: every archive exists and
  * is an image archive (hashed, so the import needs no second look), every manifest parses.
  */
-export async function checkWorkload(config: Pick<ResolvedConfig, 'images' | 'manifests'>, signal?: AbortSignal): Promise<{ archives: ImageArchive[]; manifests: ManifestFile[] }> {
+export async function checkWorkload(
+  config: Pick<ResolvedConfig, 'images' | 'manifests'>,
+  signal?: AbortSignal,
+): Promise<{ archives: ImageArchive[]; manifests: ManifestFile[] }> {
   const archives: ImageArchive[] = [];
   for (const path of config.images) archives.push(await inspectImageArchive(path, signal));
   const manifests: ManifestFile[] = [];
@@ -92,7 +95,10 @@ export async function checkWorkload(config: Pick<ResolvedConfig, 'images' | 'man
   return { archives, manifests };
 }
 
-async function loadWorkloadInto(target: WorkloadTarget, options: WorkloadOptions & { images: readonly string[]; manifests: readonly string[] }): Promise<WorkloadResult> {
+async function loadWorkloadInto(
+  target: WorkloadTarget,
+  options: WorkloadOptions & { images: readonly string[]; manifests: readonly string[] },
+): Promise<WorkloadResult> {
   const started = Date.now();
   const logger = options.logger ?? silentLogger;
   const shown = (path: string) => {
@@ -107,22 +113,38 @@ async function loadWorkloadInto(target: WorkloadTarget, options: WorkloadOptions
     });
   }
   const shell = target.shell;
-  const importedBefore = shell && archives.length > 0 && !options.force ? await guestMarkers(shell, guestImageMarkerDir, options.signal) : new Set<string>();
-  const appliedBefore = shell && manifests.length > 0 && !options.force ? await guestMarkers(shell, guestManifestMarkerDir, options.signal) : new Set<string>();
+  const importedBefore =
+    shell && archives.length > 0 && !options.force ? await guestMarkers(shell, guestImageMarkerDir, options.signal) : new Set<string>();
+  const appliedBefore =
+    shell && manifests.length > 0 && !options.force ? await guestMarkers(shell, guestManifestMarkerDir, options.signal) : new Set<string>();
 
   const images: ImageOutcome[] = [];
   for (const archive of archives) {
     throwIfAborted(options.signal);
     const what = `image ${shown(archive.path)} (${formatBytes(archive.bytes)}${archive.names.length ? `, ${archive.names.join(' ')}` : ''})`;
     if (importedBefore.has(archive.digest)) {
-      images.push({ path: archive.path, bytes: archive.bytes, digest: archive.digest, names: archive.names, imported: false, durationMs: 0 });
+      images.push({
+        path: archive.path,
+        bytes: archive.bytes,
+        digest: archive.digest,
+        names: archive.names,
+        imported: false,
+        durationMs: 0,
+      });
       logger.progress(`${what} already imported (sha256 ${archive.digest.slice(0, 12)})`);
       continue;
     }
     logger.progress(`importing ${what}`);
     const result = await importImageArchive(shell!, archive, options.signal);
     importedBefore.add(archive.digest);
-    images.push({ path: archive.path, bytes: archive.bytes, digest: archive.digest, names: archive.names, imported: true, durationMs: result.durationMs });
+    images.push({
+      path: archive.path,
+      bytes: archive.bytes,
+      digest: archive.digest,
+      names: archive.names,
+      imported: true,
+      durationMs: result.durationMs,
+    });
     logger.progress(`imported ${what} in ${seconds(result.durationMs)}`);
   }
 
@@ -138,7 +160,11 @@ async function loadWorkloadInto(target: WorkloadTarget, options: WorkloadOptions
     }
     let result;
     try {
-      result = await applyManifestFile(target.kubeConfig, file, { waitForRollout: options.waitForRollout ?? false, deadline, signal: options.signal });
+      result = await applyManifestFile(target.kubeConfig, file, {
+        waitForRollout: options.waitForRollout ?? false,
+        deadline,
+        signal: options.signal,
+      });
     } catch (error) {
       if (error instanceof K3sVmError && applied.some((m) => m.applied)) {
         const earlier = applied.filter((m) => m.applied).map((m) => shown(m.path));
@@ -150,10 +176,18 @@ async function loadWorkloadInto(target: WorkloadTarget, options: WorkloadOptions
     if (shell) {
       const marker = { digest: file.digest, file: file.path, objects: result.objects, appliedAt: new Date().toISOString() };
       const written = await shell.exec(writeMarkerCommand(guestManifestMarkerDir, file.digest, marker), { signal: options.signal });
-      if (written.exitCode !== 0) logger.warn(`could not record that ${shown(file.path)} was applied (${written.stderr.trim()}); it will be applied again next time`);
+      if (written.exitCode !== 0)
+        logger.warn(`could not record that ${shown(file.path)} was applied (${written.stderr.trim()}); it will be applied again next time`);
     }
     appliedBefore.add(file.digest);
-    applied.push({ path: file.path, bytes: file.bytes, digest: file.digest, objects: result.objects, applied: true, durationMs: result.durationMs });
+    applied.push({
+      path: file.path,
+      bytes: file.bytes,
+      digest: file.digest,
+      objects: result.objects,
+      applied: true,
+      durationMs: result.durationMs,
+    });
     logger.progress(`applied manifest ${shown(file.path)} (${count}, ${formatBytes(file.bytes)}) in ${seconds(result.durationMs)}`);
   }
   return { images, manifests: applied, durationMs: Date.now() - started };
@@ -178,12 +212,42 @@ export async function loadWorkload(cluster: Cluster, options: WorkloadOptions = 
   const plan = { ...options, images: resolvePaths(config, options.images), manifests: resolvePaths(config, options.manifests) };
   if (plan.images.length === 0 && plan.manifests.length === 0) return { images: [], manifests: [], durationMs: 0 };
   const vm = cluster.kind === 'vm' ? (cluster as StartedCluster) : undefined;
-  const ssh = vm ? await vm.ssh() : undefined;
+  const shell = vm ? clusterShell(vm) : undefined;
   try {
-    return await loadWorkloadInto({ kubeConfig: cluster.kubeConfig(), shell: ssh, config, waitMs: waitMsOf({ kind: cluster.kind, config, accel: vm?.accel }) }, plan);
+    return await loadWorkloadInto(
+      { kubeConfig: cluster.kubeConfig(), shell, config, waitMs: waitMsOf({ kind: cluster.kind, config, accel: vm?.accel }) },
+      plan,
+    );
   } finally {
-    ssh?.close();
+    shell?.close();
   }
+}
+
+/**
+ * The VM's shell for the workload: short commands (markers) on the handle's shared
+ * connection, so that a workload with nothing new costs one round trip and no handshake;
+ * a connection of its own, opened on first use, for each archive streamed in.
+ */
+function clusterShell(vm: StartedCluster): GuestShell & { close(): void } {
+  let own: Promise<GuestSsh> | undefined;
+  const shell: GuestShell & { close(): void } = {
+    async exec(command, options = {}) {
+      if (options.stdin === undefined) return vm.exec(command);
+      own ??= vm.ssh();
+      return (await own).exec(command, options);
+    },
+    async readFile(path) {
+      const result = await vm.exec(`cat '${path.replace(/'/g, `'\\''`)}'`);
+      return result.exitCode === 0 ? result.stdout : undefined;
+    },
+    close() {
+      void own?.then(
+        (ssh) => ssh.close(),
+        () => undefined,
+      );
+    },
+  };
+  return shell;
 }
 
 /**
@@ -197,14 +261,18 @@ export async function withConfiguredWorkload<C extends Cluster>(cluster: C, logg
   try {
     await loadWorkload(cluster, { images, manifests, waitForRollout, logger, ...(signal ? { signal } : {}) });
   } catch (error) {
-    await cluster.stop().catch((stopError: unknown) => logger.warn(`releasing the cluster after the failed workload: ${(stopError as Error).message}`));
+    await cluster
+      .stop()
+      .catch((stopError: unknown) => logger.warn(`releasing the cluster after the failed workload: ${(stopError as Error).message}`));
     throw error;
   }
   return cluster;
 }
 
 /** The running VM's SSH shell and API, without holding the VM (the CLI's commands). */
-async function runningVmTarget(options: ClusterOptions): Promise<{ shell: GuestSsh; kubeConfig: KubeConfig; config: ResolvedConfig; accel: 'kvm' | 'tcg' }> {
+async function runningVmTarget(
+  options: ClusterOptions,
+): Promise<{ shell: GuestSsh; kubeConfig: KubeConfig; config: ResolvedConfig; accel: 'kvm' | 'tcg' }> {
   const status = await runningCluster(options);
   const dir = new InstanceDir(status.config.dir);
   const privateKey = await dir.readText(files.sshKey);
@@ -227,8 +295,19 @@ export async function importImages(paths: readonly string[], options: ClusterOpt
   try {
     const images = resolvePaths(target.config, paths);
     return await loadWorkloadInto(
-      { kubeConfig: target.kubeConfig, shell: target.shell, config: target.config, waitMs: timeoutMsFor(target.config.timeoutSeconds, target.accel) },
-      { images, manifests: [], force: options.force ?? false, logger: options.logger ?? silentLogger, ...(options.signal ? { signal: options.signal } : {}) },
+      {
+        kubeConfig: target.kubeConfig,
+        shell: target.shell,
+        config: target.config,
+        waitMs: timeoutMsFor(target.config.timeoutSeconds, target.accel),
+      },
+      {
+        images,
+        manifests: [],
+        force: options.force ?? false,
+        logger: options.logger ?? silentLogger,
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
     );
   } finally {
     target.shell.close();
@@ -264,11 +343,27 @@ export async function applyManifests(
   };
   if (config.kubeconfig) {
     const selected = selectContext(config);
-    return loadWorkloadInto({ kubeConfig: selected.kubeConfig, shell: undefined, config, waitMs: (config.timeoutSeconds ?? existingClusterTimeoutSeconds) * 1000 }, common);
+    return loadWorkloadInto(
+      {
+        kubeConfig: selected.kubeConfig,
+        shell: undefined,
+        config,
+        waitMs: (config.timeoutSeconds ?? existingClusterTimeoutSeconds) * 1000,
+      },
+      common,
+    );
   }
   const target = await runningVmTarget(options);
   try {
-    return await loadWorkloadInto({ kubeConfig: target.kubeConfig, shell: target.shell, config: target.config, waitMs: timeoutMsFor(target.config.timeoutSeconds, target.accel) }, common);
+    return await loadWorkloadInto(
+      {
+        kubeConfig: target.kubeConfig,
+        shell: target.shell,
+        config: target.config,
+        waitMs: timeoutMsFor(target.config.timeoutSeconds, target.accel),
+      },
+      common,
+    );
   } finally {
     target.shell.close();
   }

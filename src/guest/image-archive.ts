@@ -94,7 +94,11 @@ class TarIndexReader {
       this.ended = true;
       return;
     }
-    const field = (offset: number, length: number) => block.subarray(offset, offset + length).toString('latin1').replace(/\0.*$/s, '');
+    const field = (offset: number, length: number) =>
+      block
+        .subarray(offset, offset + length)
+        .toString('latin1')
+        .replace(/\0.*$/s, '');
     const stored = parseInt(field(148, 8).trim() || 'x', 8);
     let sum = 0;
     for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : block[i]!;
@@ -174,10 +178,14 @@ const inspected = new Map<string, ImageArchive>();
  */
 export async function inspectImageArchive(path: string, signal?: AbortSignal): Promise<ImageArchive> {
   const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
-    throw new K3sVmError('WORKLOAD_INVALID', `image archive ${path} ${error.code === 'ENOENT' ? 'does not exist' : `cannot be read: ${error.message}`}`, {
-      cause: error,
-      hint: 'check the images option (K3S_VM_IMAGES); relative paths are relative to the project root',
-    });
+    throw new K3sVmError(
+      'WORKLOAD_INVALID',
+      `image archive ${path} ${error.code === 'ENOENT' ? 'does not exist' : `cannot be read: ${error.message}`}`,
+      {
+        cause: error,
+        hint: 'check the images option (K3S_VM_IMAGES); relative paths are relative to the project root',
+      },
+    );
   });
   if (!info.isFile()) throw notAnArchive(path, 'it is not a file');
   const identity = `${path}\0${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}`;

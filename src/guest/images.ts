@@ -72,25 +72,43 @@ export async function importImageArchive(shell: GuestShell, archive: ImageArchiv
   const result = await shell.exec(importCommand(archive), { stdin: hashing, signal });
   const output = `${result.stdout}${result.stderr}`.trim();
   if (readError) {
-    throw new K3sVmError('IMAGE_IMPORT_FAILED', `image archive ${archive.path} could not be read while importing it: ${readError.message}`, { cause: readError });
+    throw new K3sVmError(
+      'IMAGE_IMPORT_FAILED',
+      `image archive ${archive.path} could not be read while importing it: ${readError.message}`,
+      { cause: readError },
+    );
   }
   if (result.exitCode !== 0) {
-    throw new K3sVmError('IMAGE_IMPORT_FAILED', `importing image archive ${archive.path} into the cluster failed (exit code ${result.exitCode ?? 'none'})`, {
-      details: output.split('\n').slice(-15).join('\n'),
-      hint: 'check that the file is an image archive for this platform (linux/amd64); the cluster itself is unchanged and usable',
-    });
+    throw new K3sVmError(
+      'IMAGE_IMPORT_FAILED',
+      `importing image archive ${archive.path} into the cluster failed (exit code ${result.exitCode ?? 'none'})`,
+      {
+        details: output.split('\n').slice(-15).join('\n'),
+        hint: 'check that the file is an image archive for this platform (linux/amd64); the cluster itself is unchanged and usable',
+      },
+    );
   }
   if (hash.digest('hex') !== archive.digest) {
     throw new K3sVmError('IMAGE_IMPORT_FAILED', `image archive ${archive.path} changed while it was imported`, {
       hint: 'import it again once it is written completely',
     });
   }
-  const marker: ImageMarker = { digest: archive.digest, file: archive.path, bytes: archive.bytes, names: archive.names, importedAt: new Date().toISOString() };
+  const marker: ImageMarker = {
+    digest: archive.digest,
+    file: archive.path,
+    bytes: archive.bytes,
+    names: archive.names,
+    importedAt: new Date().toISOString(),
+  };
   const written = await shell.exec(writeMarkerCommand(guestImageMarkerDir, archive.digest, marker), { signal });
   if (written.exitCode !== 0) {
-    throw new K3sVmError('IMAGE_IMPORT_FAILED', `image archive ${archive.path} was imported, but its marker could not be written: ${written.stderr.trim()}`, {
-      hint: 'the image is usable; it will be imported again next time',
-    });
+    throw new K3sVmError(
+      'IMAGE_IMPORT_FAILED',
+      `image archive ${archive.path} was imported, but its marker could not be written: ${written.stderr.trim()}`,
+      {
+        hint: 'the image is usable; it will be imported again next time',
+      },
+    );
   }
   return { imported: true, durationMs: Date.now() - started, output };
 }
@@ -99,7 +117,10 @@ export async function importImageArchive(shell: GuestShell, archive: ImageArchiv
 export async function listGuestImages(shell: GuestShell, signal?: AbortSignal): Promise<string[]> {
   const result = await shell.exec('k3s ctr -n k8s.io images ls -q', { signal });
   if (result.exitCode !== 0) {
-    throw new K3sVmError('IMAGE_IMPORT_FAILED', `listing the cluster's images failed (exit code ${result.exitCode ?? 'none'}): ${result.stderr.trim()}`);
+    throw new K3sVmError(
+      'IMAGE_IMPORT_FAILED',
+      `listing the cluster's images failed (exit code ${result.exitCode ?? 'none'}): ${result.stderr.trim()}`,
+    );
   }
   return result.stdout
     .split('\n')

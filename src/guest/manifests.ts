@@ -40,10 +40,14 @@ export async function expandManifestPaths(paths: readonly string[]): Promise<str
   const out: string[] = [];
   for (const path of paths) {
     const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
-      throw new K3sVmError('WORKLOAD_INVALID', `manifest ${path} ${error.code === 'ENOENT' ? 'does not exist' : `cannot be read: ${error.message}`}`, {
-        cause: error,
-        hint: 'check the manifests option (K3S_VM_MANIFESTS); relative paths are relative to the project root',
-      });
+      throw new K3sVmError(
+        'WORKLOAD_INVALID',
+        `manifest ${path} ${error.code === 'ENOENT' ? 'does not exist' : `cannot be read: ${error.message}`}`,
+        {
+          cause: error,
+          hint: 'check the manifests option (K3S_VM_MANIFESTS); relative paths are relative to the project root',
+        },
+      );
     });
     if (info.isDirectory()) {
       const names = (await readdir(path, { withFileTypes: true }))
@@ -77,7 +81,11 @@ export async function readManifestFile(path: string): Promise<ManifestFile> {
     content = await readFile(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new K3sVmError('WORKLOAD_INVALID', `manifest ${path} ${code === 'ENOENT' ? 'does not exist' : `cannot be read: ${(error as Error).message}`}`, { cause: error });
+    throw new K3sVmError(
+      'WORKLOAD_INVALID',
+      `manifest ${path} ${code === 'ENOENT' ? 'does not exist' : `cannot be read: ${(error as Error).message}`}`,
+      { cause: error },
+    );
   }
   const documents: ManifestDocument[] = [];
   let index = 0;
@@ -110,7 +118,8 @@ function isList(value: unknown): boolean {
 }
 
 function objectProblem(value: unknown): string | undefined {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a Kubernetes object (a mapping with apiVersion, kind and metadata.name)';
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    return 'not a Kubernetes object (a mapping with apiVersion, kind and metadata.name)';
   const object = value as KubernetesObject;
   if (!object.apiVersion) return 'it has no apiVersion';
   if (!object.kind) return 'it has no kind';
@@ -124,7 +133,8 @@ export function describeObject(object: KubernetesObject): string {
   return `${object.kind} ${namespace ? `${namespace}/` : ''}${object.metadata?.name}`;
 }
 
-const isCrd = (object: KubernetesObject) => object.kind === 'CustomResourceDefinition' && object.apiVersion?.startsWith('apiextensions.k8s.io/');
+const isCrd = (object: KubernetesObject) =>
+  object.kind === 'CustomResourceDefinition' && object.apiVersion?.startsWith('apiextensions.k8s.io/');
 const isDeployment = (object: KubernetesObject) => object.kind === 'Deployment' && object.apiVersion === 'apps/v1';
 
 export interface ApplyOptions {
@@ -141,6 +151,24 @@ export interface AppliedFile {
   readonly durationMs: number;
 }
 
+/** An object as the API server returns it, read loosely: only a few status fields are looked at. */
+interface ObjectState {
+  readonly metadata?: { readonly generation?: number };
+  readonly spec?: { readonly replicas?: number };
+  readonly status?: {
+    readonly conditions?: ReadonlyArray<{
+      readonly type?: string;
+      readonly status?: string;
+      readonly reason?: string;
+      readonly message?: string;
+    }>;
+    readonly observedGeneration?: number;
+    readonly replicas?: number;
+    readonly updatedReplicas?: number;
+    readonly availableReplicas?: number;
+  };
+}
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Reads an object until `done` says it is (returns a problem text to fail at once), or the deadline. */
@@ -148,19 +176,23 @@ async function waitFor(
   api: KubernetesObjectApi,
   object: KubernetesObject,
   what: string,
-  done: (current: Record<string, any>) => boolean | string,
+  done: (current: ObjectState) => boolean | string,
   options: ApplyOptions,
 ): Promise<void> {
-  const spec = { apiVersion: object.apiVersion!, kind: object.kind!, metadata: { name: object.metadata!.name!, namespace: object.metadata?.namespace ?? '' } };
-  let last = 'not read yet';
+  const spec = {
+    apiVersion: object.apiVersion!,
+    kind: object.kind!,
+    metadata: { name: object.metadata!.name!, namespace: object.metadata?.namespace ?? '' },
+  };
+  let last: string;
   for (;;) {
     throwIfAborted(options.signal);
     try {
-      const current = (await api.read(spec)) as Record<string, any>;
+      const current = (await api.read(spec)) as ObjectState;
       const verdict = done(current);
       if (verdict === true) return;
       if (typeof verdict === 'string') throw new K3sVmError('APPLY_FAILED', `${describeObject(object)} ${verdict}`);
-      last = JSON.stringify(current['status']?.conditions ?? current['status'] ?? {});
+      last = JSON.stringify(current.status?.conditions ?? current.status ?? {});
     } catch (error) {
       if (error instanceof K3sVmError) throw error;
       last = apiErrorText(error);
@@ -174,21 +206,21 @@ async function waitFor(
   }
 }
 
-function crdEstablished(current: Record<string, any>): boolean | string {
-  const conditions: Array<{ type?: string; status?: string; reason?: string; message?: string }> = current['status']?.conditions ?? [];
+function crdEstablished(current: ObjectState): boolean | string {
+  const conditions = current.status?.conditions ?? [];
   const names = conditions.find((c) => c.type === 'NamesAccepted');
   if (names?.status === 'False') return `was not accepted: ${names.reason ?? ''} ${names.message ?? ''}`.trim();
   return conditions.some((c) => c.type === 'Established' && c.status === 'True');
 }
 
 /** kubectl rollout status's rule for a Deployment. */
-function deploymentRolledOut(current: Record<string, any>): boolean | string {
-  const status = current['status'] ?? {};
-  const progressing = (status.conditions ?? []).find((c: { type?: string }) => c.type === 'Progressing');
+function deploymentRolledOut(current: ObjectState): boolean | string {
+  const status = current.status ?? {};
+  const progressing = (status.conditions ?? []).find((c) => c.type === 'Progressing');
   if (progressing?.reason === 'ProgressDeadlineExceeded') return `exceeded its progress deadline: ${progressing.message ?? ''}`.trim();
-  const replicas = current['spec']?.replicas ?? 1;
+  const replicas = current.spec?.replicas ?? 1;
   return (
-    (status.observedGeneration ?? 0) >= (current['metadata']?.generation ?? 0) &&
+    (status.observedGeneration ?? 0) >= (current.metadata?.generation ?? 0) &&
     (status.updatedReplicas ?? 0) >= replicas &&
     (status.replicas ?? 0) <= (status.updatedReplicas ?? 0) &&
     (status.availableReplicas ?? 0) >= (status.updatedReplicas ?? 0)
@@ -197,7 +229,8 @@ function deploymentRolledOut(current: Record<string, any>): boolean | string {
 
 /** Why an apply was refused, for the error's hint. */
 function refusalHint(code: number | undefined): string {
-  if (code === 409) return `another field manager owns those fields; change them through their owner, or drop them from the manifest (k3s-vm applies as field manager "${fieldManager}" without force)`;
+  if (code === 409)
+    return `another field manager owns those fields; change them through their owner, or drop them from the manifest (k3s-vm applies as field manager "${fieldManager}" without force)`;
   if (code === 422 || code === 400) return 'the API server rejected the object as invalid: fix the manifest';
   if (code === 404) return 'the API server does not serve this kind: is its CRD applied before it (in an earlier file, or in this one)?';
   return 'the cluster is usable; fix the cause and apply again';
@@ -225,13 +258,20 @@ export async function applyManifestFile(kubeConfig: KubeConfig, file: ManifestFi
     try {
       await api.patch(structuredClone(document.object), undefined, undefined, fieldManager, false, k8s.PatchStrategy.ServerSideApply);
     } catch (error) {
-      const code = typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : undefined;
-      const before = applied.length === 0 ? `nothing from ${file.path} was applied before it` : `applied from ${file.path} before it: ${applied.join(', ')}`;
-      throw new K3sVmError('APPLY_FAILED', `manifest ${file.path}, document ${document.index} (line ${document.line}): applying ${name} failed: ${apiErrorText(error)}`, {
-        cause: error,
-        details: before,
-        hint: refusalHint(code),
-      });
+      const code = typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : undefined;
+      const before =
+        applied.length === 0
+          ? `nothing from ${file.path} was applied before it`
+          : `applied from ${file.path} before it: ${applied.join(', ')}`;
+      throw new K3sVmError(
+        'APPLY_FAILED',
+        `manifest ${file.path}, document ${document.index} (line ${document.line}): applying ${name} failed: ${apiErrorText(error)}`,
+        {
+          cause: error,
+          details: before,
+          hint: refusalHint(code),
+        },
+      );
     }
     applied.push(name);
   }

@@ -37,7 +37,10 @@ spec:
     schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
 `,
 );
-write('manifests/20-gadget.yaml', 'apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: one, namespace: default}\nspec: {colour: blue}\n');
+write(
+  'manifests/20-gadget.yaml',
+  'apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: one, namespace: default}\nspec: {colour: blue}\n',
+);
 write(
   'manifests/30-app.yaml',
   `apiVersion: apps/v1
@@ -129,7 +132,9 @@ describe('images and manifests at start (test guest)', () => {
     const gadget = (await cluster
       .kubeConfig()
       .makeApiClient(CustomObjectsApi)
-      .getNamespacedCustomObject({ group: 'example.com', version: 'v1', namespace: 'default', plural: 'gadgets', name: 'one' })) as { spec: unknown };
+      .getNamespacedCustomObject({ group: 'example.com', version: 'v1', namespace: 'default', plural: 'gadgets', name: 'one' })) as {
+      spec: unknown;
+    };
     expect(gadget.spec).toEqual({ colour: 'blue' });
   });
 
@@ -151,14 +156,19 @@ describe('images and manifests at start (test guest)', () => {
   });
 
   it('re-applies a changed manifest, and only that one', async () => {
-    write('manifests/20-gadget.yaml', 'apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: one, namespace: default}\nspec: {colour: green}\n');
+    write(
+      'manifests/20-gadget.yaml',
+      'apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: one, namespace: default}\nspec: {colour: green}\n',
+    );
     const lines = recordingLogger();
     const result = await loadWorkload(cluster, { manifests: [manifestsDir], logger: lines });
     expect(result.manifests.map((m) => m.applied)).toEqual([false, true, false]);
     const gadget = (await cluster
       .kubeConfig()
       .makeApiClient(CustomObjectsApi)
-      .getNamespacedCustomObject({ group: 'example.com', version: 'v1', namespace: 'default', plural: 'gadgets', name: 'one' })) as { spec: unknown };
+      .getNamespacedCustomObject({ group: 'example.com', version: 'v1', namespace: 'default', plural: 'gadgets', name: 'one' })) as {
+      spec: unknown;
+    };
     expect(gadget.spec).toEqual({ colour: 'green' });
   });
 
@@ -179,18 +189,25 @@ describe('images and manifests at start (test guest)', () => {
     expect(err.join('')).toMatch(/image .*extra\.tar \(.*\) already imported \(sha256 [0-9a-f]{12}\)/);
     out.length = 0;
     expect(await run(['images', 'ls'], io as never)).toBe(0);
-    expect(out.join('').split('\n').filter(Boolean)).toEqual(expect.arrayContaining(['k3s-vm.test/app:1', 'k3s-vm.test/tool:2', 'k3s-vm.test/extra:3']));
+    expect(out.join('').split('\n').filter(Boolean)).toEqual(
+      expect.arrayContaining(['k3s-vm.test/app:1', 'k3s-vm.test/tool:2', 'k3s-vm.test/extra:3']),
+    );
   });
 
   it('a broken manifest or a file that is not an archive fails the start naming the file; the VM stays up and usable', async () => {
-    const broken = write('broken/bad.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine, namespace: default}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: no-containers, namespace: default}\nspec: {containers: []}\n');
+    const broken = write(
+      'broken/bad.yaml',
+      'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine, namespace: default}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: no-containers, namespace: default}\nspec: {containers: []}\n',
+    );
     const error = await startCluster({ ...options, manifests: [broken], logger: recordingLogger() }).then(
       () => undefined,
       (e: unknown) => e as K3sVmError,
     );
     expect(error).toBeInstanceOf(K3sVmError);
     expect(error?.code).toBe('APPLY_FAILED');
-    expect(error?.message).toMatch(new RegExp(`^manifest ${broken}, document 2 \\(line 5\\): applying Pod default/no-containers failed: HTTP 422`));
+    expect(error?.message).toMatch(
+      new RegExp(`^manifest ${broken}, document 2 \\(line 5\\): applying Pod default/no-containers failed: HTTP 422`),
+    );
     expect(error?.details).toBe(`applied from ${broken} before it: ConfigMap default/fine`);
 
     const notAnArchive = write('notes.tar', 'just text\n'.repeat(100));

@@ -56,7 +56,17 @@ async function failure(promise: Promise<unknown>): Promise<K3sVmError> {
 beforeAll(async () => {
   const certs = spawnSync('/bin/sh', [genCerts, join(work, 'tls')], { encoding: 'utf8' });
   if (certs.status !== 0) throw new Error(`gen-certs.sh failed: ${certs.stderr}`);
-  api = await startFakeK3sApi({ tlsDir: join(work, 'tls'), host: '127.0.0.1', port: 0, nodeName: 'node', nodeReadyDelayMs: 0, serviceAccountDelayMs: 0, crdEstablishDelayMs: 300, deploymentRolloutDelayMs: 300, log: false });
+  api = await startFakeK3sApi({
+    tlsDir: join(work, 'tls'),
+    host: '127.0.0.1',
+    port: 0,
+    nodeName: 'node',
+    nodeReadyDelayMs: 0,
+    serviceAccountDelayMs: 0,
+    crdEstablishDelayMs: 300,
+    deploymentRolloutDelayMs: 300,
+    log: false,
+  });
   kc = new KubeConfig();
   kc.loadFromString(api.kubeconfig);
   kubeconfigFile = write('kubeconfig', api.kubeconfig);
@@ -70,7 +80,10 @@ const deadline = () => Date.now() + 20_000;
 
 describe('reading manifests', () => {
   it('splits multi-document YAML, skips empty documents, expands Lists', async () => {
-    const path = write('multi.yaml', `# leading comment\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}\n---\n`);
+    const path = write(
+      'multi.yaml',
+      `# leading comment\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}\n---\n`,
+    );
     const file = await readManifestFile(path);
     expect(file.documents.map((d) => [d.index, d.line, d.object.metadata?.name])).toEqual([
       [1, 3, 'a'],
@@ -80,7 +93,10 @@ describe('reading manifests', () => {
   });
 
   it('names the file, the document and the line of a YAML error', async () => {
-    const path = write('broken.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n');
+    const path = write(
+      'broken.yaml',
+      'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n',
+    );
     const error = await failure(readManifestFile(path));
     expect(error.code).toBe('WORKLOAD_INVALID');
     expect(error.message).toMatch(new RegExp(`^manifest ${path}, document 2 \\(line (8|9)\\): not valid YAML: `));
@@ -91,7 +107,9 @@ describe('reading manifests', () => {
     const noKind = write('no-kind.yaml', 'apiVersion: v1\nmetadata: {name: x}\n');
     expect((await failure(readManifestFile(noKind))).message).toBe(`manifest ${noKind}, document 1 (line 1): it has no kind`);
     const noName = write('no-name.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n');
-    expect((await failure(readManifestFile(noName))).message).toBe(`manifest ${noName}, document 1 (line 1): the ConfigMap has no metadata.name (server-side apply needs one)`);
+    expect((await failure(readManifestFile(noName))).message).toBe(
+      `manifest ${noName}, document 1 (line 1): the ConfigMap has no metadata.name (server-side apply needs one)`,
+    );
   });
 
   it("takes a directory's manifest files sorted by name, and names a missing path", async () => {
@@ -107,10 +125,15 @@ describe('reading manifests', () => {
 
 describe('applying manifests (fake K3s API)', () => {
   it('applies a CRD, waits until it is Established, then applies its custom resource from the same file', async () => {
-    const path = write('widgets.yaml', `apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: first, namespace: default}\nspec: {size: 3}\n---\n${crd}`);
+    const path = write(
+      'widgets.yaml',
+      `apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: first, namespace: default}\nspec: {size: 3}\n---\n${crd}`,
+    );
     const result = await applyManifestFile(kc, await readManifestFile(path), { deadline: deadline() });
     expect(result.objects).toEqual(['CustomResourceDefinition widgets.example.com', 'Widget default/first']);
-    const widget = (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: 'example.com', version: 'v1', namespace: 'default', plural: 'widgets', name: 'first' })) as {
+    const widget = (await kc
+      .makeApiClient(CustomObjectsApi)
+      .getNamespacedCustomObject({ group: 'example.com', version: 'v1', namespace: 'default', plural: 'widgets', name: 'first' })) as {
       spec: unknown;
       metadata: { managedFields: Array<{ manager: string; operation: string }> };
     };
@@ -119,24 +142,39 @@ describe('applying manifests (fake K3s API)', () => {
   });
 
   it('waits for a Deployment to roll out when asked', async () => {
-    const path = write('deploy.yaml', `apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: k3s-vm.test/web:1}]\n`);
+    const path = write(
+      'deploy.yaml',
+      `apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: k3s-vm.test/web:1}]\n`,
+    );
     await applyManifestFile(kc, await readManifestFile(path), { deadline: deadline(), waitForRollout: true });
     const deployment = await kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: 'web', namespace: 'default' });
     expect(deployment.status?.availableReplicas).toBe(2);
   });
 
   it('reports a conflict with another field manager, naming the file, the document and what was applied before it', async () => {
-    await kc.makeApiClient(CoreV1Api).createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'owned' }, data: { key: 'theirs' } } });
-    const path = write('conflict.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine, namespace: default}\ndata: {a: b}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned, namespace: default}\ndata: {key: ours}\n');
+    await kc
+      .makeApiClient(CoreV1Api)
+      .createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name: 'owned' }, data: { key: 'theirs' } } });
+    const path = write(
+      'conflict.yaml',
+      'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine, namespace: default}\ndata: {a: b}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned, namespace: default}\ndata: {key: ours}\n',
+    );
     const error = await failure(applyManifestFile(kc, await readManifestFile(path), { deadline: deadline() }));
     expect(error.code).toBe('APPLY_FAILED');
-    expect(error.message).toMatch(new RegExp(`^manifest ${path}, document 2 \\(line 6\\): applying ConfigMap default/owned failed: HTTP 409: Apply failed with 1 conflict`));
+    expect(error.message).toMatch(
+      new RegExp(
+        `^manifest ${path}, document 2 \\(line 6\\): applying ConfigMap default/owned failed: HTTP 409: Apply failed with 1 conflict`,
+      ),
+    );
     expect(error.details).toBe(`applied from ${path} before it: ConfigMap default/fine`);
     expect(error.hint).toMatch(/another field manager owns those fields/);
   });
 
   it('reports an object the API server rejects', async () => {
-    const path = write('invalid.yaml', 'apiVersion: v1\nkind: Pod\nmetadata: {name: nothing-to-run, namespace: default}\nspec: {containers: []}\n');
+    const path = write(
+      'invalid.yaml',
+      'apiVersion: v1\nkind: Pod\nmetadata: {name: nothing-to-run, namespace: default}\nspec: {containers: []}\n',
+    );
     const error = await failure(applyManifestFile(kc, await readManifestFile(path), { deadline: deadline() }));
     expect(error.message).toMatch(/document 1 \(line 1\): applying Pod default\/nothing-to-run failed: HTTP 422: /);
     expect(error.details).toBe(`nothing from ${path} was applied before it`);
@@ -148,7 +186,10 @@ describe('applying to an existing cluster (K3S_VM_KUBECONFIG)', () => {
 
   it('applies every file every time, in order, with a progress line per file', async () => {
     const first = write('existing/1-namespace.yaml', 'apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n');
-    const second = write('existing/2-config.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: shop}\ndata: {currency: EUR}\n');
+    const second = write(
+      'existing/2-config.yaml',
+      'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: shop}\ndata: {currency: EUR}\n',
+    );
     const logger = recordingLogger();
     const result = await applyManifests([join(work, 'existing')], { ...options(), logger });
     expect(result.manifests.map((m) => [m.path, m.applied, m.objects])).toEqual([

@@ -30,7 +30,11 @@ describe('reading an image archive', () => {
     ['oci', false],
     ['oci', true],
   ] as const)('finds the names of a %s archive (gzipped: %s) and hashes its bytes', async (format, gzip) => {
-    const path = writeImageArchive(join(work, `app-${format}-${gzip}.tar${gzip ? '.gz' : ''}`), { name: 'k3s-vm.test/app:1', format, gzip });
+    const path = writeImageArchive(join(work, `app-${format}-${gzip}.tar${gzip ? '.gz' : ''}`), {
+      name: 'k3s-vm.test/app:1',
+      format,
+      gzip,
+    });
     const archive = await inspectImageArchive(path);
     expect(archive).toMatchObject({
       path,

@@ -4,35 +4,44 @@ import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 
-/** One tar member: a regular file. */
+/** One tar member: a regular file, or a symbolic link when `link` is set. */
 interface Member {
   readonly name: string;
   readonly data: Buffer;
+  readonly mode?: number;
+  readonly link?: string;
+  /** A directory (name ending in `/`). */
+  readonly directory?: boolean;
 }
 
 function octal(value: number, width: number): string {
   return `${value.toString(8).padStart(width - 1, '0')}\0`;
 }
 
-/** A ustar archive of regular files (names up to 100 bytes). */
+/** A ustar archive of regular files and symbolic links (names up to 100 bytes). */
 export function tarOf(members: readonly Member[]): Buffer {
   const parts: Buffer[] = [];
   for (const member of members) {
     if (Buffer.byteLength(member.name) > 100) throw new Error(`tar member name too long: ${member.name}`);
     const header = Buffer.alloc(512);
     header.write(member.name, 0, 'utf8');
-    header.write(octal(0o644, 8), 100, 'latin1');
+    header.write(octal(member.mode ?? (member.link ? 0o777 : member.directory ? 0o755 : 0o644), 8), 100, 'latin1');
     header.write(octal(0, 8), 108, 'latin1');
     header.write(octal(0, 8), 116, 'latin1');
-    header.write(octal(member.data.length, 12), 124, 'latin1');
+    header.write(octal(member.link || member.directory ? 0 : member.data.length, 12), 124, 'latin1');
     header.write(octal(1_700_000_000, 12), 136, 'latin1');
     header.write('        ', 148, 'latin1');
-    header.write('0', 156, 'latin1');
+    header.write(member.directory ? '5' : member.link ? '2' : '0', 156, 'latin1');
+    if (member.link) header.write(member.link, 157, 'utf8');
     header.write('ustar\0', 257, 'latin1');
     header.write('00', 263, 'latin1');
     let sum = 0;
     for (const byte of header) sum += byte;
     header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    if (member.link || member.directory) {
+      parts.push(header);
+      continue;
+    }
     parts.push(header, member.data);
     const pad = (512 - (member.data.length % 512)) % 512;
     if (pad) parts.push(Buffer.alloc(pad));
@@ -52,6 +61,10 @@ export interface ImageArchiveSpec {
   readonly gzip?: boolean;
   /** Files of the image's one layer. @default a small /hello.txt */
   readonly files?: Readonly<Record<string, string | Buffer>>;
+  /** Executable files of the layer (mode 0755). */
+  readonly executables?: Readonly<Record<string, Buffer>>;
+  /** Symbolic links of the layer: path → target. */
+  readonly links?: Readonly<Record<string, string>>;
   /** Extra random (incompressible) bytes in the layer, for size. @default 0 */
   readonly paddingBytes?: number;
   /** The image's command. @default ['/hello'] */
@@ -64,8 +77,21 @@ export function imageArchiveBytes(spec: ImageArchiveSpec): Buffer {
     name: name.replace(/^\//, ''),
     data: Buffer.isBuffer(data) ? data : Buffer.from(data),
   }));
+  for (const [name, data] of Object.entries(spec.executables ?? {})) files.push({ name: name.replace(/^\//, ''), data, mode: 0o755 });
+  for (const [name, link] of Object.entries(spec.links ?? {})) files.push({ name: name.replace(/^\//, ''), data: Buffer.alloc(0), link });
   if (spec.paddingBytes) files.push({ name: 'padding.bin', data: randomBytes(spec.paddingBytes) });
-  const layer = tarOf(files);
+  // Every parent directory as an entry of its own, before what is in it, as image builders write them.
+  const directories = [
+    ...new Set(
+      files.flatMap((file) =>
+        file.name
+          .split('/')
+          .slice(0, -1)
+          .map((_, i, parts) => `${parts.slice(0, i + 1).join('/')}/`),
+      ),
+    ),
+  ].sort();
+  const layer = tarOf([...directories.map((name) => ({ name, data: Buffer.alloc(0), directory: true })), ...files]);
   const layerDigest = sha256(layer);
   const config = Buffer.from(
     JSON.stringify({
@@ -83,7 +109,12 @@ export function imageArchiveBytes(spec: ImageArchiveSpec): Buffer {
     tar = tarOf([
       { name: `${configDigest}.json`, data: config },
       { name: `${layerDigest}/layer.tar`, data: layer },
-      { name: 'manifest.json', data: Buffer.from(JSON.stringify([{ Config: `${configDigest}.json`, RepoTags: [spec.name], Layers: [`${layerDigest}/layer.tar`] }])) },
+      {
+        name: 'manifest.json',
+        data: Buffer.from(
+          JSON.stringify([{ Config: `${configDigest}.json`, RepoTags: [spec.name], Layers: [`${layerDigest}/layer.tar`] }]),
+        ),
+      },
       { name: 'repositories', data: Buffer.from(JSON.stringify({ [repository]: { [tag]: layerDigest } })) },
     ]);
   } else {
