@@ -13,8 +13,9 @@ const qcow2Magic = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
 /**
  * QEMU arguments (passed to the run script, which hands them on) that name the root disk's
  * format: without them QEMU guesses, and takes an empty or overwritten image for a raw disk.
- * The run script's root disk is drive1 (nixos/modules/virtualisation/qemu-vm.nix numbers
- * its drives from 1, the root disk first).
+ * The run script's root disk is drive1: nixos/modules/virtualisation/qemu-vm.nix (read at
+ * 00008e8e) names each drive `drive${idx}` with `imap1`, and `virtualisation.qemu.drives`
+ * lists the root disk ("$NIX_DISK_IMAGE") first. The test guest's run script does the same.
  */
 export const diskFormatArgs = ['-set', 'drive.drive1.format=qcow2'] as const;
 
