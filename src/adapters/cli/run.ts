@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { flagDefinitions, flagHelpLines, optionOfFlag, stderrLogger, type ClusterOptions } from '../../cluster/index.js';
 import { K3sVmError } from '../../errors.js';
+import type { Logger } from '../../log.js';
 import { commands, UsageError, type CommandContext } from './commands.js';
 import { colours, exitCodes, type CliIo } from './io.js';
 
@@ -82,20 +83,21 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const controller = new AbortController();
   const onSigint = () => controller.abort(new K3sVmError('ABORTED', 'interrupted'));
   if (!command.ownsSigint) process.once('SIGINT', onSigint);
+  let logger: Logger | undefined;
   try {
     const base: ClusterOptions = { flags, env: io.env, cwd: io.cwd };
-    const logger = stderrLogger(base, io.stderr);
+    logger = stderrLogger(base, io.stderr);
     const options: ClusterOptions = { ...base, logger, signal: controller.signal };
     return await command.run({ io, values, positionals: parsed.positionals, options, logger });
   } catch (error) {
-    return reportError(error, io);
+    return reportError(error, io, logger);
   } finally {
     process.off('SIGINT', onSigint);
   }
 }
 
 /** Prints an error the way every command does (message, details, hint) and picks the exit code. */
-function reportError(error: unknown, io: CliIo): number {
+function reportError(error: unknown, io: CliIo, logger: Logger | undefined): number {
   const c = colours(io);
   if (error instanceof UsageError) {
     io.stderr.write(`${c.red('error:')} ${error.message}\n`);
@@ -109,6 +111,10 @@ function reportError(error: unknown, io: CliIo): number {
     if (error.code === 'NOT_RUNNING') return exitCodes.notRunning;
     return exitCodes.failure;
   }
-  io.stderr.write(`${c.red('error:')} ${(error as Error).stack ?? String(error)}\n`);
+  // Not one of ours: say what happened and where to look, with the stack only when debugging.
+  const unexpected = error as NodeJS.ErrnoException;
+  io.stderr.write(`${c.red('error:')} ${unexpected?.message ?? String(error)}\n`);
+  io.stderr.write(`${c.yellow('hint:')} this error was not expected; run again with --debug (or K3S_VM_DEBUG=1) to see where it happened\n`);
+  if (unexpected?.stack) logger?.debug(unexpected.stack);
   return exitCodes.failure;
 }
