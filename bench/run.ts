@@ -888,3 +888,9 @@ if (process.argv[2] === '--cold') {
     process.exitCode = 1;
   }
 }
+
+// Your workload (bench/workload.ts), on a test guest of its own: K3S_VM_BENCH_WORKLOAD=1 npm run bench.
+if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_WORKLOAD'] === '1' && !process.exitCode) {
+  const { benchWorkload, workloadRows } = await import('./workload.js');
+  process.stdout.write(`\n${table(['workload', 'measured', 'target'], workloadRows(await benchWorkload({ log: note })))}\n`);
+}

@@ -150,45 +150,62 @@ async function loadWorkloadInto(
 
   const deadline = Date.now() + target.waitMs;
   const applied: ManifestOutcome[] = [];
-  for (const file of manifests) {
-    throwIfAborted(options.signal);
-    const count = `${file.documents.length} object${file.documents.length === 1 ? '' : 's'}`;
-    if (appliedBefore.has(file.digest)) {
-      applied.push({ path: file.path, bytes: file.bytes, digest: file.digest, objects: [], applied: false, durationMs: 0 });
-      logger.progress(`manifest ${shown(file.path)} (${count}, ${formatBytes(file.bytes)}) unchanged since it was applied`);
-      continue;
-    }
-    let result;
-    try {
-      result = await applyManifestFile(target.kubeConfig, file, {
-        waitForRollout: options.waitForRollout ?? false,
-        deadline,
-        signal: options.signal,
-      });
-    } catch (error) {
-      if (error instanceof K3sVmError && applied.some((m) => m.applied)) {
-        const earlier = applied.filter((m) => m.applied).map((m) => shown(m.path));
-        const details = [error.details, `files applied before it: ${earlier.join(', ')}`].filter(Boolean).join('\n');
-        throw new K3sVmError(error.code, error.message, { cause: error.cause, hint: error.hint, details });
+  // Markers of the files applied, written together (one round trip) at the end, also after a failure.
+  const markers: string[] = [];
+  const writeMarkers = async () => {
+    if (!shell || markers.length === 0) return;
+    // Never in the way of the error that ended the loop: a missing marker only means applying again.
+    const written = await shell
+      .exec(markers.join(' && '), { signal: options.signal })
+      .catch((error: unknown) => ({ exitCode: -1, stderr: (error as Error).message }));
+    if (written.exitCode !== 0)
+      logger.warn(`could not record which manifests were applied (${written.stderr.trim()}); they will be applied again next time`);
+  };
+  try {
+    for (const file of manifests) {
+      throwIfAborted(options.signal);
+      const count = `${file.documents.length} object${file.documents.length === 1 ? '' : 's'}`;
+      if (appliedBefore.has(file.digest)) {
+        applied.push({ path: file.path, bytes: file.bytes, digest: file.digest, objects: [], applied: false, durationMs: 0 });
+        logger.progress(`manifest ${shown(file.path)} (${count}, ${formatBytes(file.bytes)}) unchanged since it was applied`);
+        continue;
       }
-      throw error;
+      let result;
+      try {
+        result = await applyManifestFile(target.kubeConfig, file, {
+          waitForRollout: options.waitForRollout ?? false,
+          deadline,
+          signal: options.signal,
+        });
+      } catch (error) {
+        if (error instanceof K3sVmError && applied.some((m) => m.applied)) {
+          const earlier = applied.filter((m) => m.applied).map((m) => shown(m.path));
+          const details = [error.details, `files applied before it: ${earlier.join(', ')}`].filter(Boolean).join('\n');
+          throw new K3sVmError(error.code, error.message, { cause: error.cause, hint: error.hint, details });
+        }
+        throw error;
+      }
+      markers.push(
+        writeMarkerCommand(guestManifestMarkerDir, file.digest, {
+          digest: file.digest,
+          file: file.path,
+          objects: result.objects,
+          appliedAt: new Date().toISOString(),
+        }),
+      );
+      appliedBefore.add(file.digest);
+      applied.push({
+        path: file.path,
+        bytes: file.bytes,
+        digest: file.digest,
+        objects: result.objects,
+        applied: true,
+        durationMs: result.durationMs,
+      });
+      logger.progress(`applied manifest ${shown(file.path)} (${count}, ${formatBytes(file.bytes)}) in ${seconds(result.durationMs)}`);
     }
-    if (shell) {
-      const marker = { digest: file.digest, file: file.path, objects: result.objects, appliedAt: new Date().toISOString() };
-      const written = await shell.exec(writeMarkerCommand(guestManifestMarkerDir, file.digest, marker), { signal: options.signal });
-      if (written.exitCode !== 0)
-        logger.warn(`could not record that ${shown(file.path)} was applied (${written.stderr.trim()}); it will be applied again next time`);
-    }
-    appliedBefore.add(file.digest);
-    applied.push({
-      path: file.path,
-      bytes: file.bytes,
-      digest: file.digest,
-      objects: result.objects,
-      applied: true,
-      durationMs: result.durationMs,
-    });
-    logger.progress(`applied manifest ${shown(file.path)} (${count}, ${formatBytes(file.bytes)}) in ${seconds(result.durationMs)}`);
+  } finally {
+    await writeMarkers();
   }
   return { images, manifests: applied, durationMs: Date.now() - started };
 }

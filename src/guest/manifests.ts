@@ -227,6 +227,18 @@ function deploymentRolledOut(current: ObjectState): boolean | string {
   );
 }
 
+/** One client per KubeConfig: it caches the API's discovery, which every file would otherwise ask for again. */
+const objectApis = new WeakMap<KubeConfig, KubernetesObjectApi>();
+
+function objectApiOf(kubeConfig: KubeConfig): KubernetesObjectApi {
+  let api = objectApis.get(kubeConfig);
+  if (!api) {
+    api = clientNode().KubernetesObjectApi.makeApiClient(kubeConfig);
+    objectApis.set(kubeConfig, api);
+  }
+  return api;
+}
+
 /** Why an apply was refused, for the error's hint. */
 function refusalHint(code: number | undefined): string {
   if (code === 409)
@@ -244,7 +256,7 @@ function refusalHint(code: number | undefined): string {
 export async function applyManifestFile(kubeConfig: KubeConfig, file: ManifestFile, options: ApplyOptions): Promise<AppliedFile> {
   const started = Date.now();
   const k8s = clientNode();
-  const api = k8s.KubernetesObjectApi.makeApiClient(kubeConfig);
+  const api = objectApiOf(kubeConfig);
   const ordered = [...file.documents.filter((d) => isCrd(d.object)), ...file.documents.filter((d) => !isCrd(d.object))];
   const applied: string[] = [];
   const crds = ordered.filter((d) => isCrd(d.object));

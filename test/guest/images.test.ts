@@ -1,7 +1,7 @@
 // Image archives: read once for digest, format and names; the guest commands; the test guest's fake ctr against real archives.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -12,7 +12,7 @@ import { imageArchiveBytes, tarOf, writeImageArchive } from '../helpers/image-ar
 import { repoRoot } from '../helpers/test-guest.js';
 
 const work = mkdtempSync(join(tmpdir(), 'k3s-vm-images-'));
-const fakeCtr = join(repoRoot, 'fixtures', 'test-guest', 'fake-k3s-api', 'ctr.mjs');
+const fakeCtr = join(repoRoot, 'fixtures', 'test-guest', 'guest', 'usr', 'bin', 'ctr');
 
 async function refusal(path: string): Promise<K3sVmError> {
   const error = await inspectImageArchive(path).then(
@@ -106,27 +106,77 @@ describe('the guest commands', () => {
   });
 });
 
-describe("the test guest's fake ctr (a test double of containerd's)", () => {
+describe("the test guest's fake ctr (a test double of containerd's), under busybox as in the guest", () => {
+  // busybox's applets only, the way the guest has them.
+  const bin = join(work, 'busybox-bin');
+  mkdirSync(bin, { recursive: true });
+  for (const applet of [
+    'sh',
+    'cat',
+    'dd',
+    'od',
+    'tr',
+    'gzip',
+    'mkfifo',
+    'wc',
+    'tee',
+    'tar',
+    'grep',
+    'sed',
+    'head',
+    'awk',
+    'mkdir',
+    'dirname',
+    'touch',
+    'cp',
+    'mv',
+    'rm',
+    'mktemp',
+    'cut',
+  ]) {
+    if (!existsSync(join(bin, applet))) symlinkSync('/bin/busybox', join(bin, applet));
+  }
   const ctr = (imagesFile: string, args: string[], input?: Buffer) =>
-    spawnSync(process.execPath, [fakeCtr, '--images-file', imagesFile, '-n', 'k8s.io', ...args], { input, encoding: 'buffer' });
+    spawnSync('/bin/busybox', ['sh', fakeCtr, '--images-file', imagesFile, '-n', 'k8s.io', ...args], {
+      input,
+      encoding: 'buffer',
+      env: { PATH: bin, TMPDIR: work },
+    });
 
-  it('imports docker and OCI archives from standard input and lists them', () => {
-    const imagesFile = join(work, 'ctr-1', 'images.json');
-    const docker = ctr(imagesFile, ['images', 'import', '-'], imageArchiveBytes({ name: 'k3s-vm.test/a:1', gzip: true }));
+  it('imports docker and OCI archives, gzipped or not, from standard input and lists them', () => {
+    const imagesFile = join(work, 'ctr-1', 'images.txt');
+    const docker = ctr(
+      imagesFile,
+      ['images', 'import', '-'],
+      imageArchiveBytes({ name: 'k3s-vm.test/a:1', gzip: true, paddingBytes: 300_000 }),
+    );
     expect(docker.stderr.toString()).toBe('');
     expect(docker.stdout.toString()).toMatch(/^unpacking k3s-vm\.test\/a:1 \(sha256:[0-9a-f]{64}\)\.\.\.done\n$/);
     const oci = ctr(imagesFile, ['images', 'import', '-'], imageArchiveBytes({ name: 'k3s-vm.test/b:2', format: 'oci' }));
-    expect(oci.status).toBe(0);
-    expect(ctr(imagesFile, ['images', 'ls', '-q']).stdout.toString()).toBe('k3s-vm.test/a:1\nk3s-vm.test/b:2\n');
-    const records = JSON.parse(readFileSync(imagesFile, 'utf8')).images;
-    expect(records.map((r: { name: string }) => r.name)).toEqual(['k3s-vm.test/a:1', 'k3s-vm.test/b:2']);
+    expect(oci.stderr.toString()).toBe('');
+    const hub = ctr(imagesFile, ['images', 'import', '-'], imageArchiveBytes({ name: 'busybox:stable' }));
+    expect(hub.stdout.toString()).toMatch(/^unpacking docker\.io\/library\/busybox:stable /);
+    expect(ctr(imagesFile, ['images', 'ls', '-q']).stdout.toString()).toBe(
+      'k3s-vm.test/a:1\nk3s-vm.test/b:2\ndocker.io/library/busybox:stable\n',
+    );
+    const lines = readFileSync(imagesFile, 'utf8').trim().split('\n');
+    expect(lines[0]).toMatch(/^k3s-vm\.test\/a:1 sha256:[0-9a-f]{64} \d+$/);
+    // The size is the uncompressed archive's.
+    expect(Number(lines[0]!.split(' ')[2])).toBeGreaterThan(300_000);
+  });
+
+  it('a second import of the same name replaces its line', () => {
+    const imagesFile = join(work, 'ctr-3', 'images.txt');
+    ctr(imagesFile, ['images', 'import', '-'], imageArchiveBytes({ name: 'k3s-vm.test/a:1' }));
+    ctr(imagesFile, ['images', 'import', '-'], imageArchiveBytes({ name: 'k3s-vm.test/a:1', files: { 'other.txt': 'changed' } }));
+    expect(ctr(imagesFile, ['images', 'ls', '-q']).stdout.toString()).toBe('k3s-vm.test/a:1\n');
   });
 
   it('fails on what is not an image archive, and records nothing', () => {
-    const imagesFile = join(work, 'ctr-2', 'images.json');
+    const imagesFile = join(work, 'ctr-2', 'images.txt');
     const result = ctr(imagesFile, ['images', 'import', '-'], Buffer.from('nope'.repeat(200)));
     expect(result.status).toBe(1);
-    expect(result.stderr.toString()).toMatch(/^ctr: unrecognized image format/);
+    expect(result.stderr.toString()).toMatch(/^ctr: unrecognized image format: no manifest\.json or index\.json/);
     expect(ctr(imagesFile, ['images', 'ls', '-q']).stdout.toString()).toBe('');
   });
 });
