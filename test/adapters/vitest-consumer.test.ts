@@ -8,9 +8,13 @@ import { isRunning } from '../../src/state/process.js';
 import { consumerEnv, consumerVitestProject as project, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
 import { interruptDuringTests } from '../helpers/interrupt.js';
 import { readQemuPid, useStateDirs } from '../helpers/state-dirs.js';
+import { repoRoot } from '../helpers/test-guest.js';
 
 const dirs = useStateDirs();
 beforeAll(() => linkPackage(project));
+
+/** The README's example suites, which one consumer run includes (vitest.examples.config.ts). */
+const examples = readdirSync(join(repoRoot, 'examples')).filter((name) => name.endsWith('.test.ts'));
 
 function readdirOrEmpty(path: string): string[] {
   return existsSync(path) ? readdirSync(path) : [];
@@ -26,8 +30,12 @@ describe('a Vitest project with globalSetup: k3s-vm/vitest', () => {
     ]);
     expect(a.exitCode, a.all).toBe(0);
     expect(b.exitCode, b.all).toBe(0);
-    expect(a.all).toMatch(/Tests\s+10 passed \(10\)/);
+    // Every test passed, none skipped: the consumer's own three, plus every example in A.
     expect(b.all).toMatch(/Tests\s+3 passed \(3\)/);
+    const [, passed, total] = /Tests\s+(\d+) passed \((\d+)\)/.exec(a.all) ?? [];
+    expect(passed).toBe(total);
+    expect(Number(passed)).toBeGreaterThanOrEqual(3 + examples.length);
+    for (const example of examples) expect(a.all).toContain(`examples/${example}`);
     const boots = [a.all, b.all].filter((out) => /booting consumer/.test(out)).length;
     expect(boots).toBe(1);
     expect(qemuProcessesUsing(dir)).toEqual([]);

@@ -56,7 +56,9 @@ export function testGuestOptions(label: string, extra: Partial<StartOptions> = {
     memoryMiB: 1024,
     diskSizeMiB: 2048,
     accel: 'tcg',
-    timeoutSeconds: 240,
+    // Well inside the test timeout (180 s), so a guest that never gets ready fails with the
+    // readiness error and the serial log rather than a bare test timeout.
+    timeoutSeconds: 120,
     env: testGuestEnv(),
     ...extra,
   };
