@@ -8,6 +8,7 @@ import { inspectImageArchive, type ImageArchive } from '../guest/image-archive.j
 import { guestImageMarkerDir, guestMarkers, importImageArchive, listGuestImages, writeMarkerCommand } from '../guest/images.js';
 import { loadKubeConfig } from '../guest/kubeconfig.js';
 import { applyManifestFile, expandManifestPaths, guestManifestMarkerDir, readManifestFile, type ManifestFile } from '../guest/manifests.js';
+import { shellQuote } from '../guest/shell.js';
 import { GuestSsh, type GuestShell } from '../guest/ssh.js';
 import { silentLogger, type Logger } from '../log.js';
 import { files } from '../state/files.js';
@@ -64,6 +65,24 @@ interface WorkloadTarget {
   readonly config: ResolvedConfig;
   /** Deadline for CRDs and rollouts, from now. */
   readonly waitMs: number;
+}
+
+/**
+ * Shell commands joined with && into command lines of at most maxBytes each: an SSH server
+ * limits the length of a command (dropbear: 9000 bytes).
+ */
+export function commandBatches(commands: readonly string[], maxBytes = 6000): string[] {
+  const batches: string[] = [];
+  let current = '';
+  for (const command of commands) {
+    if (current && current.length + 4 + command.length > maxBytes) {
+      batches.push(current);
+      current = '';
+    }
+    current = current ? `${current} && ${command}` : command;
+  }
+  if (current) batches.push(current);
+  return batches;
 }
 
 export function formatBytes(bytes: number): string {
@@ -153,13 +172,16 @@ async function loadWorkloadInto(
   // Markers of the files applied, written together (one round trip) at the end, also after a failure.
   const markers: string[] = [];
   const writeMarkers = async () => {
-    if (!shell || markers.length === 0) return;
+    if (!shell) return;
     // Never in the way of the error that ended the loop: a missing marker only means applying again.
-    const written = await shell
-      .exec(markers.join(' && '), { signal: options.signal })
-      .catch((error: unknown) => ({ exitCode: -1, stderr: (error as Error).message }));
-    if (written.exitCode !== 0)
-      logger.warn(`could not record which manifests were applied (${written.stderr.trim()}); they will be applied again next time`);
+    for (const batch of commandBatches(markers)) {
+      const written = await shell
+        .exec(batch, { signal: options.signal })
+        .catch((error: unknown) => ({ exitCode: -1, stderr: (error as Error).message }));
+      if (written.exitCode !== 0) {
+        logger.warn(`could not record which manifests were applied (${written.stderr.trim()}); they will be applied again next time`);
+      }
+    }
   };
   try {
     for (const file of manifests) {
@@ -188,8 +210,8 @@ async function loadWorkloadInto(
       markers.push(
         writeMarkerCommand(guestManifestMarkerDir, file.digest, {
           digest: file.digest,
-          file: file.path,
-          objects: result.objects,
+          file: file.path.slice(-512),
+          objects: result.objects.length,
           appliedAt: new Date().toISOString(),
         }),
       );
@@ -254,7 +276,7 @@ function clusterShell(vm: StartedCluster): GuestShell & { close(): void } {
       return (await own).exec(command, options);
     },
     async readFile(path) {
-      const result = await vm.exec(`cat '${path.replace(/'/g, `'\\''`)}'`);
+      const result = await vm.exec(`cat ${shellQuote(path)}`);
       return result.exitCode === 0 ? result.stdout : undefined;
     },
     close() {

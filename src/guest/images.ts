@@ -93,11 +93,12 @@ export async function importImageArchive(shell: GuestShell, archive: ImageArchiv
       hint: 'import it again once it is written completely',
     });
   }
+  // Short: the marker is written by a command line, whose length the SSH server limits.
   const marker: ImageMarker = {
     digest: archive.digest,
-    file: archive.path,
+    file: archive.path.slice(-512),
     bytes: archive.bytes,
-    names: archive.names,
+    names: archive.names.slice(0, 16),
     importedAt: new Date().toISOString(),
   };
   const written = await shell.exec(writeMarkerCommand(guestImageMarkerDir, archive.digest, marker), { signal });

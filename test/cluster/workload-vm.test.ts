@@ -172,6 +172,19 @@ describe('images and manifests at start (test guest)', () => {
     expect(gadget.spec).toEqual({ colour: 'green' });
   });
 
+  it('records every file of a large batch, so that none is applied twice', async () => {
+    const many = join(work, 'many');
+    for (let i = 0; i < 30; i++)
+      write(
+        `many/cm-${String(i).padStart(2, '0')}.yaml`,
+        `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: many-${i}, namespace: default}\ndata: {i: "${i}"}\n`,
+      );
+    const first = await loadWorkload(cluster, { manifests: [many] });
+    expect(first.manifests.filter((m) => m.applied)).toHaveLength(30);
+    const second = await loadWorkload(cluster, { manifests: [many] });
+    expect(second.manifests.filter((m) => m.applied)).toHaveLength(0);
+  });
+
   it('k3s-vm images import streams a new archive into the running VM, and images ls lists it', async () => {
     const extra = writeImageArchive(join(work, 'extra.tar'), { name: 'k3s-vm.test/extra:3' });
     const out: string[] = [];

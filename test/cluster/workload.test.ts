@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeK3sApi, type FakeK3sApi } from '../../fixtures/test-guest/fake-k3s-api/server.mjs';
 import { run } from '../../src/adapters/cli/run.js';
 import { applyManifests } from '../../src/cluster/index.js';
+import { commandBatches } from '../../src/cluster/workload.js';
 import { K3sVmError } from '../../src/errors.js';
 import { applyManifestFile, expandManifestPaths, readManifestFile } from '../../src/guest/manifests.js';
 import { recordingLogger } from '../helpers/test-guest.js';
@@ -221,5 +222,16 @@ describe('applying to an existing cluster (K3S_VM_KUBECONFIG)', () => {
     expect(await run(['apply', broken], io as never)).toBe(1);
     expect(err.join('')).toContain(`error: manifest ${broken}, document 1 (line 2): not valid YAML`);
     expect(err.join('')).toContain('hint: fix the manifest; nothing from it was applied');
+  });
+});
+
+describe('marker commands', () => {
+  it('are joined into command lines short enough for the SSH server', () => {
+    const commands = Array.from({ length: 40 }, (_, i) => `echo ${String(i).padStart(300, '0')}`);
+    const batches = commandBatches(commands, 6000);
+    expect(batches.length).toBe(3);
+    expect(batches.every((batch) => batch.length <= 6000)).toBe(true);
+    expect(batches.join(' && ')).toBe(commands.join(' && '));
+    expect(commandBatches([])).toEqual([]);
   });
 });
