@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import { buildVm } from '../nix/build-vm.js';
 import { chooseAccel, refuseKnownDeadKvm } from '../qemu/accel.js';
 import { launchVm } from '../qemu/launch.js';
+import { restoreOptions } from '../qemu/snapshot.js';
 import { choosePorts } from '../qemu/ports.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
@@ -18,6 +19,7 @@ import { logTailBlock, tailFile } from '../state/serial-log.js';
 import { qmpSocketPath, type RuntimeRecord } from '../state/status.js';
 import type { StartTimings } from './options.js';
 import { checkDisk } from './disk.js';
+import { correctGuestClock, planRestore, removeSnapshot, saveSnapshot, type SnapshotContext } from './snapshot.js';
 import { stopInstance } from './stop.js';
 
 /** A VM this process now holds a lease on, booted or attached. */
@@ -59,10 +61,46 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
   const timeoutMs = timeoutMsFor(config.timeoutSeconds, accel);
   throwIfAborted(signal);
 
+  const snapshot: SnapshotContext | undefined = config.snapshot
+    ? { dir, config, runScript: build.runScript, storePath: build.storePath, accel, env: plan.env, logger }
+    : undefined;
+  const launch = { plan, ports, build, accel, timeoutMs, snapshot };
+  if (snapshot && (await planRestore(snapshot)).restore) {
+    try {
+      return await launchAndWait({ ...launch, restore: true });
+    } catch (error) {
+      // Ctrl-C ends the start; the snapshot was only read, so it stays for the next one.
+      if (signal?.aborted) throw error;
+      logger.progress(`cold boot: restoring the snapshot failed (${(error as Error).message.split('\n')[0]}); it is deleted and a new one saved once ready`);
+      await removeSnapshot(snapshot).catch((removeError: unknown) => logger.warn(`could not delete the snapshot: ${(removeError as Error).message}`));
+    }
+  }
+  return launchAndWait({ ...launch, restore: false });
+}
+
+/** How long a restore may take to be ready before it counts as failed and the VM boots instead. */
+const restoreTimeoutMs = 60_000;
+
+interface LaunchPlanOfBoot {
+  readonly plan: BootPlan;
+  readonly ports: { readonly apiPort: number; readonly sshPort: number };
+  readonly build: { readonly runScript: string; readonly storePath: string; readonly durationMs: number };
+  readonly accel: 'kvm' | 'tcg';
+  readonly timeoutMs: number;
+  readonly snapshot: SnapshotContext | undefined;
+  /** Restore the snapshot (-loadvm) instead of booting; otherwise boot and, with snapshots on, save once ready. */
+  readonly restore: boolean;
+}
+
+/** Launches QEMU (booting, or restoring the snapshot) and waits for readiness. On any failure the VM is stopped and the original error rethrown. */
+async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
+  const { plan, ports, build, accel, snapshot, restore } = launch;
+  const { config, dir, logger, signal } = plan;
+  const timeoutMs = restore ? Math.min(launch.timeoutMs, restoreTimeoutMs) : launch.timeoutMs;
   const launchStarted = Date.now();
   const qmpSocket = qmpSocketPath(dir);
   logger.progress(
-    `booting ${config.name} (${accel === 'kvm' ? 'KVM' : 'software emulation'}, ${config.cpus} CPUs, ${config.memoryMiB} MiB; ` +
+    `${restore ? 'restoring the saved' : 'booting'} ${config.name} (${accel === 'kvm' ? 'KVM' : 'software emulation'}, ${config.cpus} CPUs, ${config.memoryMiB} MiB; ` +
       `API on 127.0.0.1:${ports.apiPort}, SSH on 127.0.0.1:${ports.sshPort})`,
   );
   const vm = await launchVm(dir, {
@@ -74,6 +112,7 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
     sshPort: ports.sshPort,
     accel,
     kernelParams: config.kernelParams,
+    extraQemuOptions: restore ? restoreOptions() : [],
     env: plan.env,
   });
   const runtime: RuntimeRecord = {
@@ -104,6 +143,18 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
     await dir.writeAtomic(files.pid, `${vm.pid}\n`);
     await dir.writeJson(files.runtime, runtime);
     const launchMs = Date.now() - launchStarted;
+    const vmGone = () =>
+      exitCode !== undefined || !isRunning(vm.pid)
+        ? `QEMU (pid ${vm.pid}) exited${exitCode === undefined || exitCode === null ? '' : ` with code ${exitCode}`}`
+        : undefined;
+    let clockMs: number | undefined;
+    if (restore) {
+      // Before readiness: the guest wakes at the time of the save, and a Ready condition is
+      // only believed when reported after this launch (bootStartedAt below).
+      const clockStarted = Date.now();
+      await correctGuestClock({ port: ports.sshPort, privateKey: plan.keys.privateKey }, launchStarted + timeoutMs, { signal, logger, vmGone });
+      clockMs = Date.now() - clockStarted;
+    }
     const readyStarted = Date.now();
     const ready = await waitForReady({
       target: { port: ports.sshPort, privateKey: plan.keys.privateKey },
@@ -115,20 +166,21 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
       steps: plan.steps,
       logger,
       signal,
-      vmGone: () =>
-        exitCode !== undefined || !isRunning(vm.pid)
-          ? `QEMU (pid ${vm.pid}) exited${exitCode === undefined || exitCode === null ? '' : ` with code ${exitCode}`}`
-          : undefined,
+      vmGone,
       serialTail: async () => logTailBlock(`last lines of the serial console (${dir.file(files.serialLog)})`, await tailFile(dir.file(files.serialLog), 30)),
     });
+    const readyMs = Date.now() - readyStarted;
     await dir.writeAtomic(files.kubeconfig, ready.kubeconfig, 0o600);
+    if (snapshot && !restore) await saveSnapshot({ ...snapshot, qmpSocket });
     const lease = await takeLease(dir);
-    logger.progress(`cluster ready in ${((Date.now() - launchStarted) / 1000).toFixed(1)} s; kubeconfig: ${dir.file(files.kubeconfig)}`);
+    logger.progress(
+      `cluster ready in ${((launchMs + (clockMs ?? 0) + readyMs) / 1000).toFixed(1)} s${restore ? ' (restored from the snapshot)' : ''}; kubeconfig: ${dir.file(files.kubeconfig)}`,
+    );
     return {
       runtime,
       lease,
       booted: true,
-      timings: { buildMs: build.durationMs, launchMs, readyMs: Date.now() - readyStarted, steps: ready.stepDurationsMs },
+      timings: { buildMs: build.durationMs, launchMs, readyMs, steps: ready.stepDurationsMs, restored: restore, ...(clockMs === undefined ? {} : { clockMs }) },
       kubeconfig: ready.kubeconfig,
     };
   } catch (error) {

@@ -5,6 +5,7 @@ export { managedByLabel, runIdLabel, createdLabel, heartbeatAnnotation, newRunId
 export { stopCluster, type StopClusterResult } from './stop.js';
 export { clusterStatus, kubectlTarget, runningCluster, type ClusterStatus } from './status.js';
 export { resetCluster } from './reset.js';
+export { deleteClusterSnapshot } from './snapshot.js';
 export { buildCluster, type BuildResult } from './build.js';
 export { diagnose, type Check } from './doctor.js';
 export { execInCluster, sshClientArgs } from './connect.js';

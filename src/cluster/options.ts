@@ -38,6 +38,10 @@ export interface StartTimings {
   readonly buildMs?: number;
   readonly launchMs?: number;
   readonly readyMs?: number;
+  /** True when this start restored the saved snapshot instead of booting (`booted` is true too). */
+  readonly restored?: boolean;
+  /** After a restore: how long setting the guest's clock took (before the readiness steps). */
+  readonly clockMs?: number;
   /** Each readiness step in order ("SSH answers" first), or the health check of an attach. */
   readonly steps: ReadonlyArray<{ name: string; ms: number }>;
 }

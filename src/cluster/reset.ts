@@ -25,6 +25,8 @@ export async function resetCluster(options: ClusterOptions & { force?: boolean }
     const deletedDisk = dir.exists(files.disk);
     await dir.remove(files.disk);
     await dir.remove(files.diskRecord);
+    // The snapshot lives inside the disk: its record goes with it.
+    await dir.remove(files.snapshotRecord);
     await dir.remove(files.tmpDir);
     logger.progress(deletedDisk ? `deleted the VM's disk ${dir.file(files.disk)}; the next start begins with a fresh cluster` : 'there was no disk to delete');
     return { stoppedVm, deletedDisk };

@@ -11,6 +11,7 @@ import { deriveStatus, type InstanceStatus, type RuntimeRecord } from '../state/
 import type { ClusterOptions } from './options.js';
 import { selectContext } from './existing.js';
 import { configOf } from './prepare.js';
+import { snapshotStatus } from './snapshot.js';
 
 /** How long status waits for /readyz. */
 const statusProbeTimeoutMs = 3000;
@@ -29,6 +30,8 @@ export interface ClusterStatus {
   readonly serialLogPath: string;
   readonly buildPath: string | undefined;
   readonly diskBytes: number | undefined;
+  /** The saved ready-state snapshot (inside the disk), if there is one. */
+  readonly snapshot: { readonly savedAt: string; readonly vmStateBytes: number; readonly storePath: string } | undefined;
   readonly users: number;
   /** Whether /readyz answers through the forwarded port (only asked with probeApi). */
   readonly apiReady: boolean | undefined;
@@ -57,6 +60,7 @@ export async function clusterStatus(options: ClusterOptions & { probeApi?: boole
     serialLogPath: dir.file(files.serialLog),
     buildPath: buildPathOf(dir),
     diskBytes: disk ? disk.blocks * 512 : undefined,
+    snapshot: await snapshotStatus(dir).then((found) => found && { savedAt: found.record.savedAt, vmStateBytes: found.vmStateBytes, storePath: found.record.key.storePath }),
     users: running ? (await liveLeases(dir)).length : 0,
     apiReady: ready,
   };
@@ -93,6 +97,7 @@ async function existingClusterStatus(config: ResolvedConfig): Promise<ClusterSta
     serialLogPath: '',
     buildPath: undefined,
     diskBytes: undefined,
+    snapshot: undefined,
     users: 0,
     apiReady: ready,
   };

@@ -279,6 +279,14 @@ export const optionTable: OptionTable = {
     help: 'image archives built into the VM with Nix (`services.k3s.images`), comma-separated: `.tar`, `.tar.gz`, `.tgz`, `.tar.zst`',
     parse: commaList(preloadImagePattern, 'image archive paths ending in .tar, .tar.gz, .tgz, .tar.zst, .tzst, .tar.bz2, .tbz or .tar.lz4'),
   },
+  snapshot: {
+    variable: 'K3S_VM_SNAPSHOT',
+    defaultText: 'off',
+    // Off by default: a restore returns the disk to the saved ready state (what earlier runs
+    // wrote is gone), and the snapshot costs disk space the size of the guest's used memory.
+    help: 'save the VM once ready and restore that instead of booting (a restore starts from the saved cluster; see Snapshots)',
+    parse: boolean,
+  },
   extraK3sFlags: {
     defaultText: '`[]`',
     help: "extra `k3s server` flags, such as `['--kubelet-arg=max-pods=200']`",

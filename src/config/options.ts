@@ -90,6 +90,12 @@ export interface K3sVmOptions {
    * at every start (`K3S_VM_PRELOAD_IMAGES`, comma-separated). A change means a new build. @default []
    */
   readonly preloadImages?: readonly string[];
+  /**
+   * Save the VM once the cluster is ready and, at later starts of the unchanged VM, restore
+   * that instead of booting (`K3S_VM_SNAPSHOT`). A restore returns the disk to the saved
+   * state: what earlier runs wrote to the cluster is gone. @default false
+   */
+  readonly snapshot?: boolean;
   /** The nix-build program. @default 'nix-build' from PATH */
   readonly nixBuild?: string;
 }
@@ -116,6 +122,7 @@ export interface ResolvedConfig {
   /** Normalised as 'MAJOR_MINOR' (like nixpkgs' k3s_1_31), or '' for the default. */
   readonly k3sVersion: string;
   readonly offline: boolean;
+  readonly snapshot: boolean;
   readonly extraK3sFlags: readonly string[];
   readonly disable: readonly string[];
   readonly airgapImages: boolean;

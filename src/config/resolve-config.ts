@@ -48,7 +48,7 @@ function invalid(layer: Layer, accepted: string): K3sVmError {
 /** Options that only a VM has: refused together with an existing cluster's kubeconfig. */
 const vmOnlyOptions: readonly OptionKey[] = [
   'name', 'cpus', 'memoryMiB', 'diskSizeMiB', 'accel', 'apiPort', 'sshPort', 'nix', 'nixpkgs', 'k3sVersion', 'offline',
-  'extraK3sFlags', 'disable', 'airgapImages', 'extraModules', 'kernelParams', 'images', 'preloadImages',
+  'extraK3sFlags', 'disable', 'airgapImages', 'extraModules', 'kernelParams', 'images', 'preloadImages', 'snapshot',
 ];
 
 /** The folder npm would call the project root: the nearest one upwards that has a package.json. */
@@ -186,6 +186,7 @@ export function resolveConfig(options: K3sVmOptions = {}, env: Env = environment
     nixpkgs,
     k3sVersion: value('k3sVersion') ?? '',
     offline: value('offline') ?? defaults.offline,
+    snapshot: value('snapshot') ?? false,
     extraK3sFlags: value('extraK3sFlags') ?? [],
     disable: value('disable') ?? defaults.disable,
     airgapImages: value('airgapImages') ?? defaults.airgapImages,

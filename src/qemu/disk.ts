@@ -29,7 +29,7 @@ function damaged(path: string, problem: string, details?: string): K3sVmError {
 }
 
 /** qemu-img beside the run script's QEMU (the Nix store's), else the one on PATH, else none. */
-async function findQemuImg(runScript: string, pathVariable: string | undefined): Promise<string | undefined> {
+export async function findQemuImg(runScript: string, pathVariable: string | undefined): Promise<string | undefined> {
   const qemu = await qemuOfRunScript(runScript);
   if (qemu.startsWith('/')) {
     const beside = join(dirname(qemu), 'qemu-img');

@@ -17,6 +17,8 @@ export interface LaunchPlan {
   readonly sshPort: number;
   readonly accel: 'kvm' | 'tcg';
   readonly kernelParams: readonly string[];
+  /** More QEMU options (no spaces inside one), such as the snapshot restore's `-loadvm TAG`. @default [] */
+  readonly extraQemuOptions?: readonly string[] | undefined;
   /** The environment the run script starts from (the contract's variables are added to it). */
   readonly env: Readonly<Record<string, string | undefined>>;
 }
@@ -41,6 +43,7 @@ export function runScriptEnv(plan: Omit<LaunchPlan, 'env'>): Record<string, stri
       '-machine', `accel=${plan.accel}`,
       '-qmp', qmpArgument(plan.qmpSocket),
       '-no-reboot',
+      ...(plan.extraQemuOptions ?? []),
     ].join(' '),
     QEMU_KERNEL_PARAMS: plan.kernelParams.join(' '),
   };

@@ -13,6 +13,11 @@ export const files = {
   disk: 'disk.qcow2',
   /** What the disk was made for (node name, K3s version, size): a later boot that cannot use it is refused. */
   diskRecord: 'disk.json',
+  /**
+   * What the ready-state snapshot inside the disk (QEMU internal snapshot "k3s-vm-ready") was
+   * saved from. Written only after a save completes: a snapshot without it is not trusted.
+   */
+  snapshotRecord: 'snapshot.json',
   /** The QEMU process id, written atomically once QEMU is spawned. */
   pid: 'qemu.pid',
   /** QMP control socket (under the temporary directory instead when this path is too long for a socket). */

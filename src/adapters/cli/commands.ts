@@ -5,6 +5,7 @@ import {
   applyManifests,
   buildCluster,
   clusterStatus,
+  deleteClusterSnapshot,
   execInCluster,
   importImages,
   listImages,
@@ -116,6 +117,7 @@ export const commands: Record<string, Command> = {
         k3sReady: ready,
         kubeconfigPath: status.kubeconfigPath ?? null,
         diskBytes: status.diskBytes ?? null,
+        snapshot: status.snapshot ?? null,
         buildPath: status.buildPath ?? null,
         dir: status.config.dir,
       };
@@ -143,6 +145,7 @@ export const commands: Record<string, Command> = {
           if (report.kubeconfigPath) lines.push(`  kubeconfig: ${report.kubeconfigPath}`);
         }
         lines.push(`  disk:       ${report.diskBytes === null ? 'none yet' : formatBytes(report.diskBytes)}`);
+        if (status.snapshot) lines.push(`  snapshot:   ${formatBytes(status.snapshot.vmStateBytes)} of VM state in the disk, saved ${status.snapshot.savedAt}`);
         lines.push(`  build:      ${report.buildPath ?? 'not built yet (k3s-vm setup)'}`);
         lines.push(`  state dir:  ${report.dir}`);
         io.stdout.write(`${lines.join('\n')}\n`);
@@ -156,6 +159,26 @@ export const commands: Record<string, Command> = {
     options: { force: { type: 'boolean' } },
     async run({ values, options }) {
       await resetCluster({ ...options, force: Boolean(values['force']) });
+      return exitCodes.ok;
+    },
+  },
+  snapshot: {
+    summary: 'the saved ready-state snapshot: show it (ls), or delete it (rm)',
+    usage: 'snapshot [ls|rm]',
+    positionals: true,
+    async run({ io, positionals, options }) {
+      const action = positionals[0] ?? 'ls';
+      if (action === 'rm') {
+        await deleteClusterSnapshot(options);
+        return exitCodes.ok;
+      }
+      if (action !== 'ls') throw new UsageError(`snapshot takes ls or rm, not ${action}`);
+      const status = await clusterStatus(options);
+      io.stdout.write(
+        status.snapshot
+          ? `${status.snapshot.savedAt}  ${formatBytes(status.snapshot.vmStateBytes)}  ${status.snapshot.storePath}\n`
+          : `no snapshot${status.config.snapshot ? '' : ' (K3S_VM_SNAPSHOT is off)'}\n`,
+      );
       return exitCodes.ok;
     },
   },

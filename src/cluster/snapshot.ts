@@ -1,0 +1,208 @@
+// The ready-state snapshot of an instance: whether to restore it, saving it once ready, the clock after a restore, status and removal.
+import { stat } from 'node:fs/promises';
+import type { ResolvedConfig } from '../config/options.js';
+import { K3sVmError, throwIfAborted } from '../errors.js';
+import { GuestSsh, type SshTarget } from '../guest/ssh.js';
+import type { Logger } from '../log.js';
+import {
+  deleteInternalSnapshot,
+  listInternalSnapshots,
+  qemuVersionOf,
+  saveInternalSnapshot,
+  snapshotTag,
+  whyNotRestorable,
+  type SnapshotKey,
+  type SnapshotRecord,
+} from '../qemu/snapshot.js';
+import { currentBuild } from '../nix/build-vm.js';
+import { files } from '../state/files.js';
+import type { InstanceDir } from '../state/instance-dir.js';
+import { withLock } from '../state/lock.js';
+import { deriveStatus } from '../state/status.js';
+import type { ClusterOptions } from './options.js';
+import { prepare, stopLockTimeoutMs } from './prepare.js';
+
+export interface SnapshotContext {
+  readonly dir: InstanceDir;
+  readonly config: ResolvedConfig;
+  readonly runScript: string;
+  readonly storePath: string;
+  readonly accel: 'kvm' | 'tcg';
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly logger: Logger;
+}
+
+/** What the snapshot must have been saved from to be restored now. */
+export async function wantedSnapshotKey(context: SnapshotContext): Promise<SnapshotKey> {
+  const { config } = context;
+  return {
+    storePath: context.storePath,
+    qemuVersion: await qemuVersionOf(context.runScript, context.env['PATH']),
+    memoryMiB: config.memoryMiB,
+    cpus: config.cpus,
+    accel: context.accel,
+    kernelParams: config.kernelParams.join(' '),
+  };
+}
+
+async function readRecord(dir: InstanceDir): Promise<SnapshotRecord | undefined | 'damaged'> {
+  try {
+    return await dir.readJson<SnapshotRecord>(files.snapshotRecord);
+  } catch {
+    return 'damaged';
+  }
+}
+
+/**
+ * Whether this start restores the snapshot. Any doubt means a cold boot, with the reason as a
+ * progress line, never a failed run; a snapshot that cannot be restored is deleted (the boot
+ * then saves a new one), so the directory never holds a stale one.
+ */
+export async function planRestore(context: SnapshotContext): Promise<{ restore: true; record: SnapshotRecord } | { restore: false }> {
+  const { dir, logger } = context;
+  if (!dir.exists(files.disk)) {
+    await dir.remove(files.snapshotRecord);
+    return { restore: false };
+  }
+  let reason: string | undefined;
+  let record: SnapshotRecord | undefined;
+  try {
+    const read = await readRecord(dir);
+    const inDisk = await listInternalSnapshots(dir.file(files.disk), context.runScript, context.env['PATH']);
+    if (read === 'damaged') reason = `${dir.file(files.snapshotRecord)} is damaged (not JSON)`;
+    else {
+      record = read;
+      reason = whyNotRestorable(record, await wantedSnapshotKey(context), inDisk);
+    }
+    if (reason === undefined && record) return { restore: true, record };
+    if (reason !== 'there is no snapshot yet') logger.progress(`cold boot: the snapshot is not restored because ${reason}`);
+    if (inDisk.some((entry) => entry.name === snapshotTag) || dir.exists(files.snapshotRecord)) await removeSnapshot(context);
+  } catch (error) {
+    logger.progress(`cold boot: the snapshot could not be checked (${(error as Error).message})`);
+    await removeSnapshot(context).catch(() => undefined);
+  }
+  return { restore: false };
+}
+
+/** Deletes the snapshot from the disk (no QEMU may have it open) and its record. */
+export async function removeSnapshot(context: Pick<SnapshotContext, 'dir' | 'runScript' | 'env'>): Promise<boolean> {
+  const { dir } = context;
+  let removed = dir.exists(files.snapshotRecord);
+  if (dir.exists(files.disk)) {
+    const inDisk = await listInternalSnapshots(dir.file(files.disk), context.runScript, context.env['PATH']);
+    if (inDisk.some((entry) => entry.name === snapshotTag)) {
+      await deleteInternalSnapshot(dir.file(files.disk), context.runScript, context.env['PATH']);
+      removed = true;
+    }
+  }
+  await dir.remove(files.snapshotRecord);
+  return removed;
+}
+
+/**
+ * Saves the ready VM into its disk and records what it was saved from. A failed save is a
+ * warning: the run goes on with the VM it has. The record is written last, so a save cut
+ * short leaves a snapshot without a record, which the next start deletes.
+ */
+export async function saveSnapshot(context: SnapshotContext & { readonly qmpSocket: string }): Promise<SnapshotRecord | undefined> {
+  const { dir, logger } = context;
+  const started = Date.now();
+  try {
+    await dir.remove(files.snapshotRecord);
+    const key = await wantedSnapshotKey(context);
+    const { machine } = await saveInternalSnapshot(context.qmpSocket);
+    const saveMs = Date.now() - started;
+    const inDisk = await listInternalSnapshots(dir.file(files.disk), context.runScript, context.env['PATH']);
+    const disk = inDisk.find((entry) => entry.name === snapshotTag);
+    if (!disk) throw new Error(`QEMU reported no error, but the disk holds no snapshot ${snapshotTag}`);
+    const record: SnapshotRecord = { tag: snapshotTag, key, machine, disk, savedAt: new Date(started).toISOString(), saveMs };
+    await dir.writeJson(files.snapshotRecord, record);
+    logger.progress(`saved the ready VM (${formatMiB(disk.vmStateBytes)} of VM state, in ${(saveMs / 1000).toFixed(1)} s); later starts restore it`);
+    return record;
+  } catch (error) {
+    logger.warn(`could not save a snapshot of the ready VM: ${(error as Error).message}; the next start boots again`);
+    return undefined;
+  }
+}
+
+/**
+ * Sets the guest's clock to the host's right after a restore: the guest wakes at the time of
+ * the save, and K3s's heartbeats, leases and certificate checks read the wall clock. Over SSH
+ * with `date -s @SECONDS` (busybox and coreutils both take it); retried until the guest's SSH
+ * server answers, which after a restore is at once.
+ */
+export async function correctGuestClock(
+  target: SshTarget,
+  deadline: number,
+  options: { readonly signal: AbortSignal | undefined; readonly logger: Logger; readonly vmGone: () => string | undefined },
+): Promise<void> {
+  const { signal, logger } = options;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    throwIfAborted(signal);
+    const gone = options.vmGone();
+    if (gone) throw new Error(`${gone} before the guest's clock could be set`);
+    let ssh: GuestSsh | undefined;
+    try {
+      ssh = await GuestSsh.connect(target, Math.max(1, Math.min(5000, deadline - Date.now())), signal);
+      // The host's time is read as late as possible: the command runs right after.
+      const seconds = (Date.now() / 1000).toFixed(3);
+      const result = await ssh.exec(`date -u -s @${seconds.split('.')[0]} >/dev/null && date -u +%s`, { signal });
+      if (result.exitCode !== 0) throw new Error(`date -s failed: ${result.stderr.trim() || result.stdout.trim()}`);
+      const guestSeconds = Number(result.stdout.trim());
+      logger.debug(`guest clock set to the host's (guest now ${guestSeconds}, host ${Math.floor(Date.now() / 1000)})`);
+      return;
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      lastError = error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    } finally {
+      ssh?.close();
+    }
+  }
+  throw new Error(`could not set the guest's clock after the restore: ${(lastError as Error | undefined)?.message ?? 'deadline passed'}`, { cause: lastError });
+}
+
+/** What `status` shows about the snapshot. */
+export interface SnapshotStatus {
+  readonly record: SnapshotRecord;
+  /** The VM state's size inside the disk image. */
+  readonly vmStateBytes: number;
+  readonly diskPath: string;
+}
+
+/** The recorded snapshot, read without touching QEMU or the disk (status must be quick). */
+export async function snapshotStatus(dir: InstanceDir): Promise<SnapshotStatus | undefined> {
+  const record = await readRecord(dir);
+  if (!record || record === 'damaged' || !record.disk) return undefined;
+  const exists = await stat(dir.file(files.disk)).then(
+    () => true,
+    () => false,
+  );
+  if (!exists) return undefined;
+  return { record, vmStateBytes: record.disk.vmStateBytes, diskPath: dir.file(files.disk) };
+}
+
+export function formatMiB(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(0)} MiB`;
+}
+
+/**
+ * `k3s-vm snapshot rm` and reset: deletes the instance's snapshot. Refused while the VM runs
+ * (QEMU holds the disk open; stop it first). Returns whether there was one.
+ */
+export async function deleteClusterSnapshot(options: ClusterOptions = {}): Promise<{ removed: boolean }> {
+  const { dir, logger, config } = await prepare(options);
+  return withLock(dir, { timeoutMs: stopLockTimeoutMs, signal: options.signal }, async () => {
+    const status = await deriveStatus(dir);
+    if (status.state === 'running') {
+      throw new K3sVmError('STILL_RUNNING', `the VM is running (pid ${status.pid}) and holds its disk, where the snapshot is`, {
+        hint: 'stop it first: k3s-vm stop',
+      });
+    }
+    const build = await currentBuild(dir);
+    const removed = await removeSnapshot({ dir, runScript: build?.runScript ?? '', env: options.env ?? process.env });
+    logger.progress(removed ? `deleted the snapshot of ${config.name}; the next start boots` : 'there was no snapshot to delete');
+    return { removed };
+  });
+}
