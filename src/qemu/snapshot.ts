@@ -93,7 +93,8 @@ export function whyNotRestorable(record: SnapshotRecord | undefined, wanted: Sna
   const same =
     found.id === record.disk.id && found.vmStateBytes === record.disk.vmStateBytes && found.dateSec === record.disk.dateSec && found.dateNsec === record.disk.dateNsec;
   if (!same) return 'the disk image holds another snapshot than the one recorded (the disk was replaced or the snapshot made again)';
-  if (found.vmStateBytes <= 0) return 'the snapshot in the disk holds no VM state';
+  // Whether the VM state itself loads only QEMU can tell: a state it refuses ends the restore,
+  // and the boot falls back to a cold one (src/cluster/boot.ts).
   return undefined;
 }
 
@@ -133,7 +134,7 @@ export async function listInternalSnapshots(disk: string, runScript: string, pat
 /** Deletes the snapshot from a disk no QEMU has open. */
 export async function deleteInternalSnapshot(disk: string, runScript: string, pathVariable: string | undefined): Promise<void> {
   const qemuImg = await qemuImgFor(runScript, pathVariable);
-  const result = await execa(qemuImg, ['snapshot', '-d', snapshotTag, '-f', 'qcow2', disk], { reject: false, env: { LC_ALL: 'C' } });
+  const result = await execa(qemuImg, ['snapshot', '-d', snapshotTag, disk], { reject: false, env: { LC_ALL: 'C' } });
   if (result.exitCode !== 0) throw new Error(`qemu-img snapshot -d ${snapshotTag} ${disk} failed: ${String(result.stderr ?? '').trim()}`);
 }
 
