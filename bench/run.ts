@@ -894,3 +894,9 @@ if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_WORKLOAD'] === '1'
   const { benchWorkload, workloadRows } = await import('./workload.js');
   process.stdout.write(`\n${table(['workload', 'measured', 'target'], workloadRows(await benchWorkload({ log: note })))}\n`);
 }
+
+// Snapshots (bench/snapshot.ts), on a test guest of its own: K3S_VM_BENCH_SNAPSHOT=1 npm run bench.
+if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_SNAPSHOT'] === '1' && !process.exitCode) {
+  const { benchSnapshot, snapshotRows } = await import('./snapshot.js');
+  process.stdout.write(`\n${table(['snapshot', 'measured', 'target'], snapshotRows(await benchSnapshot({ log: note })))}\n`);
+}
