@@ -112,6 +112,44 @@ let
     name = "${imageDir}/k3s-vm-${toString index}-${baseNameOf path}";
     value."L+".argument = "${preloadedImage path}";
   }) preloadImages;
+
+  # The Nix store image of the snapshot section below, built once per build (qemu-vm.nix's
+  # recipe, run by its run script at every start, moved into a derivation). Its closure is
+  # the system's plus the registration qemu-vm.nix passes on the kernel command line
+  # (regInfo: closureInfo of virtualisation.additionalPaths, the same derivation).
+  storeImage =
+    pkgs.runCommand "k3s-vm-nix-store-image"
+      {
+        nativeBuildInputs = [
+          pkgs.gnutar
+          pkgs.erofs-utils
+        ];
+      }
+      ''
+        mkdir -p $out
+        tar --create \
+          --absolute-names \
+          --verbatim-files-from \
+          --transform 'flags=rSh;s|/nix/store/||' \
+          --transform 'flags=rSh;s|~nix~case~hack~[[:digit:]]\+||g' \
+          --files-from ${
+            pkgs.closureInfo {
+              rootPaths = [
+                config.system.build.toplevel
+                (pkgs.closureInfo { rootPaths = config.virtualisation.additionalPaths; })
+              ];
+            }
+          }/store-paths \
+          | mkfs.erofs \
+            --quiet \
+            --force-uid=0 \
+            --force-gid=0 \
+            -L nix-store \
+            -U eb176051-bd15-49b7-9e6b-462e0b467019 \
+            -T 0 \
+            --tar=f \
+            $out/store.img
+      '';
 in
 {
   # system.build.vm (bin/run-<name>-vm) comes from this module, as in <nixpkgs/nixos>'s
@@ -139,8 +177,9 @@ in
     # none` makes "none" the default backend (the model-less form needs QEMU 8.2+; 9.0 is
     # required here to be safe).
     qemu.options = lib.optional (lib.versionAtLeast (lib.getVersion config.virtualisation.qemu.package) "9.0") "-audio none";
-    # The Nix store (K3s, its ~230 MiB air-gap image tarball, everything the guest runs)
-    # is read over 9p, whose packet size caps each read; qemu-vm.nix's default is 16384
+    # No 9p share is left (the store is a disk image, see "Snapshots" below); should a module
+    # add one, this applies. Over 9p the Nix store (K3s, its ~230 MiB air-gap image tarball)
+    # was read with a packet size that caps each read; qemu-vm.nix's default is 16384
     # ("Increasing this should increase performance significantly, at the cost of higher
     # RAM usage"). 512000 bytes is the Linux virtio 9p transport's limit (125 pages);
     # a kernel clamps anything larger to its limit.
@@ -189,6 +228,67 @@ in
     "fs.inotify.max_user_instances" = 524288;
     "fs.inotify.max_user_watches" = 524288;
   };
+
+  # --- Snapshots: nothing 9p, no writable drive without snapshot support ----------------
+  #
+  # k3s-vm saves the ready VM as a QEMU internal snapshot (savevm, restored with -loadvm;
+  # K3S_VM_SNAPSHOT). QEMU refuses to save while a 9p share is mounted ("Migration is disabled
+  # when VirtFS export path '...' is mounted in the guest using mount_tag '...'") and while a
+  # writable drive cannot hold a snapshot ("Device 'drive2' is writable but does not support
+  # snapshots"): both checked with QEMU 7.2. Read in nixpkgs'
+  # nixos/modules/virtualisation/qemu-vm.nix at 00008e8eb762c5def2670c20231de50db9bb75b3:
+  #  - virtualisation.sharedDirectories mounts three 9p shares: nix-store (the host's
+  #    /nix/store, while mountHostNixStore, whose default is !useNixStoreImage &&
+  #    !useBootLoader), xchg and shared (both $TMPDIR/xchg unless SHARED_DIR is set);
+  #  - useNixStoreImage = true replaces the store share with an erofs image, but that image
+  #    is made "just-in-time right before the VM is started" by the run script (tar of the
+  #    closure piped into mkfs.erofs, into $TMPDIR/store.img) at every start, a restore
+  #    included, and its drive is writable raw, which savevm refuses.
+  # So the store image is built here instead, once per build, with the same recipe (same
+  # label, UUID and flags, so the guest's fileSystems are the ones qemu-vm.nix would make),
+  # and attached read-only; QEMU leaves read-only drives out of snapshots. The shares go.
+  # Cost: at build time one more derivation, an uncompressed erofs image of the whole closure
+  # (K3s, its air-gap images, the system; roughly the closure's size in the store, written
+  # once per changed build), instead of nothing with 9p; at run time nothing, and reads from
+  # the store no longer go through 9p. Not measured here: no nixpkgs on the machines this is
+  # developed on (README "Snapshots" has the procedure).
+  virtualisation.mountHostNixStore = false;
+  virtualisation.useNixStoreImage = false;
+  virtualisation.writableStore = false;
+  # xchg and shared: the fixture never uses them (SSH is its way in).
+  virtualisation.sharedDirectories = lib.mkForce { };
+  virtualisation.fileSystems = {
+    "/nix/.ro-store" = {
+      device = "/dev/disk/by-label/nix-store";
+      fsType = "erofs";
+      neededForBoot = true;
+      options = [ "ro" ];
+    };
+    "/nix/store" = {
+      device = "/nix/.ro-store";
+      options = [ "bind" ];
+      neededForBoot = true;
+    };
+  };
+  # drive1 stays the root disk (src/qemu/disk.ts names its format by that id), as qemu-vm.nix
+  # defines it; drive2 is the store image, read-only.
+  virtualisation.qemu.drives = lib.mkForce [
+    {
+      name = "root";
+      file = ''"$NIX_DISK_IMAGE"'';
+      driveExtraOpts.cache = "writeback";
+      driveExtraOpts.werror = "report";
+      deviceExtraOpts.bootindex = "1";
+      deviceExtraOpts.serial = "root";
+    }
+    {
+      name = "nix-store";
+      file = "${storeImage}/store.img";
+      driveExtraOpts.format = "raw";
+      driveExtraOpts.readonly = "on";
+      deviceExtraOpts.bootindex = "2";
+    }
+  ];
 
   # --- Time ------------------------------------------------------------------------------
   #
