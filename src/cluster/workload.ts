@@ -5,7 +5,7 @@ import { existingClusterTimeoutSeconds, timeoutMsFor } from '../config/defaults.
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import { inspectImageArchive, type ImageArchive } from '../guest/image-archive.js';
-import { guestImageMarkerDir, guestMarkers, importImageArchive, listGuestImages, writeMarkerCommand } from '../guest/images.js';
+import { guestImageMarkerDir, guestMarkers, importImageArchive, listGuestImages, markerPrintf } from '../guest/images.js';
 import { loadKubeConfig } from '../guest/kubeconfig.js';
 import { applyManifestFile, expandManifestPaths, guestManifestMarkerDir, readManifestFile, type ManifestFile } from '../guest/manifests.js';
 import { shellQuote } from '../guest/shell.js';
@@ -68,20 +68,20 @@ interface WorkloadTarget {
 }
 
 /**
- * Shell commands joined with && into command lines of at most maxBytes each: an SSH server
- * limits the length of a command (dropbear: 9000 bytes).
+ * Shell commands joined with && into command lines of at most maxBytes each (each line begins
+ * with `first`, if given): an SSH server limits the length of a command (dropbear: 9000 bytes).
  */
-export function commandBatches(commands: readonly string[], maxBytes = 6000): string[] {
+export function commandBatches(commands: readonly string[], maxBytes = 6000, first?: string): string[] {
   const batches: string[] = [];
-  let current = '';
+  let current = first ?? '';
   for (const command of commands) {
-    if (current && current.length + 4 + command.length > maxBytes) {
+    if (current && current !== first && current.length + 4 + command.length > maxBytes) {
       batches.push(current);
-      current = '';
+      current = first ?? '';
     }
     current = current ? `${current} && ${command}` : command;
   }
-  if (current) batches.push(current);
+  if (current && current !== first) batches.push(current);
   return batches;
 }
 
@@ -174,7 +174,7 @@ async function loadWorkloadInto(
   const writeMarkers = async () => {
     if (!shell) return;
     // Never in the way of the error that ended the loop: a missing marker only means applying again.
-    for (const batch of commandBatches(markers)) {
+    for (const batch of commandBatches(markers, 6000, `mkdir -p ${shellQuote(guestManifestMarkerDir)}`)) {
       const written = await shell
         .exec(batch, { signal: options.signal })
         .catch((error: unknown) => ({ exitCode: -1, stderr: (error as Error).message }));
@@ -208,7 +208,7 @@ async function loadWorkloadInto(
         throw error;
       }
       markers.push(
-        writeMarkerCommand(guestManifestMarkerDir, file.digest, {
+        markerPrintf(guestManifestMarkerDir, file.digest, {
           digest: file.digest,
           file: file.path.slice(-512),
           objects: result.objects.length,

@@ -29,10 +29,17 @@ export async function guestMarkers(shell: GuestShell, folder: string, signal?: A
   return new Set(result.stdout.split('\n').filter((name) => /^[0-9a-f]{64}$/.test(name)));
 }
 
-/** The guest command that writes a marker atomically (temp + rename). */
+/**
+ * The guest command that writes one marker: the shell's own printf (no process started), the
+ * small content in one write. A marker cut short still says what it has to: the work is done.
+ */
+export function markerPrintf(folder: string, digest: string, content: unknown): string {
+  return `printf '%s\\n' ${shellQuote(JSON.stringify(content))} > ${shellQuote(`${folder}/${digest}`)}`;
+}
+
+/** The guest command that makes the marker folder and writes one marker. */
 export function writeMarkerCommand(folder: string, digest: string, content: unknown): string {
-  const target = `${folder}/${digest}`;
-  return `mkdir -p ${shellQuote(folder)} && printf '%s\\n' ${shellQuote(JSON.stringify(content))} > ${shellQuote(`${target}.tmp`)} && mv -f ${shellQuote(`${target}.tmp`)} ${shellQuote(target)}`;
+  return `mkdir -p ${shellQuote(folder)} && ${markerPrintf(folder, digest, content)}`;
 }
 
 /** The guest command that imports an archive read from standard input, gunzipping it first when it is compressed. */

@@ -233,5 +233,8 @@ describe('marker commands', () => {
     expect(batches.every((batch) => batch.length <= 6000)).toBe(true);
     expect(batches.join(' && ')).toBe(commands.join(' && '));
     expect(commandBatches([])).toEqual([]);
+    expect(commandBatches([], 6000, 'mkdir -p m')).toEqual([]);
+    const prefixed = commandBatches(commands, 6000, 'mkdir -p m');
+    expect(prefixed.every((batch) => batch.startsWith('mkdir -p m && echo ') && batch.length <= 6000)).toBe(true);
   });
 });
