@@ -4,7 +4,9 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { clusterStatus, deleteClusterSnapshot, resetCluster, startCluster } from '../../src/cluster/index.js';
+import type { CliIo } from '../../src/adapters/cli/io.js';
+import { run } from '../../src/adapters/cli/run.js';
+import { clusterStatus, resetCluster, startCluster } from '../../src/cluster/index.js';
 import { snapshotTag, type SnapshotRecord } from '../../src/qemu/snapshot.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
@@ -17,6 +19,21 @@ const dirs = useStateDirs();
 function snapshotsInDisk(dir: InstanceDir): string[] {
   const info = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', dir.file(files.disk)], { encoding: 'utf8' })) as { snapshots?: Array<{ name: string }> };
   return (info.snapshots ?? []).map((entry) => entry.name);
+}
+
+/** Runs the CLI on a state directory; resolves with the exit code and what it printed. */
+async function cli(args: string[], dir: string): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const io: CliIo = {
+    stdout: { write: (chunk: string) => (out += chunk) },
+    stderr: { write: (chunk: string) => (err += chunk) },
+    env: { PATH: process.env['PATH'], NO_COLOR: '1' },
+    cwd: dir,
+    interactive: false,
+  };
+  const code = await run([...args, '--dir', dir], io);
+  return { code, out, err };
 }
 
 function record(dir: InstanceDir): SnapshotRecord {
@@ -39,6 +56,9 @@ describe('snapshots on the test guest', () => {
     expect(saved.disk.vmStateBytes).toBeGreaterThan(10 * 1024 * 1024);
     const status = await clusterStatus(options);
     expect(status.snapshot).toMatchObject({ vmStateBytes: saved.disk.vmStateBytes, storePath: saved.key.storePath });
+    const shown = await cli(['status'], options.dir);
+    expect(shown.out).toMatch(/^ {2}snapshot: +[\d.]+ MiB of VM state in the disk, saved /m);
+    expect((await cli(['snapshot'], options.dir)).out).toContain(saved.key.storePath);
     // Written after the save: a restore returns the disk to the saved state.
     await cold.exec('echo written-after-the-save > /root/marker && sync');
     await cold.stop();
@@ -83,15 +103,21 @@ describe('snapshots on the test guest', () => {
     const ready = nodes.items[0]!.status.conditions.find((condition) => condition.type === 'Ready')!;
     expect(Date.parse(ready.lastHeartbeatTime)).toBeGreaterThanOrEqual(Math.floor(restoreStarted / 1000) * 1000);
     expect(Date.parse(ready.lastHeartbeatTime)).toBeGreaterThan(Date.parse(saved.savedAt));
+    // snapshot rm refuses while the VM holds the disk.
+    const refused = await cli(['snapshot', 'rm'], options.dir);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toContain('stop it first');
+    expect(record(dir)).toEqual(saved);
     await a.stop();
     await b.stop();
     expect(qemuProcessesUsing(options.dir)).toEqual([]);
 
     // 4. snapshot rm, then reset, each remove it.
-    expect(await deleteClusterSnapshot(options)).toEqual({ removed: true });
+    expect((await cli(['snapshot', 'rm'], options.dir)).code).toBe(0);
     expect(existsSync(dir.file(files.snapshotRecord))).toBe(false);
     expect(snapshotsInDisk(dir)).toEqual([]);
     expect((await clusterStatus(options)).snapshot).toBeUndefined();
+    expect((await cli(['snapshot'], options.dir)).out).toMatch(/^no snapshot/);
     writeFileSync(dir.file(files.snapshotRecord), JSON.stringify(saved));
     await resetCluster(options);
     expect(existsSync(dir.file(files.snapshotRecord))).toBe(false);
