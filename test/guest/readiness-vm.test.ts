@@ -1,5 +1,5 @@
 // Readiness on a booting test guest: a step that never passes, and a VM that dies during the steps.
-import { describe, expect, it } from 'vitest';
+import { describe, it } from 'vitest';
 import { startCluster } from '../../src/cluster/index.js';
 import type { K3sVmError } from '../../src/errors.js';
 import { files } from '../../src/state/files.js';
@@ -11,10 +11,11 @@ const dirs = useStateDirs();
 /** The fake K3s API's node stays NotReady for an hour. */
 const nodeNeverReady = ['k3s_fake.node_ready_delay_ms=3600000'];
 
-describe('readiness on the test guest', () => {
-  it('names the step that did not pass, its last error and the serial log', async () => {
-    // Long enough for the guest to reach step 5 under emulation (about 6 s), short enough not to idle.
-    const opts = dirs.options('not-ready', { kernelParams: nodeNeverReady, timeoutSeconds: 15 });
+// The two boot side by side: one idles until its deadline while the other is killed.
+describe.concurrent('readiness on the test guest', () => {
+  it('names the step that did not pass, its last error and the serial log', async ({ expect }) => {
+    // Long enough for the guest to reach step 5 under emulation (about 6 s alone, more beside another boot), short enough not to idle.
+    const opts = dirs.options('not-ready', { kernelParams: nodeNeverReady, timeoutSeconds: 20 });
     const error = (await startCluster(opts).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code).toBe('NOT_READY');
     expect(error.message).toMatch(/^K3s not ready before the deadline \(step 5 of 7 "node Ready", waited \d+ s\); last error: node test-guest is not Ready \(KubeletNotReady/);
@@ -23,7 +24,7 @@ describe('readiness on the test guest', () => {
     expect(new InstanceDir(opts.dir).exists(files.pid)).toBe(false);
   });
 
-  it('ends at once when QEMU dies during the readiness steps', async () => {
+  it('ends at once when QEMU dies during the readiness steps', async ({ expect }) => {
     const logger = recordingLogger();
     const opts = dirs.options('dies', { kernelParams: nodeNeverReady, timeoutSeconds: 600, logger });
     const starting = startCluster(opts).catch((e: unknown) => e);
