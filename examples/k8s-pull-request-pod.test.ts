@@ -20,9 +20,13 @@ describe('a pod per pull request', () => {
   const image = `k3s-vm.example/preview:pr-${pullRequest}`;
 
   beforeAll(async () => {
+    await api.createNamespace({ body: { metadata: { name: namespace, labels } } });
     if (cluster.kind === 'vm') {
       const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((path) => existsSync(path));
-      if (!busybox) throw new Error('this example builds its image from a static busybox: install it (Debian and Ubuntu: apt-get install busybox-static)');
+      if (!busybox)
+        throw new Error(
+          'this example builds its image from a static busybox: install it (Debian and Ubuntu: apt-get install busybox-static)',
+        );
       const archive = writeImageArchive(join(mkdtempSync(join(tmpdir(), 'preview-image-')), 'preview.tar.gz'), {
         name: image,
         gzip: true,
@@ -34,7 +38,12 @@ describe('a pod per pull request', () => {
       const result = await importImages([archive], { dir: dirname(cluster.kubeconfigPath) });
       expect(result.images[0]?.names).toEqual([image]);
     }
-    await api.createNamespace({ body: { metadata: { name: namespace, labels } } });
+    // Pods are refused until the namespace's default ServiceAccount exists, a moment after the namespace.
+    for (let waited = 0; waited < 30_000; waited += 200) {
+      const accounts = await api.listNamespacedServiceAccount({ namespace });
+      if (accounts.items.some((sa) => sa.metadata?.name === 'default')) break;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
   });
 
   afterAll(async () => {
@@ -48,7 +57,14 @@ describe('a pod per pull request', () => {
         restartPolicy: 'Never',
         // Never: only the image imported above, never a registry. (An existing cluster cannot be
         // imported into: there the image must come from a registry the cluster pulls from.)
-        containers: [{ name: 'app', image: cluster.kind === 'vm' ? image : 'busybox:stable', imagePullPolicy: cluster.kind === 'vm' ? 'Never' : 'IfNotPresent', command: ['sh', '-c', `echo hello from pr-${pullRequest} && sleep 3600`] }],
+        containers: [
+          {
+            name: 'app',
+            image: cluster.kind === 'vm' ? image : 'busybox:stable',
+            imagePullPolicy: cluster.kind === 'vm' ? 'Never' : 'IfNotPresent',
+            command: ['sh', '-c', `echo hello from pr-${pullRequest} && sleep 3600`],
+          },
+        ],
       },
     };
     const created = await api.createNamespacedPod({ namespace, body: pod });
