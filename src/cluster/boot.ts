@@ -4,7 +4,8 @@ import { timeoutMsFor } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { throwIfAborted } from '../errors.js';
 import type { KeyPair } from '../guest/keys.js';
-import { waitForReady, type ReadinessStep } from '../guest/readiness.js';
+import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../guest/readiness.js';
+import { restoreReadinessSteps } from '../guest/restore-readiness.js';
 import type { Logger } from '../log.js';
 import { buildVm } from '../nix/build-vm.js';
 import { chooseAccel, refuseKnownDeadKvm } from '../qemu/accel.js';
@@ -163,7 +164,8 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
       nodeName: config.name,
       bootStartedAt: launchStarted,
       deadline: launchStarted + timeoutMs,
-      steps: plan.steps,
+      // After a restore, "node Ready" also believes the node's Lease (src/guest/restore-readiness.ts).
+      steps: restore ? restoreReadinessSteps(plan.steps ?? k3sReadinessSteps, launchStarted) : plan.steps,
       logger,
       signal,
       vmGone,
