@@ -6,7 +6,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { CliIo } from '../../src/adapters/cli/io.js';
 import { run } from '../../src/adapters/cli/run.js';
-import { clusterStatus, resetCluster, startCluster } from '../../src/cluster/index.js';
+import { clusterStatus, resetCluster, startCluster, stopCluster } from '../../src/cluster/index.js';
 import { snapshotTag, type SnapshotRecord } from '../../src/qemu/snapshot.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
@@ -41,7 +41,7 @@ function record(dir: InstanceDir): SnapshotRecord {
 }
 
 describe('snapshots on the test guest', () => {
-  it('saves once ready, restores instead of booting (clock set, node freshly Ready), survives Ctrl-C during a restore, restores once for concurrent runs, shows in status and is removed by snapshot rm and reset', async () => {
+  it('saves once ready, restores instead of booting (clock set, node freshly Ready), survives Ctrl-C during a restore, restores once for concurrent runs, stays up when kept, shows in status and is removed by snapshot rm and reset', async () => {
     const options = dirs.options('snap', { snapshot: true });
     const dir = new InstanceDir(options.dir);
 
@@ -112,7 +112,18 @@ describe('snapshots on the test guest', () => {
     await b.stop();
     expect(qemuProcessesUsing(options.dir)).toEqual([]);
 
-    // 4. snapshot rm, then reset, each remove it.
+    // 4. Kept: a restored VM stays up after its run, and the next run attaches to it.
+    const kept = await startCluster({ ...options, keep: true });
+    expect(kept.timings.restored).toBe(true);
+    expect((await kept.stop()).stoppedVm).toBe(false);
+    const attached = await startCluster(options);
+    expect(attached.booted).toBe(false);
+    expect(attached.pid).toBe(kept.pid);
+    await attached.stop();
+    await stopCluster({ ...options, force: true });
+    expect(qemuProcessesUsing(options.dir)).toEqual([]);
+
+    // 5. snapshot rm, then reset, each remove it.
     expect((await cli(['snapshot', 'rm'], options.dir)).code).toBe(0);
     expect(existsSync(dir.file(files.snapshotRecord))).toBe(false);
     expect(snapshotsInDisk(dir)).toEqual([]);
