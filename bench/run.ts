@@ -26,7 +26,12 @@ registerHooks({
     }
   },
 });
-const { consumerEnv, consumerVitestProject: consumerProject, linkPackage, qemuProcessesUsing } = await import('../test/helpers/consumer.js');
+const {
+  consumerEnv,
+  consumerVitestProject: consumerProject,
+  linkPackage,
+  qemuProcessesUsing,
+} = await import('../test/helpers/consumer.js');
 const { countingNixBuild } = await import('../test/helpers/nix-build.js');
 const { recordingLogger, repoRoot: repo, testGuestNix: testGuest } = await import('../test/helpers/test-guest.js');
 type CountingNixBuild = import('../test/helpers/nix-build.js').CountingNixBuild;
@@ -208,7 +213,9 @@ function cleanup(): Promise<void> {
     }
     const { stopCluster } = await import('../dist/index.js');
     for (const dir of stateDirs) {
-      await stopCluster({ dir, env: {}, force: true }).catch((error: unknown) => note(`could not stop the VM in ${dir}: ${(error as Error).message}`));
+      await stopCluster({ dir, env: {}, force: true }).catch((error: unknown) =>
+        note(`could not stop the VM in ${dir}: ${(error as Error).message}`),
+      );
     }
     if (benchRoot) rmSync(benchRoot, { recursive: true, force: true });
   })());
@@ -240,14 +247,19 @@ interface Machine {
 
 function firstLine(command: string, args: string[]): string {
   try {
-    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n')[0]!.trim();
+    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      .split('\n')[0]!
+      .trim();
   } catch {
     return 'not found';
   }
 }
 
 function loadAverage(): string {
-  return os.loadavg().map((value) => value.toFixed(2)).join(' ');
+  return os
+    .loadavg()
+    .map((value) => value.toFixed(2))
+    .join(' ');
 }
 
 const acceleratorsUsed = new Set<string>();
@@ -285,7 +297,9 @@ function runTimed(command: string, args: string[]): Promise<number> {
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolvePromise(hostNow() - started) : reject(new Error(`${command} exited with ${code}: ${stderr.slice(-500)}`))));
+    child.on('close', (code) =>
+      code === 0 ? resolvePromise(hostNow() - started) : reject(new Error(`${command} exited with ${code}: ${stderr.slice(-500)}`)),
+    );
   });
 }
 
@@ -407,13 +421,19 @@ function runConsumer(dir: string): Promise<ConsumerRun> {
   const vitest = realpathSync(join(repo, 'node_modules', '.bin', 'vitest'));
   return new Promise((resolvePromise, reject) => {
     const started = hostNow();
-    const child = spawn(process.execPath, [vitest, 'run'], { cwd: consumerProject, env: consumerEnv(dir), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [vitest, 'run'], {
+      cwd: consumerProject,
+      env: consumerEnv(dir),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     track(child);
     let output = '';
     child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
     child.on('error', reject);
-    child.on('close', (exitCode) => resolvePromise({ wallMs: hostNow() - started, exitCode, booted: /booting consumer/.test(output), output }));
+    child.on('close', (exitCode) =>
+      resolvePromise({ wallMs: hostNow() - started, exitCode, booted: /booting consumer/.test(output), output }),
+    );
   });
 }
 
@@ -554,7 +574,13 @@ async function benchBoot(args: Args, kept: StartOptions, nix: CountingNixBuild, 
     await cluster.stop();
     await stopGracefully(base.dir!, 'boot', results);
   }
-  results.boot = { first: firstSample, firstNixCalls, samples, unchangedStarts: args.reps, nixCallsOnUnchangedStarts: nix.count() - afterFirst };
+  results.boot = {
+    first: firstSample,
+    firstNixCalls,
+    samples,
+    unchangedStarts: args.reps,
+    nixCallsOnUnchangedStarts: nix.count() - afterFirst,
+  };
 }
 
 async function benchBuild(args: Args, base: StartOptions, nix: CountingNixBuild, root: string, results: Results): Promise<void> {
@@ -615,7 +641,9 @@ async function benchReady(args: Args, base: StartOptions, results: Results): Pro
       driftMsPerS: ((later.offsetMs - clock.offsetMs) / (later.atHostMs - clock.atHostMs)) * 1000,
     };
     samples.push(sample);
-    note(`readiness ${i}/${args.readyReps}: noticed ${ms(sample.overheadMs)} after the guest was ready (±${sample.uncertaintyMs.toFixed(1)} ms)`);
+    note(
+      `readiness ${i}/${args.readyReps}: noticed ${ms(sample.overheadMs)} after the guest was ready (±${sample.uncertaintyMs.toFixed(1)} ms)`,
+    );
     await cluster.stop();
     await stopGracefully(base.dir!, 'readiness boot', results);
   }
@@ -628,7 +656,13 @@ async function benchAttach(args: Args, base: StartOptions, results: Results): Pr
   await kept.stop(); // drops this process's lease; the VM is kept
   const kubeconfig = kept.kubeconfig;
   const attachOptions: StartOptions = { ...base };
-  const attach: NonNullable<Results['attach']> = { warmSetupMs: [], warmReadyzMs: [], coldSetupMs: [], coldReadyzMs: [], attachedEveryTime: true };
+  const attach: NonNullable<Results['attach']> = {
+    warmSetupMs: [],
+    warmReadyzMs: [],
+    coldSetupMs: [],
+    coldReadyzMs: [],
+    attachedEveryTime: true,
+  };
   const warmSetup = async () => {
     const setup = createGlobalSetup({ ...attachOptions, logger: silentLogger });
     let providedAt = Number.NaN;
@@ -655,7 +689,9 @@ async function benchAttach(args: Args, base: StartOptions, results: Results): Pr
     attach.coldSetupMs.push(setup.ms);
     attach.coldReadyzMs.push((await runCold('readyz', kubeconfig)).ms);
   }
-  note(`attach: in-process ${ms(median(attach.warmSetupMs))} (/readyz ${ms(median(attach.warmReadyzMs))}); fresh process ${ms(median(attach.coldSetupMs))} (/readyz ${ms(median(attach.coldReadyzMs))})`);
+  note(
+    `attach: in-process ${ms(median(attach.warmSetupMs))} (/readyz ${ms(median(attach.warmReadyzMs))}); fresh process ${ms(median(attach.coldSetupMs))} (/readyz ${ms(median(attach.coldReadyzMs))})`,
+  );
   results.attach = attach;
   await stopGracefully(base.dir!, 'kept VM', results);
 }
@@ -666,7 +702,15 @@ async function benchRuns(args: Args, dir: string, results: Results): Promise<voi
   const warmUp = await runConsumer(dir);
   throwIfInterrupted();
   if (warmUp.exitCode !== 0) throw new Error(`the consumer run failed (exit ${warmUp.exitCode}):\n${warmUp.output.slice(-3000)}`);
-  const runs: NonNullable<Results['runs']> = { reps: args.runReps, singleMs: [], quadMs: [], quadRuns: [], bootsPerQuad: [], failedRuns: 0, qemuLeftBehind: 0 };
+  const runs: NonNullable<Results['runs']> = {
+    reps: args.runReps,
+    singleMs: [],
+    quadMs: [],
+    quadRuns: [],
+    bootsPerQuad: [],
+    failedRuns: 0,
+    qemuLeftBehind: 0,
+  };
   for (let i = 1; i <= args.runReps; i++) {
     const single = await runConsumer(dir);
     throwIfInterrupted();
@@ -689,7 +733,9 @@ async function benchRuns(args: Args, dir: string, results: Results): Promise<voi
       }
     }
     runs.qemuLeftBehind += qemuProcessesUsing(dir).length;
-    note(`concurrent runs ${i}/${args.runReps}: one alone ${ms(single.wallMs)}, four together ${ms(runs.quadMs.at(-1)!)}, ${runs.bootsPerQuad.at(-1)} boot(s)`);
+    note(
+      `concurrent runs ${i}/${args.runReps}: one alone ${ms(single.wallMs)}, four together ${ms(runs.quadMs.at(-1)!)}, ${runs.bootsPerQuad.at(-1)} boot(s)`,
+    );
   }
   results.runs = runs;
 }
@@ -715,44 +761,144 @@ function report(results: Results, args: Args): string {
     const a = results.attach;
     const warm = summarize(a.warmSetupMs);
     const cold = summarize(a.coldSetupMs);
-    rows.push(['1', 'attach to a kept VM: global setup → kubeconfig provided (in-process)', ms(warm.median), range(warm), `${ms(median(a.warmReadyzMs))} (one /readyz, fresh TLS)`, ratio(warm.median, median(a.warmReadyzMs)), '< 150 ms', verdict(warm.median < 150 && a.attachedEveryTime), String(warm.n)]);
-    rows.push(['1', 'attach to a kept VM: the same, first call in a fresh Node process', ms(cold.median), range(cold), `${ms(median(a.coldReadyzMs))} (one /readyz, fresh process)`, ratio(cold.median, median(a.coldReadyzMs)), '< 150 ms', verdict(cold.median < 150 && a.attachedEveryTime), String(cold.n)]);
+    rows.push([
+      '1',
+      'attach to a kept VM: global setup → kubeconfig provided (in-process)',
+      ms(warm.median),
+      range(warm),
+      `${ms(median(a.warmReadyzMs))} (one /readyz, fresh TLS)`,
+      ratio(warm.median, median(a.warmReadyzMs)),
+      '< 150 ms',
+      verdict(warm.median < 150 && a.attachedEveryTime),
+      String(warm.n),
+    ]);
+    rows.push([
+      '1',
+      'attach to a kept VM: the same, first call in a fresh Node process',
+      ms(cold.median),
+      range(cold),
+      `${ms(median(a.coldReadyzMs))} (one /readyz, fresh process)`,
+      ratio(cold.median, median(a.coldReadyzMs)),
+      '< 150 ms',
+      verdict(cold.median < 150 && a.attachedEveryTime),
+      String(cold.n),
+    ]);
   }
   if (results.ready) {
     const overhead = summarize(results.ready.samples.map((s) => s.overheadMs));
     const uncertainty = median(results.ready.samples.map((s) => s.uncertaintyMs));
-    rows.push(['2', `readiness overhead: guest ready → fixture notices (ready delay ${results.ready.delayMs} ms)`, `${ms(overhead.median)} ±${uncertainty.toFixed(1)} ms`, range(overhead), '—', '—', '< 250 ms', verdict(overhead.median < 250), String(overhead.n)]);
+    rows.push([
+      '2',
+      `readiness overhead: guest ready → fixture notices (ready delay ${results.ready.delayMs} ms)`,
+      `${ms(overhead.median)} ±${uncertainty.toFixed(1)} ms`,
+      range(overhead),
+      '—',
+      '—',
+      '< 250 ms',
+      verdict(overhead.median < 250),
+      String(overhead.n),
+    ]);
     const resolved = summarize(results.ready.samples.map((s) => s.resolvedAfterMs));
-    rows.push(['2', 'readiness: guest ready → startCluster resolved', ms(resolved.median), range(resolved), '—', '—', '—', '', String(resolved.n)]);
+    rows.push([
+      '2',
+      'readiness: guest ready → startCluster resolved',
+      ms(resolved.median),
+      range(resolved),
+      '—',
+      '—',
+      '—',
+      '',
+      String(resolved.n),
+    ]);
   }
   if (results.boot) {
     const b = results.boot;
-    rows.push(['3', `unchanged rebuild: Nix invocations over ${b.unchangedStarts} starts with unchanged inputs`, String(b.nixCallsOnUnchangedStarts), '—', `${b.firstNixCalls} on the first start in a new state dir`, '—', '0', verdict(b.nixCallsOnUnchangedStarts === 0), String(b.unchangedStarts)]);
+    rows.push([
+      '3',
+      `unchanged rebuild: Nix invocations over ${b.unchangedStarts} starts with unchanged inputs`,
+      String(b.nixCallsOnUnchangedStarts),
+      '—',
+      `${b.firstNixCalls} on the first start in a new state dir`,
+      '—',
+      '0',
+      verdict(b.nixCallsOnUnchangedStarts === 0),
+      String(b.unchangedStarts),
+    ]);
   }
   if (results.build) {
     const build = summarize(results.build.buildClusterMs);
     const noop = median(results.build.nixNoopMs);
     const invoked = results.build.buildClusterInvokedNix.filter(Boolean).length;
-    rows.push(['3', `unchanged rebuild: buildCluster (Nix invoked ${invoked}×)`, ms(build.median), range(build), `${ms(noop)} (nix-build no-op, same args)`, ratio(build.median, noop), '< baseline', verdict(build.median < noop && invoked === 0), String(build.n)]);
+    rows.push([
+      '3',
+      `unchanged rebuild: buildCluster (Nix invoked ${invoked}×)`,
+      ms(build.median),
+      range(build),
+      `${ms(noop)} (nix-build no-op, same args)`,
+      ratio(build.median, noop),
+      '< baseline',
+      verdict(build.median < noop && invoked === 0),
+      String(build.n),
+    ]);
   }
   if (results.boot) {
     const total = summarize(results.boot.samples.map((s) => s.totalMs));
-    rows.push(['4', 'boot to ready, test guest under TCG (disk reused; phases below)', ms(total.median), range(total), `${ms(results.boot.first.totalMs)} (first start: build + new disk)`, '—', '—', '', String(total.n)]);
+    rows.push([
+      '4',
+      'boot to ready, test guest under TCG (disk reused; phases below)',
+      ms(total.median),
+      range(total),
+      `${ms(results.boot.first.totalMs)} (first start: build + new disk)`,
+      '—',
+      '—',
+      '',
+      String(total.n),
+    ]);
   }
   if (results.stops.length > 0) {
     const stop = summarize(results.stops.map((s) => s.ms));
     const hows = new Map<string, number>();
     for (const s of results.stops) hows.set(s.how, (hows.get(s.how) ?? 0) + 1);
     const howText = [...hows].map(([how, count]) => `${how} ${count}/${results.stops.length}`).join(', ');
-    rows.push(['5', `graceful stop: QMP power-down → QEMU gone (${howText})`, ms(stop.median), range(stop), '—', '—', 'powerdown', verdict(hows.get('powerdown') === results.stops.length), String(stop.n)]);
+    rows.push([
+      '5',
+      `graceful stop: QMP power-down → QEMU gone (${howText})`,
+      ms(stop.median),
+      range(stop),
+      '—',
+      '—',
+      'powerdown',
+      verdict(hows.get('powerdown') === results.stops.length),
+      String(stop.n),
+    ]);
   }
   if (results.runs) {
     const r = results.runs;
     const single = summarize(r.singleMs);
     const quad = summarize(r.quadMs);
     const bootsOk = r.bootsPerQuad.every((boots) => boots === 1);
-    rows.push(['6', 'four concurrent consumer runs (vitest run ×4, one state dir): boots', r.bootsPerQuad.join(', '), '—', '—', '—', '1', verdict(bootsOk), String(r.reps)]);
-    rows.push(['6', `four concurrent consumer runs: wall time (${r.failedRuns} failed runs, ${r.qemuLeftBehind} QEMU left)`, ms(quad.median), range(quad), `${ms(single.median)} (one run alone)`, ratio(quad.median, single.median), '—', r.failedRuns === 0 && r.qemuLeftBehind === 0 ? '' : 'FAILED', String(r.reps)]);
+    rows.push([
+      '6',
+      'four concurrent consumer runs (vitest run ×4, one state dir): boots',
+      r.bootsPerQuad.join(', '),
+      '—',
+      '—',
+      '—',
+      '1',
+      verdict(bootsOk),
+      String(r.reps),
+    ]);
+    rows.push([
+      '6',
+      `four concurrent consumer runs: wall time (${r.failedRuns} failed runs, ${r.qemuLeftBehind} QEMU left)`,
+      ms(quad.median),
+      range(quad),
+      `${ms(single.median)} (one run alone)`,
+      ratio(quad.median, single.median),
+      '—',
+      r.failedRuns === 0 && r.qemuLeftBehind === 0 ? '' : 'FAILED',
+      String(r.reps),
+    ]);
   }
   out.push(table(['#', 'figure', 'median', 'range', 'baseline (median)', 'ratio', 'target', 'result', 'n'], rows));
 
@@ -766,22 +912,50 @@ function report(results: Results, args: Args): string {
       return [label, ms(s.median), range(s)];
     };
     const phaseRows: string[][] = [
-      phase('build check (inputs unchanged: no Nix)', samples.map((s) => s.buildMs)),
-      phase('QEMU start (launch)', samples.map((s) => s.launchMs)),
+      phase(
+        'build check (inputs unchanged: no Nix)',
+        samples.map((s) => s.buildMs),
+      ),
+      phase(
+        'QEMU start (launch)',
+        samples.map((s) => s.launchMs),
+      ),
     ];
     const stepNames = samples[0]?.steps.map((step) => step.name) ?? [];
     for (const [index, name] of stepNames.entries()) {
-      phaseRows.push(phase(`${index === 0 ? '' : 'readiness: '}${name}`, samples.map((s) => s.steps[index]?.ms ?? Number.NaN)));
+      phaseRows.push(
+        phase(
+          `${index === 0 ? '' : 'readiness: '}${name}`,
+          samples.map((s) => s.steps[index]?.ms ?? Number.NaN),
+        ),
+      );
     }
-    phaseRows.push(phase('kubeconfig written, lease taken', samples.map((s) => s.kubeconfigMs)));
-    phaseRows.push(phase('other (config, keys, lock, ports)', samples.map((s) => s.otherMs)));
-    phaseRows.push(phase('total', samples.map((s) => s.totalMs)));
+    phaseRows.push(
+      phase(
+        'kubeconfig written, lease taken',
+        samples.map((s) => s.kubeconfigMs),
+      ),
+    );
+    phaseRows.push(
+      phase(
+        'other (config, keys, lock, ports)',
+        samples.map((s) => s.otherMs),
+      ),
+    );
+    phaseRows.push(
+      phase(
+        'total',
+        samples.map((s) => s.totalMs),
+      ),
+    );
     out.push(table(['phase', 'median', 'range'], phaseRows));
   }
 
   out.push('');
   const notes: string[] = [];
-  notes.push(`Each figure: the median of n repetitions (${args.reps}; readiness ${args.readyReps}; concurrent runs ${args.runReps}); range is min – max.`);
+  notes.push(
+    `Each figure: the median of n repetitions (${args.reps}; readiness ${args.readyReps}; concurrent runs ${args.runReps}); range is min – max.`,
+  );
   if (results.ready) {
     const drift = Math.max(...results.ready.samples.map((s) => Math.abs(s.driftMsPerS)));
     const offsets = results.ready.samples.map((s) => s.clockOffsetMs);
@@ -826,7 +1000,9 @@ async function main(): Promise<void> {
 
   const results: Results = { stops: [] };
   results.machine = await describeMachine();
-  note(`machine: ${results.machine.cpu}, ${results.machine.cores} cores, KVM usable: ${results.machine.kvmUsable ? 'yes' : 'no'}; state under ${benchRoot}`);
+  note(
+    `machine: ${results.machine.cpu}, ${results.machine.cores} cores, KVM usable: ${results.machine.kvmUsable ? 'yes' : 'no'}; state under ${benchRoot}`,
+  );
   try {
     if (wants('boot')) await benchBoot(args, base, nix, results);
     if (wants('build')) await benchBuild(args, base, nix, benchRoot, results);

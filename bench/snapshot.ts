@@ -35,7 +35,8 @@ export interface SnapshotBench {
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-const toReady = (cluster: StartedCluster) => (cluster.timings.launchMs ?? 0) + (cluster.timings.clockMs ?? 0) + (cluster.timings.readyMs ?? 0);
+const toReady = (cluster: StartedCluster) =>
+  (cluster.timings.launchMs ?? 0) + (cluster.timings.clockMs ?? 0) + (cluster.timings.readyMs ?? 0);
 
 /** Boots its own test guest (snapshots on), measures pairs of cold boot and restore, and stops it. */
 export async function benchSnapshot(options: { samples?: number; log?: (line: string) => void } = {}): Promise<SnapshotBench> {
@@ -53,7 +54,10 @@ export async function benchSnapshot(options: { samples?: number; log?: (line: st
       await deleteClusterSnapshot(options_);
       const cold = await startCluster(options_);
       if (cold.timings.restored) throw new Error('a start without a snapshot restored one');
-      const record = JSON.parse(readFileSync(join(options_.dir, 'snapshot.json'), 'utf8')) as { saveMs: number; disk: { vmStateBytes: number } };
+      const record = JSON.parse(readFileSync(join(options_.dir, 'snapshot.json'), 'utf8')) as {
+        saveMs: number;
+        disk: { vmStateBytes: number };
+      };
       saves.push(record.saveMs);
       vmStateBytes = record.disk.vmStateBytes;
       diskBytes = statSync(join(options_.dir, 'disk.qcow2')).blocks * 512;
@@ -62,7 +66,9 @@ export async function benchSnapshot(options: { samples?: number; log?: (line: st
       if (!restored.timings.restored) throw new Error('the start after a save did not restore it');
       pairs.push({ coldMs: toReady(cold), restoreMs: toReady(restored), clockMs: restored.timings.clockMs ?? 0 });
       await restored.stop();
-      log(`pair ${i + 1}: cold boot ${pairs.at(-1)!.coldMs} ms, restore ${pairs.at(-1)!.restoreMs} ms (clock ${pairs.at(-1)!.clockMs} ms), save ${record.saveMs} ms`);
+      log(
+        `pair ${i + 1}: cold boot ${pairs.at(-1)!.coldMs} ms, restore ${pairs.at(-1)!.restoreMs} ms (clock ${pairs.at(-1)!.clockMs} ms), save ${record.saveMs} ms`,
+      );
     }
   } finally {
     await stopCluster({ dir: options_.dir, env: {}, force: true }).catch(() => undefined);
@@ -87,5 +93,6 @@ export function snapshotRows(result: SnapshotBench): string[][] {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const result = await benchSnapshot();
-  for (const [what, measured, target] of snapshotRows(result)) process.stdout.write(`${what}: ${measured}${target ? ` (target ${target})` : ''}\n`);
+  for (const [what, measured, target] of snapshotRows(result))
+    process.stdout.write(`${what}: ${measured}${target ? ` (target ${target})` : ''}\n`);
 }

@@ -29,10 +29,7 @@ export interface StreamLoggerOptions {
 }
 
 /** A logger that writes one line per message to a stream (stderr in the adapters). */
-export function createStreamLogger(
-  stream: { write(chunk: string): unknown; isTTY?: boolean },
-  options: StreamLoggerOptions = {},
-): Logger {
+export function createStreamLogger(stream: { write(chunk: string): unknown; isTTY?: boolean }, options: StreamLoggerOptions = {}): Logger {
   const prefix = options.prefix ?? 'k3s-vm';
   // A status line is on screen until the next line replaces or follows it.
   let statusShown = false;

@@ -1,10 +1,20 @@
 // One cluster per test-runner process: started once, released once, and cleaned up on Ctrl-C or SIGTERM.
-import { openCluster, stderrLogger, type Cluster, type ConnectedCluster, type StartedCluster, type StartOptions } from '../cluster/index.js';
+import {
+  openCluster,
+  stderrLogger,
+  type Cluster,
+  type ConnectedCluster,
+  type StartedCluster,
+  type StartOptions,
+} from '../cluster/index.js';
 import { isK3sVmError, K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
 
 /** What a test process receives: plain data (see Cluster), so it can cross to workers. */
-export type ProvidedCluster = Pick<Cluster, 'kind' | 'name' | 'runId' | 'kubeconfig' | 'kubeconfigPath' | 'apiServerUrl' | 'apiPort' | 'booted'> & {
+export type ProvidedCluster = Pick<
+  Cluster,
+  'kind' | 'name' | 'runId' | 'kubeconfig' | 'kubeconfigPath' | 'apiServerUrl' | 'apiPort' | 'booted'
+> & {
   /** The VM's forwarded SSH port; undefined on an existing cluster. */
   readonly sshPort: number | undefined;
 };

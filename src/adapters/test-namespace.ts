@@ -15,7 +15,12 @@ const serviceAccountTimeoutMs = 60_000;
 
 /** A namespace name from a label such as a test's name: DNS-1123, at most 63 characters, unique. */
 export function testNamespaceName(label: string): string {
-  const slug = label.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40).replace(/-+$/, '');
+  const slug = label
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 40)
+    .replace(/-+$/, '');
   return `t-${slug || 'test'}-${Math.random().toString(36).slice(2, 8)}`;
 }
 

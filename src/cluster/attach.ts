@@ -46,12 +46,20 @@ export async function attach(plan: AttachPlan): Promise<Acquired | undefined> {
     await dir.writeJson(files.runtime, { ...runtime, keep: true });
   }
   if (!runtime.keep && plan.otherUsers === 0) {
-    logger.progress(`adopting the VM (pid ${runtime.pid}) left running by a run that ended without tearing down; it stops when this run ends`);
+    logger.progress(
+      `adopting the VM (pid ${runtime.pid}) left running by a run that ended without tearing down; it stops when this run ends`,
+    );
   }
   const lease = await takeLease(dir);
   const ms = Date.now() - checkStarted;
   logger.progress(`attached to the running VM (pid ${runtime.pid}, API https://127.0.0.1:${runtime.apiPort}) in ${ms} ms`);
-  return { runtime: { ...runtime, keep: runtime.keep || plan.keep }, lease, booted: false, timings: { steps: [{ name: 'health check', ms }] }, kubeconfig };
+  return {
+    runtime: { ...runtime, keep: runtime.keep || plan.keep },
+    lease,
+    booted: false,
+    timings: { steps: [{ name: 'health check', ms }] },
+    kubeconfig,
+  };
 }
 
 /**

@@ -72,8 +72,12 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
     } catch (error) {
       // Ctrl-C ends the start; the snapshot was only read, so it stays for the next one.
       if (signal?.aborted) throw error;
-      logger.progress(`cold boot: restoring the snapshot failed (${(error as Error).message.split('\n')[0]}); it is deleted and a new one saved once ready`);
-      await removeSnapshot(snapshot).catch((removeError: unknown) => logger.warn(`could not delete the snapshot: ${(removeError as Error).message}`));
+      logger.progress(
+        `cold boot: restoring the snapshot failed (${(error as Error).message.split('\n')[0]}); it is deleted and a new one saved once ready`,
+      );
+      await removeSnapshot(snapshot).catch((removeError: unknown) =>
+        logger.warn(`could not delete the snapshot: ${(removeError as Error).message}`),
+      );
     }
   }
   return launchAndWait({ ...launch, restore: false });
@@ -153,7 +157,11 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
       // Before readiness: the guest wakes at the time of the save, and a Ready condition is
       // only believed when reported after this launch (bootStartedAt below).
       const clockStarted = Date.now();
-      await correctGuestClock({ port: ports.sshPort, privateKey: plan.keys.privateKey }, launchStarted + timeoutMs, { signal, logger, vmGone });
+      await correctGuestClock({ port: ports.sshPort, privateKey: plan.keys.privateKey }, launchStarted + timeoutMs, {
+        signal,
+        logger,
+        vmGone,
+      });
       clockMs = Date.now() - clockStarted;
     }
     const readyStarted = Date.now();
@@ -169,7 +177,8 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
       logger,
       signal,
       vmGone,
-      serialTail: async () => logTailBlock(`last lines of the serial console (${dir.file(files.serialLog)})`, await tailFile(dir.file(files.serialLog), 30)),
+      serialTail: async () =>
+        logTailBlock(`last lines of the serial console (${dir.file(files.serialLog)})`, await tailFile(dir.file(files.serialLog), 30)),
     });
     const readyMs = Date.now() - readyStarted;
     await dir.writeAtomic(files.kubeconfig, ready.kubeconfig, 0o600);
@@ -182,7 +191,14 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
       runtime,
       lease,
       booted: true,
-      timings: { buildMs: build.durationMs, launchMs, readyMs, steps: ready.stepDurationsMs, restored: restore, ...(clockMs === undefined ? {} : { clockMs }) },
+      timings: {
+        buildMs: build.durationMs,
+        launchMs,
+        readyMs,
+        steps: ready.stepDurationsMs,
+        restored: restore,
+        ...(clockMs === undefined ? {} : { clockMs }),
+      },
       kubeconfig: ready.kubeconfig,
     };
   } catch (error) {

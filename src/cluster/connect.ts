@@ -23,7 +23,10 @@ async function sshTarget(options: ClusterOptions) {
  * Runs a command in the running VM and returns its output and exit code. One argument is a
  * command line for the guest's shell; several are an argument vector, each quoted for it.
  */
-export async function execInCluster(argv: readonly string[], options: ClusterOptions = {}): Promise<{ stdout: string; stderr: string; exitCode: number | null }> {
+export async function execInCluster(
+  argv: readonly string[],
+  options: ClusterOptions = {},
+): Promise<{ stdout: string; stderr: string; exitCode: number | null }> {
   const target = await sshTarget(options);
   const ssh = await GuestSsh.connect(target, 10_000, options.signal);
   try {
@@ -37,12 +40,17 @@ export async function execInCluster(argv: readonly string[], options: ClusterOpt
 export async function sshClientArgs(options: ClusterOptions = {}): Promise<string[]> {
   const target = await sshTarget(options);
   return [
-    '-i', target.keyPath,
-    '-p', String(target.port),
+    '-i',
+    target.keyPath,
+    '-p',
+    String(target.port),
     // The host key changes with every new disk; the key pair and the 127.0.0.1 forward are ours.
-    '-o', 'StrictHostKeyChecking=no',
-    '-o', 'UserKnownHostsFile=/dev/null',
-    '-o', 'LogLevel=ERROR',
+    '-o',
+    'StrictHostKeyChecking=no',
+    '-o',
+    'UserKnownHostsFile=/dev/null',
+    '-o',
+    'LogLevel=ERROR',
     'root@127.0.0.1',
   ];
 }

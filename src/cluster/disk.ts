@@ -29,7 +29,12 @@ const resetHint = (dir: InstanceDir) =>
  * size differs from the one asked for, and records what a new disk is made for.
  */
 export async function checkDisk(dir: InstanceDir, config: ResolvedConfig, logger: Logger): Promise<void> {
-  const wanted: DiskRecord = { name: config.name, k3sVersion: config.k3sVersion, diskSizeMiB: config.diskSizeMiB, createdAt: new Date().toISOString() };
+  const wanted: DiskRecord = {
+    name: config.name,
+    k3sVersion: config.k3sVersion,
+    diskSizeMiB: config.diskSizeMiB,
+    createdAt: new Date().toISOString(),
+  };
   if (!dir.exists(files.disk)) {
     await dir.writeJson(files.diskRecord, wanted);
     return;
@@ -41,16 +46,24 @@ export async function checkDisk(dir: InstanceDir, config: ResolvedConfig, logger
     return;
   }
   if (record.name !== config.name) {
-    throw new K3sVmError('DISK_MISMATCH', `the VM's disk holds the cluster of node "${record.name}", and the VM is now named "${config.name}": K3s would keep the old node, NotReady for ever`, {
-      hint: resetHint(dir),
-    });
+    throw new K3sVmError(
+      'DISK_MISMATCH',
+      `the VM's disk holds the cluster of node "${record.name}", and the VM is now named "${config.name}": K3s would keep the old node, NotReady for ever`,
+      {
+        hint: resetHint(dir),
+      },
+    );
   }
   const before = minor(record.k3sVersion);
   const after = minor(config.k3sVersion);
   if (before && after && (after[0] < before[0] || (after[0] === before[0] && after[1] < before[1]))) {
-    throw new K3sVmError('DISK_MISMATCH', `the VM's disk holds a K3s ${before.join('.')} datastore, and K3s ${after.join('.')} is asked for: K3s cannot downgrade a datastore`, {
-      hint: resetHint(dir),
-    });
+    throw new K3sVmError(
+      'DISK_MISMATCH',
+      `the VM's disk holds a K3s ${before.join('.')} datastore, and K3s ${after.join('.')} is asked for: K3s cannot downgrade a datastore`,
+      {
+        hint: resetHint(dir),
+      },
+    );
   }
   if (record.diskSizeMiB !== config.diskSizeMiB) {
     logger.warn(

@@ -30,7 +30,12 @@ export async function diagnose(options: ClusterOptions = {}): Promise<Check[]> {
   checks.push(
     nix
       ? { name: 'Nix', level: 'ok', detail: nix }
-      : { name: 'Nix', level: 'fail', detail: `${config.nixBuild} not found`, fix: 'install Nix: https://nixos.org/download (Debian/Ubuntu: apt-get install nix-bin)' },
+      : {
+          name: 'Nix',
+          level: 'fail',
+          detail: `${config.nixBuild} not found`,
+          fix: 'install Nix: https://nixos.org/download (Debian/Ubuntu: apt-get install nix-bin)',
+        },
   );
   if (config.nix === packageNixDir) {
     // Only the package's own expression takes the nixpkgs option; another expression brings its own.
@@ -52,10 +57,19 @@ export async function diagnose(options: ClusterOptions = {}): Promise<Check[]> {
   checks.push(
     qemu
       ? { name: 'QEMU', level: 'ok', detail: qemu }
-      : { name: 'QEMU', level: 'fail', detail: 'qemu-system-x86_64 not found', fix: 'install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86 qemu-utils)' },
+      : {
+          name: 'QEMU',
+          level: 'fail',
+          detail: 'qemu-system-x86_64 not found',
+          fix: 'install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86 qemu-utils)',
+        },
   );
   const qemuImg = await firstLineOf('qemu-img', ['--version']);
-  checks.push(qemuImg ? { name: 'qemu-img', level: 'ok', detail: qemuImg } : { name: 'qemu-img', level: 'fail', detail: 'qemu-img not found', fix: 'install qemu-utils' });
+  checks.push(
+    qemuImg
+      ? { name: 'qemu-img', level: 'ok', detail: qemuImg }
+      : { name: 'qemu-img', level: 'fail', detail: 'qemu-img not found', fix: 'install qemu-utils' },
+  );
   if (qemu) {
     const probe = await probeKvm();
     checks.push(
@@ -69,12 +83,20 @@ export async function diagnose(options: ClusterOptions = {}): Promise<Check[]> {
           },
     );
   }
-  for (const [variable, port] of [['K3S_VM_API_PORT', config.apiPort], ['K3S_VM_SSH_PORT', config.sshPort]] as const) {
+  for (const [variable, port] of [
+    ['K3S_VM_API_PORT', config.apiPort],
+    ['K3S_VM_SSH_PORT', config.sshPort],
+  ] as const) {
     if (port === undefined) continue;
     checks.push(
       (await isPortFree(port))
         ? { name: variable, level: 'ok', detail: `port ${port} is free` }
-        : { name: variable, level: 'warn', detail: `port ${port} is in use (fine if this VM is running)`, fix: `choose another ${variable}` },
+        : {
+            name: variable,
+            level: 'warn',
+            detail: `port ${port} is in use (fine if this VM is running)`,
+            fix: `choose another ${variable}`,
+          },
     );
   }
   try {
@@ -82,13 +104,23 @@ export async function diagnose(options: ClusterOptions = {}): Promise<Check[]> {
     await access(config.dir, constants.W_OK);
     checks.push({ name: 'state directory', level: 'ok', detail: config.dir });
   } catch (error) {
-    checks.push({ name: 'state directory', level: 'fail', detail: `${config.dir}: ${(error as Error).message}`, fix: 'set K3S_VM_DIR to a writable directory' });
+    checks.push({
+      name: 'state directory',
+      level: 'fail',
+      detail: `${config.dir}: ${(error as Error).message}`,
+      fix: 'set K3S_VM_DIR to a writable directory',
+    });
   }
   const kubectl = await firstLineOf('kubectl', ['version', '--client']);
   checks.push(
     kubectl
       ? { name: 'kubectl', level: 'ok', detail: kubectl }
-      : { name: 'kubectl', level: 'warn', detail: 'not found (only k3s-vm kubectl needs it)', fix: 'https://kubernetes.io/docs/tasks/tools/' },
+      : {
+          name: 'kubectl',
+          level: 'warn',
+          detail: 'not found (only k3s-vm kubectl needs it)',
+          fix: 'https://kubernetes.io/docs/tasks/tools/',
+        },
   );
   return checks;
 }

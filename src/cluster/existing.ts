@@ -18,7 +18,14 @@ const heartbeatIntervalMs = 30_000;
 
 /** Whether a context name matches one of the allowed patterns (`*` matches anything). */
 export function contextAllowed(context: string, patterns: readonly string[]): boolean {
-  return patterns.some((pattern) => new RegExp(`^${pattern.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\/]/g, '\\$&')).join('.*')}$`).test(context));
+  return patterns.some((pattern) =>
+    new RegExp(
+      `^${pattern
+        .split('*')
+        .map((part) => part.replace(/[.+?^${}()|[\]\\/]/g, '\\$&'))
+        .join('.*')}$`,
+    ).test(context),
+  );
 }
 
 interface Selected {
@@ -34,27 +41,41 @@ export function selectContext(config: ResolvedConfig): Selected {
   try {
     all.loadFromFile(path);
   } catch (error) {
-    throw new K3sVmError('CONFIG_INVALID', `${path} is not a kubeconfig: ${(error as Error).message}`, { cause: error, hint: 'point K3S_VM_KUBECONFIG at a kubeconfig file' });
+    throw new K3sVmError('CONFIG_INVALID', `${path} is not a kubeconfig: ${(error as Error).message}`, {
+      cause: error,
+      hint: 'point K3S_VM_KUBECONFIG at a kubeconfig file',
+    });
   }
   const context = config.context ?? all.getCurrentContext();
   const entry = all.getContextObject(context);
   if (!context || !entry) {
     const known = all.getContexts().map((c) => c.name);
-    throw new K3sVmError('CONFIG_INVALID', `${path} has no context ${context ? `"${context}"` : '(and no current context)'}; it has: ${known.join(', ') || 'none'}`, {
-      hint: 'name one of its contexts with K3S_VM_CONTEXT',
-    });
+    throw new K3sVmError(
+      'CONFIG_INVALID',
+      `${path} has no context ${context ? `"${context}"` : '(and no current context)'}; it has: ${known.join(', ') || 'none'}`,
+      {
+        hint: 'name one of its contexts with K3S_VM_CONTEXT',
+      },
+    );
   }
   if (!contextAllowed(context, config.allowContexts)) {
-    throw new K3sVmError('CONTEXT_NOT_ALLOWED', `k3s-vm will not run tests against context "${context}" of ${path}: it is not explicitly allowed`, {
-      hint:
-        `if that cluster is meant for tests, allow it with K3S_VM_ALLOW_CONTEXTS=${context} (comma-separated patterns, * as a wildcard) ` +
-        'or the allowContexts option; tests create and delete namespaces there',
-    });
+    throw new K3sVmError(
+      'CONTEXT_NOT_ALLOWED',
+      `k3s-vm will not run tests against context "${context}" of ${path}: it is not explicitly allowed`,
+      {
+        hint:
+          `if that cluster is meant for tests, allow it with K3S_VM_ALLOW_CONTEXTS=${context} (comma-separated patterns, * as a wildcard) ` +
+          'or the allowContexts option; tests create and delete namespaces there',
+      },
+    );
   }
   all.setCurrentContext(context);
   const cluster = all.getCurrentCluster();
   const user = all.getCurrentUser();
-  if (!cluster || !user) throw new K3sVmError('CONFIG_INVALID', `context "${context}" of ${path} names a cluster or user that ${path} does not have`, { hint: 'fix the kubeconfig' });
+  if (!cluster || !user)
+    throw new K3sVmError('CONFIG_INVALID', `context "${context}" of ${path} names a cluster or user that ${path} does not have`, {
+      hint: 'fix the kubeconfig',
+    });
   // A kubeconfig of this context alone, so that tests and kubectl cannot reach any other.
   const single = new (clientNode().KubeConfig)();
   single.loadFromOptions({ clusters: [cluster], users: [user], contexts: [{ ...entry, name: context }], currentContext: context });
@@ -87,7 +108,10 @@ async function namespacesOf(api: CoreV1Api, labelSelector: string): Promise<V1Na
  * Deletes the namespaces of runs that are dead: no heartbeat (or, without one, no namespace
  * created) for sweepAfterSeconds. Only namespaces with k3s-vm's labels are looked at.
  */
-export async function sweepDeadRuns(api: CoreV1Api, options: { ownRunId: string; sweepAfterSeconds: number; logger: Logger; now?: number }): Promise<string[]> {
+export async function sweepDeadRuns(
+  api: CoreV1Api,
+  options: { ownRunId: string; sweepAfterSeconds: number; logger: Logger; now?: number },
+): Promise<string[]> {
   const now = options.now ?? Date.now();
   const byRun = new Map<string, V1Namespace[]>();
   for (const namespace of await namespacesOf(api, runSelector())) {
@@ -105,7 +129,9 @@ export async function sweepDeadRuns(api: CoreV1Api, options: { ownRunId: string;
     if (now - lastSign < options.sweepAfterSeconds * 1000) continue;
     for (const namespace of namespaces) {
       const name = namespace.metadata!.name!;
-      await api.deleteNamespace({ name }).catch((error: unknown) => options.logger.warn(`could not delete namespace ${name} of dead run ${runId}: ${apiErrorText(error)}`));
+      await api
+        .deleteNamespace({ name })
+        .catch((error: unknown) => options.logger.warn(`could not delete namespace ${name} of dead run ${runId}: ${apiErrorText(error)}`));
       deleted.push(name);
     }
     options.logger.progress(`deleted ${namespaces.length} namespace(s) of run ${runId}, silent since ${new Date(lastSign).toISOString()}`);
@@ -117,7 +143,9 @@ export async function sweepDeadRuns(api: CoreV1Api, options: { ownRunId: string;
 async function deleteRunNamespaces(api: CoreV1Api, runId: string, logger: Logger): Promise<void> {
   for (const namespace of await namespacesOf(api, runSelector(runId))) {
     const name = namespace.metadata!.name!;
-    await api.deleteNamespace({ name }).catch((error: unknown) => logger.warn(`could not delete namespace ${name}: ${apiErrorText(error)}`));
+    await api
+      .deleteNamespace({ name })
+      .catch((error: unknown) => logger.warn(`could not delete namespace ${name}: ${apiErrorText(error)}`));
   }
 }
 
@@ -153,7 +181,10 @@ export async function connectExisting(plan: ConnectPlan): Promise<ConnectedClust
   await api.createNamespace({ body: { metadata: { name: runNamespace, labels: runLabels(runId), annotations: beat() } } });
   const heartbeat = setInterval(() => {
     void api
-      .patchNamespace({ name: runNamespace, body: { metadata: { annotations: beat() } } }, clientNode().setHeaderOptions('Content-Type', clientNode().PatchStrategy.MergePatch))
+      .patchNamespace(
+        { name: runNamespace, body: { metadata: { annotations: beat() } } },
+        clientNode().setHeaderOptions('Content-Type', clientNode().PatchStrategy.MergePatch),
+      )
       .catch((error: unknown) => logger.debug(`heartbeat of run ${runId}: ${apiErrorText(error)}`));
   }, heartbeatIntervalMs);
   heartbeat.unref();

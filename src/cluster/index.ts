@@ -1,7 +1,16 @@
 // The cluster API: everything the adapters (Vitest, Jest, the CLI) may use, and nothing else.
 export { openCluster, startCluster } from './start.js';
 export { contextAllowed, sweepDeadRuns } from './existing.js';
-export { managedByLabel, runIdLabel, createdLabel, heartbeatAnnotation, newRunId, runLabels, runSelector, runNamespaceName } from './run-labels.js';
+export {
+  managedByLabel,
+  runIdLabel,
+  createdLabel,
+  heartbeatAnnotation,
+  newRunId,
+  runLabels,
+  runSelector,
+  runNamespaceName,
+} from './run-labels.js';
 export { stopCluster, type StopClusterResult } from './stop.js';
 export { clusterStatus, kubectlTarget, runningCluster, type ClusterStatus } from './status.js';
 export { resetCluster } from './reset.js';

@@ -8,7 +8,9 @@ import { prepare, stopLockTimeoutMs } from './prepare.js';
 import { stopInstance } from './stop.js';
 
 /** Deletes the disk. Refuses while the VM runs unless forced, in which case it stops it first. */
-export async function resetCluster(options: ClusterOptions & { force?: boolean } = {}): Promise<{ stoppedVm: boolean; deletedDisk: boolean }> {
+export async function resetCluster(
+  options: ClusterOptions & { force?: boolean } = {},
+): Promise<{ stoppedVm: boolean; deletedDisk: boolean }> {
   const { dir, logger } = await prepare(options);
   return withLock(dir, { timeoutMs: stopLockTimeoutMs, signal: options.signal }, async () => {
     const status = await deriveStatus(dir);
@@ -28,7 +30,11 @@ export async function resetCluster(options: ClusterOptions & { force?: boolean }
     // The snapshot lives inside the disk: its record goes with it.
     await dir.remove(files.snapshotRecord);
     await dir.remove(files.tmpDir);
-    logger.progress(deletedDisk ? `deleted the VM's disk ${dir.file(files.disk)}; the next start begins with a fresh cluster` : 'there was no disk to delete');
+    logger.progress(
+      deletedDisk
+        ? `deleted the VM's disk ${dir.file(files.disk)}; the next start begins with a fresh cluster`
+        : 'there was no disk to delete',
+    );
     return { stoppedVm, deletedDisk };
   });
 }

@@ -117,7 +117,9 @@ export async function saveSnapshot(context: SnapshotContext & { readonly qmpSock
     if (!disk) throw new Error(`QEMU reported no error, but the disk holds no snapshot ${snapshotTag}`);
     const record: SnapshotRecord = { tag: snapshotTag, key, machine, disk, savedAt: new Date(started).toISOString(), saveMs };
     await dir.writeJson(files.snapshotRecord, record);
-    logger.progress(`saved the ready VM (${formatMiB(disk.vmStateBytes)} of VM state, in ${(saveMs / 1000).toFixed(1)} s); later starts restore it`);
+    logger.progress(
+      `saved the ready VM (${formatMiB(disk.vmStateBytes)} of VM state, in ${(saveMs / 1000).toFixed(1)} s); later starts restore it`,
+    );
     return record;
   } catch (error) {
     logger.warn(`could not save a snapshot of the ready VM: ${(error as Error).message}; the next start boots again`);
@@ -160,7 +162,9 @@ export async function correctGuestClock(
       ssh?.close();
     }
   }
-  throw new Error(`could not set the guest's clock after the restore: ${(lastError as Error | undefined)?.message ?? 'deadline passed'}`, { cause: lastError });
+  throw new Error(`could not set the guest's clock after the restore: ${(lastError as Error | undefined)?.message ?? 'deadline passed'}`, {
+    cause: lastError,
+  });
 }
 
 /** What `status` shows about the snapshot. */

@@ -46,9 +46,13 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
       if (differences.length === 0) {
         acquired = await attach({ dir, runtime: status.runtime, keys, name: config.name, keep, otherUsers: others.length, logger, signal });
       } else if (others.length > 0) {
-        throw new K3sVmError('CONFIG_MISMATCH', `the running VM's configuration differs and ${others.length} other run(s) still use it:\n  ${differences.join('\n  ')}`, {
-          hint: 'wait for the other runs to finish, or use another state directory (K3S_VM_DIR) for this configuration',
-        });
+        throw new K3sVmError(
+          'CONFIG_MISMATCH',
+          `the running VM's configuration differs and ${others.length} other run(s) still use it:\n  ${differences.join('\n  ')}`,
+          {
+            hint: 'wait for the other runs to finish, or use another state directory (K3S_VM_DIR) for this configuration',
+          },
+        );
       } else {
         logger.progress(`restarting the VM because its configuration changed:\n  ${differences.join('\n  ')}`);
       }
@@ -77,5 +81,9 @@ export async function openCluster(options: StartOptions = {}): Promise<StartedCl
   if (!config.kubeconfig) return startCluster(options);
   const logger = options.logger ?? silentLogger;
   await checkWorkload(config, options.signal);
-  return withConfiguredWorkload(await connectExisting({ config, logger, signal: options.signal, startedAt: Date.now() }), logger, options.signal);
+  return withConfiguredWorkload(
+    await connectExisting({ config, logger, signal: options.signal, startedAt: Date.now() }),
+    logger,
+    options.signal,
+  );
 }

@@ -60,7 +60,9 @@ export async function clusterStatus(options: ClusterOptions & { probeApi?: boole
     serialLogPath: dir.file(files.serialLog),
     buildPath: buildPathOf(dir),
     diskBytes: disk ? disk.blocks * 512 : undefined,
-    snapshot: await snapshotStatus(dir).then((found) => found && { savedAt: found.record.savedAt, vmStateBytes: found.vmStateBytes, storePath: found.record.key.storePath }),
+    snapshot: await snapshotStatus(dir).then(
+      (found) => found && { savedAt: found.record.savedAt, vmStateBytes: found.vmStateBytes, storePath: found.record.key.storePath },
+    ),
     users: running ? (await liveLeases(dir)).length : 0,
     apiReady: ready,
   };
@@ -70,14 +72,22 @@ export async function clusterStatus(options: ClusterOptions & { probeApi?: boole
 export async function runningCluster(options: ClusterOptions = {}): Promise<ClusterStatus & { runtime: RuntimeRecord; pid: number }> {
   const status = await clusterStatus(options);
   if (status.existing) {
-    throw new K3sVmError('NOT_RUNNING', `there is no VM: K3S_VM_KUBECONFIG names an existing cluster (context "${status.existing.context}")`, {
-      hint: 'leave K3S_VM_KUBECONFIG out for the VM; k3s-vm kubectl and status work with the existing cluster',
-    });
+    throw new K3sVmError(
+      'NOT_RUNNING',
+      `there is no VM: K3S_VM_KUBECONFIG names an existing cluster (context "${status.existing.context}")`,
+      {
+        hint: 'leave K3S_VM_KUBECONFIG out for the VM; k3s-vm kubectl and status work with the existing cluster',
+      },
+    );
   }
   if (status.state !== 'running' || !status.runtime || status.pid === undefined) {
-    throw new K3sVmError('NOT_RUNNING', status.state === 'broken' ? `the VM is broken: ${status.reasons.join('; ')}` : 'the VM is not running', {
-      hint: status.state === 'broken' ? 'clean up with: npx k3s-vm stop, then start again' : 'start it with: npx k3s-vm start',
-    });
+    throw new K3sVmError(
+      'NOT_RUNNING',
+      status.state === 'broken' ? `the VM is broken: ${status.reasons.join('; ')}` : 'the VM is not running',
+      {
+        hint: status.state === 'broken' ? 'clean up with: npx k3s-vm stop, then start again' : 'start it with: npx k3s-vm start',
+      },
+    );
   }
   return { ...status, runtime: status.runtime, pid: status.pid };
 }
@@ -109,7 +119,9 @@ export async function kubectlTarget(options: ClusterOptions = {}): Promise<{ kub
   if (config.kubeconfig) return { kubeconfigPath: config.kubeconfig, args: ['--context', selectContext(config).context] };
   const status = await runningCluster(options);
   if (!status.kubeconfigPath) {
-    throw new K3sVmError('NOT_READY', 'the VM runs but has no kubeconfig yet (it did not become ready)', { hint: 'k3s-vm logs shows the serial console' });
+    throw new K3sVmError('NOT_READY', 'the VM runs but has no kubeconfig yet (it did not become ready)', {
+      hint: 'k3s-vm logs shows the serial console',
+    });
   }
   return { kubeconfigPath: status.kubeconfigPath, args: [] };
 }

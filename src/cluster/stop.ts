@@ -32,7 +32,12 @@ export async function stopCluster(options: ClusterOptions & { force?: boolean } 
  * Stops the instance's QEMU if it runs (only ever our own QEMU), then removes the runtime
  * files and leases. The disk, keys and build stay. Call it holding the lock.
  */
-export async function stopInstance(dir: InstanceDir, status: InstanceStatus, logger: Logger, force: boolean): Promise<StopResult | undefined> {
+export async function stopInstance(
+  dir: InstanceDir,
+  status: InstanceStatus,
+  logger: Logger,
+  force: boolean,
+): Promise<StopResult | undefined> {
   const qmpSocket = status.runtime?.qmpSocket ?? qmpSocketPath(dir);
   let result: StopResult | undefined;
   if (status.pid !== undefined) {

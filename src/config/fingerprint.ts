@@ -3,7 +3,19 @@ import { createHash } from 'node:crypto';
 import type { ResolvedConfig } from './options.js';
 
 /** The config fields the Nix expression receives as arguments. */
-const buildFields = ['name', 'cpus', 'memoryMiB', 'diskSizeMiB', 'nixpkgs', 'k3sVersion', 'offline', 'extraK3sFlags', 'disable', 'airgapImages', 'extraModules'] as const;
+const buildFields = [
+  'name',
+  'cpus',
+  'memoryMiB',
+  'diskSizeMiB',
+  'nixpkgs',
+  'k3sVersion',
+  'offline',
+  'extraK3sFlags',
+  'disable',
+  'airgapImages',
+  'extraModules',
+] as const;
 
 /** The parameters the Nix expression receives: a change to any of them means a new build. */
 export type BuildParameters = Pick<ResolvedConfig, (typeof buildFields)[number]> & {
@@ -13,8 +25,15 @@ export type BuildParameters = Pick<ResolvedConfig, (typeof buildFields)[number]>
 };
 
 export function buildParameters(config: ResolvedConfig, sshPublicKey: string): BuildParameters {
-  const picked = Object.fromEntries(buildFields.map((field) => [field, config[field]])) as Pick<ResolvedConfig, (typeof buildFields)[number]>;
-  return { ...picked, sshPublicKey: sshPublicKey.trim(), ...(config.preloadImages.length > 0 ? { preloadImages: config.preloadImages } : {}) };
+  const picked = Object.fromEntries(buildFields.map((field) => [field, config[field]])) as Pick<
+    ResolvedConfig,
+    (typeof buildFields)[number]
+  >;
+  return {
+    ...picked,
+    sshPublicKey: sshPublicKey.trim(),
+    ...(config.preloadImages.length > 0 ? { preloadImages: config.preloadImages } : {}),
+  };
 }
 
 /**
@@ -45,10 +64,7 @@ export function runtimeFingerprint(config: ResolvedConfig): Readonly<Record<stri
 }
 
 /** The fields whose values differ, as "field: old → new" lines (empty when they match). */
-export function fingerprintDifferences(
-  running: Readonly<Record<string, string>>,
-  wanted: Readonly<Record<string, string>>,
-): string[] {
+export function fingerprintDifferences(running: Readonly<Record<string, string>>, wanted: Readonly<Record<string, string>>): string[] {
   const keys = new Set([...Object.keys(running), ...Object.keys(wanted)]);
   const lines: string[] = [];
   for (const key of [...keys].sort()) {

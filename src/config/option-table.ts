@@ -76,7 +76,15 @@ function list(item: RegExp, accepted: string): (value: unknown) => readonly stri
 /** A list from code (an array), or from a variable or flag (comma-separated); each item must match. */
 function commaList(item: RegExp, accepted: string): (value: unknown) => readonly string[] {
   const parseList = list(item, accepted);
-  return (value) => parseList(typeof value === 'string' ? value.split(',').map((part) => part.trim()).filter(Boolean) : value);
+  return (value) =>
+    parseList(
+      typeof value === 'string'
+        ? value
+            .split(',')
+            .map((part) => part.trim())
+            .filter(Boolean)
+        : value,
+    );
 }
 
 /** A path: any text without NUL. Relative paths are resolved against the project root later. */
@@ -111,7 +119,10 @@ export const optionTable: OptionTable = {
     flagValue: 'NAME',
     defaultText: '`k3s-vm`',
     help: 'VM name, host name and node name',
-    parse: matching(namePattern, 'a host name: 1 to 63 lower-case letters, digits and dashes, starting with a letter and ending with a letter or digit'),
+    parse: matching(
+      namePattern,
+      'a host name: 1 to 63 lower-case letters, digits and dashes, starting with a letter and ending with a letter or digit',
+    ),
   },
   cpus: {
     variable: 'K3S_VM_CPUS',
@@ -190,7 +201,10 @@ export const optionTable: OptionTable = {
     defaultText: 'the pinned revision',
     help: 'nixpkgs to build from: a channel (`nixos-25.05`), a path, a tarball URL, or `<nixpkgs>`',
     // The forms nix/parameters.nix `nixpkgsSource` takes (a relative path is made absolute first).
-    parse: matching(/^(<nixpkgs>|(nixos|nixpkgs)-[0-9a-z][0-9a-z.-]*|[./~][^\0]*|https:\/\/[^\s\0]+)$/, 'a channel name such as nixos-25.05, a path, an https URL of a tarball, or <nixpkgs>'),
+    parse: matching(
+      /^(<nixpkgs>|(nixos|nixpkgs)-[0-9a-z][0-9a-z.-]*|[./~][^\0]*|https:\/\/[^\s\0]+)$/,
+      'a channel name such as nixos-25.05, a path, an https URL of a tarball, or <nixpkgs>',
+    ),
   },
   k3sVersion: {
     variable: 'K3S_VM_K3S',
@@ -263,7 +277,7 @@ export const optionTable: OptionTable = {
     flag: 'manifests',
     flagValue: 'PATHS',
     defaultText: '`[]`',
-    help: "manifest files and directories server-side applied after the images, in order, comma-separated; only changed files are applied again",
+    help: 'manifest files and directories server-side applied after the images, in order, comma-separated; only changed files are applied again',
     parse: commaList(/^[^\0]+$/, 'manifest file or directory paths (comma-separated in a variable or flag)'),
   },
   waitForRollout: {
@@ -315,7 +329,7 @@ export const optionTable: OptionTable = {
   },
   kernelParams: {
     defaultText: '`[]`',
-    help: "extra kernel command-line parameters for the guest",
+    help: 'extra kernel command-line parameters for the guest',
     parse: list(/^\S+$/, 'an array of kernel parameters without spaces'),
   },
   nixBuild: {

@@ -33,22 +33,43 @@ function layersOf(key: OptionKey, options: K3sVmOptions, env: Env, flags: FlagVa
   const spec = optionTable[key];
   const layers: Layer[] = [];
   const flag = spec.flag === undefined ? undefined : flags[spec.flag];
-  if (spec.flag && flag !== undefined) layers.push({ label: `--${spec.flag}`, remedy: `fix the value of --${spec.flag}, or leave the flag out`, raw: flag });
+  if (spec.flag && flag !== undefined)
+    layers.push({ label: `--${spec.flag}`, remedy: `fix the value of --${spec.flag}, or leave the flag out`, raw: flag });
   if (options[key] !== undefined) layers.push({ label: `option ${key}`, remedy: `fix the ${key} option given in code`, raw: options[key] });
   const variable = spec.variable === undefined ? undefined : env[spec.variable];
   // An empty variable counts as unset, the way shells and CI systems use it.
-  if (spec.variable && variable !== undefined && variable !== '') layers.push({ label: spec.variable, remedy: `fix or unset ${spec.variable}`, raw: variable });
+  if (spec.variable && variable !== undefined && variable !== '')
+    layers.push({ label: spec.variable, remedy: `fix or unset ${spec.variable}`, raw: variable });
   return layers;
 }
 
 function invalid(layer: Layer, accepted: string): K3sVmError {
-  return new K3sVmError('CONFIG_INVALID', `${layer.label}=${JSON.stringify(layer.raw)} is not valid: expected ${accepted}`, { hint: layer.remedy });
+  return new K3sVmError('CONFIG_INVALID', `${layer.label}=${JSON.stringify(layer.raw)} is not valid: expected ${accepted}`, {
+    hint: layer.remedy,
+  });
 }
 
 /** Options that only a VM has: refused together with an existing cluster's kubeconfig. */
 const vmOnlyOptions: readonly OptionKey[] = [
-  'name', 'cpus', 'memoryMiB', 'diskSizeMiB', 'accel', 'apiPort', 'sshPort', 'nix', 'nixpkgs', 'k3sVersion', 'offline',
-  'extraK3sFlags', 'disable', 'airgapImages', 'extraModules', 'kernelParams', 'images', 'preloadImages', 'snapshot',
+  'name',
+  'cpus',
+  'memoryMiB',
+  'diskSizeMiB',
+  'accel',
+  'apiPort',
+  'sshPort',
+  'nix',
+  'nixpkgs',
+  'k3sVersion',
+  'offline',
+  'extraK3sFlags',
+  'disable',
+  'airgapImages',
+  'extraModules',
+  'kernelParams',
+  'images',
+  'preloadImages',
+  'snapshot',
 ];
 
 /** The folder npm would call the project root: the nearest one upwards that has a package.json. */
@@ -68,7 +89,12 @@ export function findProjectRoot(from: string): string {
  * or started. Throws a CONFIG_INVALID K3sVmError that names the flag, option or variable,
  * the bad value and what is accepted.
  */
-export function resolveConfig(options: K3sVmOptions = {}, env: Env = environment(undefined), cwd: string = process.cwd(), flags: FlagValues = {}): ResolvedConfig {
+export function resolveConfig(
+  options: K3sVmOptions = {},
+  env: Env = environment(undefined),
+  cwd: string = process.cwd(),
+  flags: FlagValues = {},
+): ResolvedConfig {
   for (const flag of Object.keys(flags)) {
     if (flags[flag] !== undefined && optionOfFlag(flag) === undefined) {
       throw new K3sVmError('CONFIG_INVALID', `--${flag} is not a k3s-vm flag`, { hint: 'k3s-vm --help lists the flags' });
@@ -106,9 +132,13 @@ export function resolveConfig(options: K3sVmOptions = {}, env: Env = environment
   }
   // The disk image and QMP socket paths end up in QEMU's comma-separated, word-split options.
   if (/[\s,]/.test(dir)) {
-    throw new K3sVmError('CONFIG_INVALID', `${dirLabel} ${JSON.stringify(dir)} contains a space or a comma, which QEMU's options cannot take`, {
-      hint: 'use a state directory (K3S_VM_DIR or --dir) whose path has no spaces or commas',
-    });
+    throw new K3sVmError(
+      'CONFIG_INVALID',
+      `${dirLabel} ${JSON.stringify(dir)} contains a space or a comma, which QEMU's options cannot take`,
+      {
+        hint: 'use a state directory (K3S_VM_DIR or --dir) whose path has no spaces or commas',
+      },
+    );
   }
 
   const apiPort = value('apiPort');
@@ -133,15 +163,21 @@ export function resolveConfig(options: K3sVmOptions = {}, env: Env = environment
   const nixpkgsValue = value('nixpkgs') ?? defaults.nixpkgs;
   const nixpkgs = /^[./~]/.test(nixpkgsValue) ? fromRoot(nixpkgsValue.replace(/^~(?=\/)/, env['HOME'] || homedir())) : nixpkgsValue;
   if (nixpkgs.startsWith('/') && !existsSync(nixpkgs)) {
-    throw new K3sVmError('CONFIG_INVALID', `${sources.nixpkgs?.label}=${JSON.stringify(nixpkgsValue)} is not valid: ${nixpkgs} does not exist`, {
-      hint: 'give a nixpkgs checkout, a channel name such as nixos-25.05, or <nixpkgs>',
-    });
+    throw new K3sVmError(
+      'CONFIG_INVALID',
+      `${sources.nixpkgs?.label}=${JSON.stringify(nixpkgsValue)} is not valid: ${nixpkgs} does not exist`,
+      {
+        hint: 'give a nixpkgs checkout, a channel name such as nixos-25.05, or <nixpkgs>',
+      },
+    );
   }
 
   const extraModules = (value('extraModules') ?? []).map((path) => {
     const absolute = fromRoot(path);
     if (!existsSync(absolute)) {
-      throw new K3sVmError('CONFIG_INVALID', `option extraModules: ${absolute} does not exist`, { hint: 'give paths of NixOS module files, relative to the project root' });
+      throw new K3sVmError('CONFIG_INVALID', `option extraModules: ${absolute} does not exist`, {
+        hint: 'give paths of NixOS module files, relative to the project root',
+      });
     }
     return absolute;
   });
@@ -152,17 +188,25 @@ export function resolveConfig(options: K3sVmOptions = {}, env: Env = environment
   const kubeconfig = kubeconfigValue === undefined ? undefined : fromRoot(kubeconfigValue.replace(/^~(?=\/)/, env['HOME'] || homedir()));
   if (kubeconfig !== undefined) {
     if (!existsSync(kubeconfig) || !statSync(kubeconfig).isFile()) {
-      throw new K3sVmError('CONFIG_INVALID', `${sources.kubeconfig?.label}=${JSON.stringify(kubeconfigValue)} is not valid: ${kubeconfig} is not a file`, {
-        hint: `point ${sources.kubeconfig?.label} at the kubeconfig of the cluster to use, or leave it out to boot a VM`,
-      });
+      throw new K3sVmError(
+        'CONFIG_INVALID',
+        `${sources.kubeconfig?.label}=${JSON.stringify(kubeconfigValue)} is not valid: ${kubeconfig} is not a file`,
+        {
+          hint: `point ${sources.kubeconfig?.label} at the kubeconfig of the cluster to use, or leave it out to boot a VM`,
+        },
+      );
     }
     // What only a VM has: a value for it means the user expects a VM, so say why it does nothing.
     const vmOnly = vmOnlyOptions.filter((key) => sources[key] !== undefined || value(key) !== undefined);
     if (vmOnly.length > 0) {
       const named = vmOnly.map((key) => sources[key]?.label ?? `option ${key}`).join(', ');
-      throw new K3sVmError('CONFIG_INVALID', `${named} ${vmOnly.length === 1 ? 'configures' : 'configure'} the VM, but ${sources.kubeconfig?.label} asks for an existing cluster, where there is no VM`, {
-        hint: `leave out ${named}, or ${sources.kubeconfig?.label} to boot a VM`,
-      });
+      throw new K3sVmError(
+        'CONFIG_INVALID',
+        `${named} ${vmOnly.length === 1 ? 'configures' : 'configure'} the VM, but ${sources.kubeconfig?.label} asks for an existing cluster, where there is no VM`,
+        {
+          hint: `leave out ${named}, or ${sources.kubeconfig?.label} to boot a VM`,
+        },
+      );
     }
   } else if (sources.context) {
     throw new K3sVmError('CONFIG_INVALID', `${sources.context.label} names a context, but no kubeconfig is given (K3S_VM_KUBECONFIG)`, {

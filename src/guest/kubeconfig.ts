@@ -11,12 +11,18 @@ export const guestKubeconfigPath = '/etc/rancher/k3s/k3s.yaml';
  * https://127.0.0.1:<apiPort> (127.0.0.1 is in K3s's serving certificate) and
  * re-serialises it. No text editing: a kubeconfig it cannot parse is an error.
  */
-export function rewriteKubeconfig(guestKubeconfig: string, apiPort: number, contextName?: string): { kubeconfig: string; apiServerUrl: string } {
+export function rewriteKubeconfig(
+  guestKubeconfig: string,
+  apiPort: number,
+  contextName?: string,
+): { kubeconfig: string; apiServerUrl: string } {
   const source = new (clientNode().KubeConfig)();
   try {
     source.loadFromString(guestKubeconfig);
   } catch (error) {
-    throw new K3sVmError('NOT_READY', `the guest's ${guestKubeconfigPath} is not a valid kubeconfig: ${(error as Error).message}`, { cause: error });
+    throw new K3sVmError('NOT_READY', `the guest's ${guestKubeconfigPath} is not a valid kubeconfig: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
   if (source.clusters.length === 0 || source.users.length === 0) {
     throw new K3sVmError('NOT_READY', `the guest's ${guestKubeconfigPath} has no cluster or no user`);
@@ -27,7 +33,12 @@ export function rewriteKubeconfig(guestKubeconfig: string, apiPort: number, cont
   rewritten.loadFromOptions({
     clusters: source.clusters.map((cluster) => ({ ...cluster, name: rename(cluster.name), server: apiServerUrl })),
     users: source.users.map((user) => ({ ...user, name: rename(user.name) })),
-    contexts: source.contexts.map((context) => ({ ...context, name: rename(context.name), cluster: rename(context.cluster), user: rename(context.user) })),
+    contexts: source.contexts.map((context) => ({
+      ...context,
+      name: rename(context.name),
+      cluster: rename(context.cluster),
+      user: rename(context.user),
+    })),
     currentContext: rename(source.getCurrentContext()),
   });
   return { kubeconfig: `${rewritten.exportConfig()}\n`, apiServerUrl };

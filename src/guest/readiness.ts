@@ -78,7 +78,10 @@ interface Condition {
   readonly lastTransitionTime?: unknown;
 }
 
-function conditionOf(object: { status?: { conditions?: readonly Condition[] | undefined } | undefined }, type: string): Condition | undefined {
+function conditionOf(
+  object: { status?: { conditions?: readonly Condition[] | undefined } | undefined },
+  type: string,
+): Condition | undefined {
   return object.status?.conditions?.find((condition) => condition.type === type);
 }
 
@@ -94,7 +97,10 @@ interface ListThenWatch<T extends KubeObject> {
   /** The API path the list came from, watched with the same query. */
   readonly path: string;
   readonly query?: Record<string, string | undefined>;
-  readonly list: () => Promise<{ readonly items: readonly T[]; readonly metadata?: { readonly resourceVersion?: string | undefined } | undefined }>;
+  readonly list: () => Promise<{
+    readonly items: readonly T[];
+    readonly metadata?: { readonly resourceVersion?: string | undefined } | undefined;
+  }>;
   /** Why the objects do not satisfy the step yet; undefined when they do. */
   readonly unmet: (objects: readonly T[]) => string | undefined;
 }
@@ -144,7 +150,8 @@ async function listThenWatch<T extends KubeObject>(context: ReadinessContext, re
           reason = request.unmet([...objects.values()]);
           if (reason === undefined) finish();
         },
-        (error: unknown) => finish(new Error(`${reason} (${error ? `the watch failed: ${apiErrorText(error)}` : 'the watch ended'})`, { cause: error })),
+        (error: unknown) =>
+          finish(new Error(`${reason} (${error ? `the watch failed: ${apiErrorText(error)}` : 'the watch ended'})`, { cause: error })),
       )
       .then(
         (controller) => {
@@ -157,7 +164,10 @@ async function listThenWatch<T extends KubeObject>(context: ReadinessContext, re
 }
 
 /** Why the node is not (freshly) Ready; undefined when it is. */
-function nodeNotReady(node: KubeObject & { status?: { conditions?: readonly Condition[] } | undefined }, bootStartedAt: number | undefined): string | undefined {
+function nodeNotReady(
+  node: KubeObject & { status?: { conditions?: readonly Condition[] } | undefined },
+  bootStartedAt: number | undefined,
+): string | undefined {
   const name = node.metadata?.name ?? '(unnamed)';
   const ready = conditionOf(node, 'Ready');
   if (ready?.status !== 'True') return `node ${name} is not Ready (${conditionText(ready, 'no Ready condition')})`;
@@ -264,7 +274,9 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
           }
         },
         unmet: (services) => {
-          const unavailable = services.filter((service) => conditionOf(service as { status?: { conditions?: Condition[] } }, 'Available')?.status !== 'True');
+          const unavailable = services.filter(
+            (service) => conditionOf(service as { status?: { conditions?: Condition[] } }, 'Available')?.status !== 'True',
+          );
           const first = unavailable[0];
           if (!first) return undefined;
           const available = conditionOf(first as { status?: { conditions?: Condition[] } }, 'Available');
@@ -284,7 +296,10 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
         path: '/api/v1/namespaces/default/serviceaccounts',
         query: { fieldSelector },
         list: () => core.listNamespacedServiceAccount({ namespace: 'default', fieldSelector }),
-        unmet: (accounts) => (accounts.some((account) => account.metadata?.name === 'default') ? undefined : 'the default ServiceAccount does not exist yet in namespace default'),
+        unmet: (accounts) =>
+          accounts.some((account) => account.metadata?.name === 'default')
+            ? undefined
+            : 'the default ServiceAccount does not exist yet in namespace default',
       });
     },
   },
@@ -400,7 +415,15 @@ export async function waitForReady(options: WaitForReadyOptions): Promise<ReadyC
   if (options.signal?.aborted) onOuterAbort();
   else options.signal?.addEventListener('abort', onOuterAbort, { once: true });
   const bootStartedAt = options.bootStartedAt instanceof Date ? options.bootStartedAt.getTime() : options.bootStartedAt;
-  const context = new StepContext(options.target, options.apiPort, options.contextName, options.nodeName, bootStartedAt, options.deadline, controller.signal);
+  const context = new StepContext(
+    options.target,
+    options.apiPort,
+    options.contextName,
+    options.nodeName,
+    bootStartedAt,
+    options.deadline,
+    controller.signal,
+  );
   const durations: Array<{ name: string; ms: number }> = [];
   const label = (index: number) => `step ${index + 1} of ${total} "${steps[index]?.name}"`;
   if (total > 0) options.logger.progress(`${label(0)}: waiting (deadline ${Math.round(remainingMs / 1000)} s)`);
@@ -438,7 +461,14 @@ export async function waitForReady(options: WaitForReadyOptions): Promise<ReadyC
           },
         );
       } catch (error) {
-        throw await failure(options, { label: label(index), step, ending, fatal, lastError: lastError ?? error, waitedMs: Date.now() - stepStarted });
+        throw await failure(options, {
+          label: label(index),
+          step,
+          ending,
+          fatal,
+          lastError: lastError ?? error,
+          waitedMs: Date.now() - stepStarted,
+        });
       }
       const ms = Date.now() - stepStarted;
       durations.push({ name: step.name, ms });
@@ -469,11 +499,18 @@ async function failure(
   const details = await options.serialTail().catch((error: unknown) => `(the serial log could not be read: ${apiErrorText(error)})`);
   if (ending?.kind === 'gone') {
     // Asked again: by now the exit status has usually arrived as well.
-    return new K3sVmError('QEMU_EXITED', `the VM stopped while waiting for ${label}: ${options.vmGone() ?? ending.reason}`, { details, hint: step.hint });
+    return new K3sVmError('QEMU_EXITED', `the VM stopped while waiting for ${label}: ${options.vmGone() ?? ending.reason}`, {
+      details,
+      hint: step.hint,
+    });
   }
   const last = lastError === undefined ? 'none' : apiErrorText(lastError);
   if (ended.fatal) {
-    return new K3sVmError('NOT_READY', `K3s cannot become ready (${label}); error: ${last}`, { details, hint: step.hint, cause: lastError });
+    return new K3sVmError('NOT_READY', `K3s cannot become ready (${label}); error: ${last}`, {
+      details,
+      hint: step.hint,
+      cause: lastError,
+    });
   }
   const seconds = Math.round(ended.waitedMs / 1000);
   return new K3sVmError('NOT_READY', `K3s not ready before the deadline (${label}, waited ${seconds} s); last error: ${last}`, {

@@ -39,7 +39,8 @@ export function nodeReadyAfterRestore(restoredAt: number): ReadinessStep {
       for (const node of nodes) {
         const name = node.metadata?.name ?? '(unnamed)';
         const ready = node.status?.conditions?.find((condition) => condition.type === 'Ready');
-        if (ready?.status !== 'True') throw new Error(`node ${name} is not Ready (${ready?.reason ?? ready?.status ?? 'no Ready condition'})`);
+        if (ready?.status !== 'True')
+          throw new Error(`node ${name} is not Ready (${ready?.reason ?? ready?.status ?? 'no Ready condition'})`);
         const fresh = (at: number | undefined) => at !== undefined && at + 999 >= restoredAt - clockSkewMs;
         const reportedAt = timeOf(ready.lastHeartbeatTime) ?? timeOf(ready.lastTransitionTime);
         if (fresh(reportedAt)) continue;

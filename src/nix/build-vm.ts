@@ -46,18 +46,42 @@ export function nixBuildArgs(nix: string, outLink: string, parameters: BuildPara
     nix,
     '--out-link',
     outLink,
-    '--argstr', 'nixpkgsSpec', parameters.nixpkgs,
-    '--argstr', 'name', parameters.name,
-    '--arg', 'cpus', String(parameters.cpus),
-    '--arg', 'memoryMiB', String(parameters.memoryMiB),
-    '--arg', 'diskSizeMiB', String(parameters.diskSizeMiB),
-    '--argstr', 'k3sVersion', parameters.k3sVersion,
-    '--arg', 'offline', parameters.offline ? 'true' : 'false',
-    '--argstr', 'extraK3sFlagsJson', JSON.stringify(parameters.extraK3sFlags),
-    '--argstr', 'disableJson', JSON.stringify(parameters.disable),
-    '--arg', 'airgapImages', parameters.airgapImages ? 'true' : 'false',
-    '--argstr', 'extraModulesJson', JSON.stringify(parameters.extraModules),
-    '--argstr', 'sshPublicKey', parameters.sshPublicKey,
+    '--argstr',
+    'nixpkgsSpec',
+    parameters.nixpkgs,
+    '--argstr',
+    'name',
+    parameters.name,
+    '--arg',
+    'cpus',
+    String(parameters.cpus),
+    '--arg',
+    'memoryMiB',
+    String(parameters.memoryMiB),
+    '--arg',
+    'diskSizeMiB',
+    String(parameters.diskSizeMiB),
+    '--argstr',
+    'k3sVersion',
+    parameters.k3sVersion,
+    '--arg',
+    'offline',
+    parameters.offline ? 'true' : 'false',
+    '--argstr',
+    'extraK3sFlagsJson',
+    JSON.stringify(parameters.extraK3sFlags),
+    '--argstr',
+    'disableJson',
+    JSON.stringify(parameters.disable),
+    '--arg',
+    'airgapImages',
+    parameters.airgapImages ? 'true' : 'false',
+    '--argstr',
+    'extraModulesJson',
+    JSON.stringify(parameters.extraModules),
+    '--argstr',
+    'sshPublicKey',
+    parameters.sshPublicKey,
     // Only when there are any: the same arguments as before the parameter existed otherwise.
     ...(parameters.preloadImages?.length ? ['--argstr', 'preloadImagesJson', JSON.stringify(parameters.preloadImages)] : []),
   ];
@@ -173,23 +197,34 @@ export async function buildVm(dir: InstanceDir, options: BuildOptions): Promise<
       hint: `${options.nix} must build a NixOS VM (config.system.build.vm) or another output with bin/run-<name>-vm`,
     });
   }
-  await dir.writeJson(files.buildStamp, { inputsHash, storePath: resolved.storePath, builtAt: new Date().toISOString() } satisfies BuildStamp);
+  await dir.writeJson(files.buildStamp, {
+    inputsHash,
+    storePath: resolved.storePath,
+    builtAt: new Date().toISOString(),
+  } satisfies BuildStamp);
   const durationMs = Date.now() - started;
   options.logger.progress(`built ${resolved.storePath} in ${(durationMs / 1000).toFixed(1)} s`);
   return { ...resolved, invokedNix: true, durationMs };
 }
 
 /** Turns a failed nix-build into an error that says what to do. */
-export function nixError(nixBuild: string, result: Pick<ExecaError, 'code' | 'exitCode' | 'shortMessage'>, stderrLines: readonly string[]): K3sVmError {
+export function nixError(
+  nixBuild: string,
+  result: Pick<ExecaError, 'code' | 'exitCode' | 'shortMessage'>,
+  stderrLines: readonly string[],
+): K3sVmError {
   const output = stderrLines.join('\n');
   if (result.code === 'ENOENT') {
     return new K3sVmError('NIX_MISSING', `Nix is not installed: ${nixBuild} was not found on PATH`, {
       hint: 'install Nix (https://nixos.org/download; on Debian or Ubuntu: apt-get install nix-bin), then run again',
     });
   }
-  const tail = stderrLines.filter((l) => l.trim()).slice(-30).join('\n');
+  const tail = stderrLines
+    .filter((l) => l.trim())
+    .slice(-30)
+    .join('\n');
   if (/file 'nixpkgs' was not found in the Nix search path/.test(output) || /cannot look up '<nixpkgs>'/.test(output)) {
-    return new K3sVmError('NIXPKGS_MISSING', "Nix cannot find <nixpkgs>: it is not on the Nix search path (NIX_PATH)", {
+    return new K3sVmError('NIXPKGS_MISSING', 'Nix cannot find <nixpkgs>: it is not on the Nix search path (NIX_PATH)', {
       details: tail,
       hint:
         'leave the nixpkgs setting (K3S_VM_NIXPKGS) empty to build from the pinned nixpkgs, ' +
@@ -206,7 +241,8 @@ export function nixError(nixBuild: string, result: Pick<ExecaError, 'code' | 'ex
         'K3S_VM_NIXPKGS="<nixpkgs>" (the one on NIX_PATH) or K3S_VM_NIXPKGS=/path/to/nixpkgs',
     });
   }
-  const builderFailed = /builder for '[^']+' failed|Cannot build '[^']+'|build of '[^']+' failed|error: \d+ dependencies couldn't be built/.exec(output);
+  const builderFailed =
+    /builder for '[^']+' failed|Cannot build '[^']+'|build of '[^']+' failed|error: \d+ dependencies couldn't be built/.exec(output);
   if (builderFailed) {
     const drv = /'(\/nix\/store\/[^']+\.drv)'/.exec(builderFailed[0])?.[1];
     return new K3sVmError('NIX_BUILD_FAILED', `the Nix build of the VM failed (nix-build exited with ${result.exitCode})`, {

@@ -36,9 +36,26 @@ export interface DescribeNixpkgsOptions {
  * is answered from Nix's cache however old it is, and anything else fails at once on an
  * unreachable proxy instead of downloading.
  */
-const noNetworkOptions = ['--option', 'tarball-ttl', '2147483647', '--option', 'download-attempts', '1', '--option', 'connect-timeout', '1'];
+const noNetworkOptions = [
+  '--option',
+  'tarball-ttl',
+  '2147483647',
+  '--option',
+  'download-attempts',
+  '1',
+  '--option',
+  'connect-timeout',
+  '1',
+];
 const unreachableProxy = 'http://127.0.0.1:9';
-const noNetworkEnv = { http_proxy: unreachableProxy, https_proxy: unreachableProxy, HTTP_PROXY: unreachableProxy, HTTPS_PROXY: unreachableProxy, all_proxy: unreachableProxy, ALL_PROXY: unreachableProxy };
+const noNetworkEnv = {
+  http_proxy: unreachableProxy,
+  https_proxy: unreachableProxy,
+  HTTP_PROXY: unreachableProxy,
+  HTTPS_PROXY: unreachableProxy,
+  all_proxy: unreachableProxy,
+  ALL_PROXY: unreachableProxy,
+};
 
 /** Resolves a nixpkgs setting ('' = the pinned revision) with nix/parameters.nix itself. */
 export async function nixpkgsSource(spec: string, options: DescribeNixpkgsOptions = {}): Promise<NixpkgsSource> {
@@ -48,7 +65,12 @@ export async function nixpkgsSource(spec: string, options: DescribeNixpkgsOption
     ['--eval', '--strict', '--json', '-E', `(import ${parameters}).nixpkgsSource (builtins.getEnv "K3S_VM_NIXPKGS_SPEC")`],
     { reject: false, cancelSignal: options.signal, env: { K3S_VM_NIXPKGS_SPEC: spec } },
   );
-  if (result.exitCode !== 0) throw new Error(String(result.stderr).replace(/^error: /, '').trim() || `nix-instantiate exited with ${result.exitCode}`);
+  if (result.exitCode !== 0)
+    throw new Error(
+      String(result.stderr)
+        .replace(/^error: /, '')
+        .trim() || `nix-instantiate exited with ${result.exitCode}`,
+    );
   return JSON.parse(String(result.stdout)) as NixpkgsSource;
 }
 
@@ -80,7 +102,11 @@ export async function describeNixpkgs(spec: string, options: DescribeNixpkgsOpti
  * fetch it): true with its store path, false when getting it would need a download,
  * undefined when Nix cannot say.
  */
-export async function storedTarball(url: string, sha256: string, options: Pick<DescribeNixpkgsOptions, 'nixInstantiate' | 'signal'> = {}): Promise<{ inStore: boolean | undefined; path?: string }> {
+export async function storedTarball(
+  url: string,
+  sha256: string,
+  options: Pick<DescribeNixpkgsOptions, 'nixInstantiate' | 'signal'> = {},
+): Promise<{ inStore: boolean | undefined; path?: string }> {
   const fetch = sha256
     ? 'builtins.fetchTarball { url = builtins.getEnv "K3S_VM_TARBALL_URL"; sha256 = builtins.getEnv "K3S_VM_TARBALL_SHA256"; }'
     : 'builtins.fetchTarball (builtins.getEnv "K3S_VM_TARBALL_URL")';

@@ -119,7 +119,9 @@ export class NixProgress {
     if (this.built.expected > 0) parts.push(`built ${this.built.done} of ${this.built.expected} derivations`);
     if (this.fetched.expected > 0) parts.push(`fetched ${this.fetched.done} of ${this.fetched.expected} paths`);
     const downloaded = (this.downloadedBytes / MiB).toFixed(0);
-    parts.push(this.expectedBytes > 0 ? `${downloaded} of ${(this.expectedBytes / MiB).toFixed(0)} MiB downloaded` : `${downloaded} MiB downloaded`);
+    parts.push(
+      this.expectedBytes > 0 ? `${downloaded} of ${(this.expectedBytes / MiB).toFixed(0)} MiB downloaded` : `${downloaded} MiB downloaded`,
+    );
     return parts.join(', ');
   }
 }

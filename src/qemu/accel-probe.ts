@@ -16,7 +16,7 @@ export interface KvmProbeResult {
 
 /** The udev rule that gives every user access to /dev/kvm (what hosted CI runners need). */
 export const kvmUdevRule =
-  "echo 'KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0666\", OPTIONS+=\"static_node=kvm\"' | sudo tee /etc/udev/rules.d/99-kvm4all.rules && " +
+  'echo \'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"\' | sudo tee /etc/udev/rules.d/99-kvm4all.rules && ' +
   'sudo udevadm control --reload-rules && sudo udevadm trigger --name-match=kvm';
 
 /** isa-debug-exit makes QEMU exit with (value << 1) | 1. */
@@ -32,13 +32,23 @@ const expectedExitCode = (exitValue << 1) | 1;
 export function probeBootSector(): Buffer {
   const code = [
     0xfa, //                         cli
-    0x66, 0xb9, 0x00, 0xe1, 0xf5, 0x05, // mov ecx, 100_000_000
-    0x66, 0x49, //                   loop: dec ecx
-    0x75, 0xfc, //                   jnz loop
-    0xb0, exitValue, //              mov al, exitValue
-    0xe6, 0xf4, //                   out 0xf4, al
+    0x66,
+    0xb9,
+    0x00,
+    0xe1,
+    0xf5,
+    0x05, // mov ecx, 100_000_000
+    0x66,
+    0x49, //                   loop: dec ecx
+    0x75,
+    0xfc, //                   jnz loop
+    0xb0,
+    exitValue, //              mov al, exitValue
+    0xe6,
+    0xf4, //                   out 0xf4, al
     0xf4, //                         hlt
-    0xeb, 0xfd, //                   jmp hlt
+    0xeb,
+    0xfd, //                   jmp hlt
   ];
   const sector = Buffer.alloc(512);
   Buffer.from(code).copy(sector);
@@ -96,19 +106,27 @@ export async function probeKvm(options: ProbeOptions = {}): Promise<KvmProbeResu
     const run = await execa(
       options.qemu ?? 'qemu-system-x86_64',
       [
-        '-machine', `pc,accel=${accel}`,
+        '-machine',
+        `pc,accel=${accel}`,
         '-nodefaults',
-        '-display', 'none',
+        '-display',
+        'none',
         '-no-reboot',
-        '-m', '16',
-        '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04',
-        '-drive', `file=${image},format=raw,if=ide`,
+        '-m',
+        '16',
+        '-device',
+        'isa-debug-exit,iobase=0xf4,iosize=0x04',
+        '-drive',
+        `file=${image},format=raw,if=ide`,
       ],
       { reject: false, timeout: options.timeoutMs ?? 2000, stdin: 'ignore', killSignal: 'SIGKILL' },
     );
     if (run.exitCode === expectedExitCode) return result(true, '');
     if (run.timedOut) {
-      return result(false, `${accel === 'kvm' ? `${devKvm} opens but KVM` : 'TCG'} does not run guest code: a short loop did not finish in ${options.timeoutMs ?? 2000} ms`);
+      return result(
+        false,
+        `${accel === 'kvm' ? `${devKvm} opens but KVM` : 'TCG'} does not run guest code: a short loop did not finish in ${options.timeoutMs ?? 2000} ms`,
+      );
     }
     if (run.code === 'ENOENT') return result(false, `${options.qemu ?? 'qemu-system-x86_64'} was not found`);
     const said = String(run.stderr).trim().split('\n').at(-1) ?? '';

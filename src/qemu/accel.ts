@@ -27,7 +27,9 @@ export async function chooseAccel(options: ChooseAccelOptions): Promise<'kvm' | 
   if (options.accel === 'tcg') return 'tcg';
   const qemu = options.runScript ? await qemuOfRunScript(options.runScript) : undefined;
   const probe = await probeKvmCached(options.cacheDir, { qemu });
-  options.logger.debug(`KVM probe (${probe.cached ? 'cached for this host boot' : `${probe.durationMs} ms`}): ${probe.usable ? 'usable' : probe.reason}`);
+  options.logger.debug(
+    `KVM probe (${probe.cached ? 'cached for this host boot' : `${probe.durationMs} ms`}): ${probe.usable ? 'usable' : probe.reason}`,
+  );
   if (probe.usable) return 'kvm';
   if (options.accel === 'kvm') throw kvmUnusable(probe.reason);
   options.logger.warn(

@@ -34,14 +34,13 @@ export function runScriptEnv(plan: Omit<LaunchPlan, 'env'>): Record<string, stri
     NIX_DISK_IMAGE: plan.diskImage,
     TMPDIR: plan.tmpDir,
     USE_TMPDIR: '1',
-    QEMU_NET_OPTS: [
-      `hostfwd=tcp:127.0.0.1:${plan.apiPort}-:6443`,
-      `hostfwd=tcp:127.0.0.1:${plan.sshPort}-:22`,
-    ].join(','),
+    QEMU_NET_OPTS: [`hostfwd=tcp:127.0.0.1:${plan.apiPort}-:6443`, `hostfwd=tcp:127.0.0.1:${plan.sshPort}-:22`].join(','),
     QEMU_OPTS: [
       // A later -machine wins over the script's accel=kvm:tcg, which would silently use a broken KVM.
-      '-machine', `accel=${plan.accel}`,
-      '-qmp', qmpArgument(plan.qmpSocket),
+      '-machine',
+      `accel=${plan.accel}`,
+      '-qmp',
+      qmpArgument(plan.qmpSocket),
       '-no-reboot',
       ...(plan.extraQemuOptions ?? []),
     ].join(' '),

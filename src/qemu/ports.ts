@@ -24,7 +24,10 @@ export async function isPortFree(port: number): Promise<boolean> {
  * Resolves the API and SSH ports: fixed ones must be free, the others are chosen free now
  * (QEMU binds them a moment later; a race with another program is reported by QEMU).
  */
-export async function choosePorts(fixed: { apiPort: number | undefined; sshPort: number | undefined }): Promise<{ apiPort: number; sshPort: number }> {
+export async function choosePorts(fixed: {
+  apiPort: number | undefined;
+  sshPort: number | undefined;
+}): Promise<{ apiPort: number; sshPort: number }> {
   const taken = new Set<number>();
   const resolvePort = async (wanted: number | undefined, variable: string): Promise<number> => {
     if (wanted !== undefined) {

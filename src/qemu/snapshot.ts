@@ -81,17 +81,33 @@ export function parseInternalSnapshots(infoJson: string): InternalSnapshot[] {
  * Why the record cannot be restored with this key and this disk's snapshots; undefined when
  * it can. Every reason is a sentence for the "cold boot because …" message.
  */
-export function whyNotRestorable(record: SnapshotRecord | undefined, wanted: SnapshotKey, inDisk: readonly InternalSnapshot[]): string | undefined {
+export function whyNotRestorable(
+  record: SnapshotRecord | undefined,
+  wanted: SnapshotKey,
+  inDisk: readonly InternalSnapshot[],
+): string | undefined {
   const found = inDisk.find((entry) => entry.name === snapshotTag);
-  if (!record) return found ? 'the disk holds a snapshot without a record of what it was saved from (a save that did not finish)' : 'there is no snapshot yet';
-  if (record.tag !== snapshotTag || typeof record.key !== 'object' || record.key === null || typeof record.disk !== 'object' || record.disk === null) {
+  if (!record)
+    return found
+      ? 'the disk holds a snapshot without a record of what it was saved from (a save that did not finish)'
+      : 'there is no snapshot yet';
+  if (
+    record.tag !== snapshotTag ||
+    typeof record.key !== 'object' ||
+    record.key === null ||
+    typeof record.disk !== 'object' ||
+    record.disk === null
+  ) {
     return 'the snapshot record is damaged';
   }
   const differences = snapshotKeyDifferences(record.key, wanted);
   if (differences.length) return `the VM changed since the snapshot was saved (${differences.join('; ')})`;
   if (!found) return 'the snapshot is missing from the disk image (the disk was replaced or the snapshot deleted)';
   const same =
-    found.id === record.disk.id && found.vmStateBytes === record.disk.vmStateBytes && found.dateSec === record.disk.dateSec && found.dateNsec === record.disk.dateNsec;
+    found.id === record.disk.id &&
+    found.vmStateBytes === record.disk.vmStateBytes &&
+    found.dateSec === record.disk.dateSec &&
+    found.dateNsec === record.disk.dateNsec;
   if (!same) return 'the disk image holds another snapshot than the one recorded (the disk was replaced or the snapshot made again)';
   // Whether the VM state itself loads only QEMU can tell: a state it refuses ends the restore,
   // and the boot falls back to a cold one (src/cluster/boot.ts).
@@ -111,22 +127,36 @@ export async function qemuVersionOf(runScript: string, pathVariable: string | un
   const cached = versionCache.get(qemu);
   if (cached) return cached;
   const result = await execa(qemu, ['--version'], { reject: false, env: { PATH: pathVariable ?? '', LC_ALL: 'C' } });
-  const line = String(result.stdout ?? '').split('\n')[0]?.trim() ?? '';
-  if (result.exitCode !== 0 || !line) throw new K3sVmError('QEMU_START_FAILED', `could not read the version of ${qemu}`, { details: String(result.stderr ?? '') });
+  const line =
+    String(result.stdout ?? '')
+      .split('\n')[0]
+      ?.trim() ?? '';
+  if (result.exitCode !== 0 || !line)
+    throw new K3sVmError('QEMU_START_FAILED', `could not read the version of ${qemu}`, { details: String(result.stderr ?? '') });
   versionCache.set(qemu, line);
   return line;
 }
 
 async function qemuImgFor(runScript: string, pathVariable: string | undefined): Promise<string> {
   const qemuImg = await findQemuImg(runScript, pathVariable);
-  if (!qemuImg) throw new K3sVmError('QEMU_START_FAILED', 'qemu-img was not found beside QEMU or on PATH', { hint: 'install qemu-utils (Debian) or QEMU' });
+  if (!qemuImg)
+    throw new K3sVmError('QEMU_START_FAILED', 'qemu-img was not found beside QEMU or on PATH', {
+      hint: 'install qemu-utils (Debian) or QEMU',
+    });
   return qemuImg;
 }
 
 /** The disk's internal snapshots; read with --force-share, so it works while QEMU has the disk open. */
-export async function listInternalSnapshots(disk: string, runScript: string, pathVariable: string | undefined): Promise<InternalSnapshot[]> {
+export async function listInternalSnapshots(
+  disk: string,
+  runScript: string,
+  pathVariable: string | undefined,
+): Promise<InternalSnapshot[]> {
   const qemuImg = await qemuImgFor(runScript, pathVariable);
-  const result = await execa(qemuImg, ['info', '--force-share', '--output=json', '-f', 'qcow2', disk], { reject: false, env: { LC_ALL: 'C' } });
+  const result = await execa(qemuImg, ['info', '--force-share', '--output=json', '-f', 'qcow2', disk], {
+    reject: false,
+    env: { LC_ALL: 'C' },
+  });
   if (result.exitCode !== 0) throw new Error(`qemu-img info ${disk} failed: ${String(result.stderr ?? '').trim()}`);
   return parseInternalSnapshots(String(result.stdout));
 }

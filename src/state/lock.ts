@@ -122,7 +122,9 @@ export async function acquireLock(dir: InstanceDir, options: LockOptions): Promi
       continue;
     }
     const mine = holder.pid === process.pid && (holder.startTime === undefined || holder.startTime === own.startTime);
-    const writtenAtMs = await stat(path).then((info) => info.mtimeMs).catch(() => undefined);
+    const writtenAtMs = await stat(path)
+      .then((info) => info.mtimeMs)
+      .catch(() => undefined);
     if (!mine && !lockHolderAlive(holder, writtenAtMs)) {
       await takeOverStale(path, text);
       continue;

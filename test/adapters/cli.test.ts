@@ -103,8 +103,14 @@ describe('k3s-vm in-process', () => {
     // Only the package's own expression takes nixpkgs: the test guest brings its own, so there is no check for it.
     expect(withGuest.out()).not.toMatch(/^\S+ +nixpkgs /m);
     expect(code).toBe(withGuest.out().includes('FAIL') ? 1 : 0);
-    expect(packageVm.out()).toMatch(/^(ok {2}|warn) nixpkgs +nixpkgs [0-9a-f]{40} \(nixos-[0-9.]+, pinned\): (in the Nix store|not in the Nix store yet)/m);
-    expect(searchPath.out()).toMatch(nixpkgsPath() ? /^ok {3}nixpkgs +<nixpkgs> from the Nix search path/m : /^warn nixpkgs +<nixpkgs> from the Nix search path, which is not set/m);
+    expect(packageVm.out()).toMatch(
+      /^(ok {2}|warn) nixpkgs +nixpkgs [0-9a-f]{40} \(nixos-[0-9.]+, pinned\): (in the Nix store|not in the Nix store yet)/m,
+    );
+    expect(searchPath.out()).toMatch(
+      nixpkgsPath()
+        ? /^ok {3}nixpkgs +<nixpkgs> from the Nix search path/m
+        : /^warn nixpkgs +<nixpkgs> from the Nix search path, which is not set/m,
+    );
   });
 
   it('never colours output when NO_COLOR is set', async () => {
@@ -122,11 +128,22 @@ const bin = join(repoRoot, 'dist', 'adapters', 'cli', 'bin.js');
 
 /** The bin's environment for a VM of the test guest in `dir`: nothing from the developer's K3S_VM_* variables. */
 function binEnv(dir: string, name: string): Record<string, string> {
-  return { ...envWithoutK3sVm(), K3S_VM_DIR: dir, K3S_VM_NIX: testGuestNix, K3S_VM_NAME: name, K3S_VM_ACCEL: 'tcg', K3S_VM_MEMORY: '1024', K3S_VM_DISK_SIZE: '2048', K3S_VM_TIMEOUT: '240', NO_COLOR: '1' };
+  return {
+    ...envWithoutK3sVm(),
+    K3S_VM_DIR: dir,
+    K3S_VM_NIX: testGuestNix,
+    K3S_VM_NAME: name,
+    K3S_VM_ACCEL: 'tcg',
+    K3S_VM_MEMORY: '1024',
+    K3S_VM_DISK_SIZE: '2048',
+    K3S_VM_TIMEOUT: '240',
+    NO_COLOR: '1',
+  };
 }
 
 function runBin(env: Record<string, string>) {
-  return (...args: string[]) => execa(process.execPath, [bin, ...args], { env, extendEnv: false, reject: false, cwd: repoRoot, stdin: 'ignore' });
+  return (...args: string[]) =>
+    execa(process.execPath, [bin, ...args], { env, extendEnv: false, reject: false, cwd: repoRoot, stdin: 'ignore' });
 }
 
 describe('the k3s-vm bin against the shared test guest', () => {
@@ -138,7 +155,14 @@ describe('the k3s-vm bin against the shared test guest', () => {
     const status = await k3sVm('status', '--json');
     expect(status.exitCode, status.stderr).toBe(0);
     const report = JSON.parse(status.stdout);
-    expect(report).toMatchObject({ name: 'test-guest', state: 'running', accel: 'tcg', k3sReady: true, kept: false, kubeconfigPath: join(shared().dir, files.kubeconfig) });
+    expect(report).toMatchObject({
+      name: 'test-guest',
+      state: 'running',
+      accel: 'tcg',
+      k3sReady: true,
+      kept: false,
+      kubeconfigPath: join(shared().dir, files.kubeconfig),
+    });
     expect(report.pid).toBe(readQemuPid(shared().dir));
   });
 
@@ -158,7 +182,13 @@ describe('the k3s-vm bin against the shared test guest', () => {
     expect(ssh.exitCode).toBe(5);
 
     // An interactive shell, through a pseudo-terminal (script(1)), with its exit code.
-    const shell = await execa('script', ['-qec', `${process.execPath} ${bin} ssh`, '/dev/null'], { env: env(), extendEnv: false, reject: false, cwd: repoRoot, input: 'echo "in $(hostname)"\nexit 4\n' });
+    const shell = await execa('script', ['-qec', `${process.execPath} ${bin} ssh`, '/dev/null'], {
+      env: env(),
+      extendEnv: false,
+      reject: false,
+      cwd: repoRoot,
+      input: 'echo "in $(hostname)"\nexit 4\n',
+    });
     expect(shell.stdout).toMatch(/in test-guest/);
     expect(shell.exitCode).toBe(4);
   });
@@ -168,7 +198,13 @@ describe('the k3s-vm bin against the shared test guest', () => {
     expect(logs.exitCode).toBe(0);
     expect(logs.stdout).toMatch(/test-guest/);
 
-    const follow = execa(process.execPath, [bin, 'logs', '--follow'], { env: env(), extendEnv: false, reject: false, cwd: repoRoot, stdin: 'ignore' });
+    const follow = execa(process.execPath, [bin, 'logs', '--follow'], {
+      env: env(),
+      extendEnv: false,
+      reject: false,
+      cwd: repoRoot,
+      stdin: 'ignore',
+    });
     let followed = '';
     follow.stdout?.on('data', (chunk: Buffer) => (followed += chunk.toString()));
     await expect.poll(() => followed, { timeout: 10_000 }).toMatch(/test-guest/);
@@ -197,7 +233,14 @@ describe('the k3s-vm bin with a VM of its own', () => {
     const status = await k3sVm('status', '--json');
     expect(status.exitCode).toBe(0);
     const report = JSON.parse(status.stdout);
-    expect(report).toMatchObject({ name: 'cli-guest', state: 'running', accel: 'tcg', k3sReady: true, kept: true, kubeconfigPath: join(dir, files.kubeconfig) });
+    expect(report).toMatchObject({
+      name: 'cli-guest',
+      state: 'running',
+      accel: 'tcg',
+      k3sReady: true,
+      kept: true,
+      kubeconfigPath: join(dir, files.kubeconfig),
+    });
     expect(isRunning(report.pid)).toBe(true);
 
     const refused = await k3sVm('reset');

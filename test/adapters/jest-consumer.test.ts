@@ -5,14 +5,18 @@ import { interruptDuringTests } from '../helpers/interrupt.js';
 import { useStateDirs } from '../helpers/state-dirs.js';
 
 const dirs = useStateDirs();
-const jestEnv = (dir: string, extra: Record<string, string> = {}) => consumerEnv(dir, { NODE_OPTIONS: '--experimental-vm-modules --no-warnings', ...extra });
+const jestEnv = (dir: string, extra: Record<string, string> = {}) =>
+  consumerEnv(dir, { NODE_OPTIONS: '--experimental-vm-modules --no-warnings', ...extra });
 
 beforeAll(() => linkPackage(project));
 
 describe('a Jest project with k3s-vm/jest/setup and k3s-vm/jest/teardown', () => {
   it('runs its tests against one VM with workers and in band, two runs started together, and leaves nothing running', async () => {
     const dir = dirs.fresh('jest');
-    const [workers, inBand] = await Promise.all([runIn(project, 'jest', ['--maxWorkers=2'], jestEnv(dir)), runIn(project, 'jest', ['--runInBand'], jestEnv(dir))]);
+    const [workers, inBand] = await Promise.all([
+      runIn(project, 'jest', ['--maxWorkers=2'], jestEnv(dir)),
+      runIn(project, 'jest', ['--runInBand'], jestEnv(dir)),
+    ]);
     for (const run of [workers, inBand]) {
       expect(run.exitCode, run.all).toBe(0);
       expect(run.all).toMatch(/Tests:\s+4 passed, 4 total/);

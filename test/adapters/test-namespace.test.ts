@@ -19,7 +19,15 @@ let kubeConfig: KubeConfig;
 beforeAll(async () => {
   const certs = spawnSync('/bin/sh', [genCerts, join(work, 'tls')], { encoding: 'utf8' });
   if (certs.status !== 0) throw new Error(`gen-certs.sh failed: ${certs.stderr}`);
-  api = await startFakeK3sApi({ tlsDir: join(work, 'tls'), host: '127.0.0.1', port: 0, nodeName: 'n', nodeReadyDelayMs: 0, serviceAccountDelayMs, log: false });
+  api = await startFakeK3sApi({
+    tlsDir: join(work, 'tls'),
+    host: '127.0.0.1',
+    port: 0,
+    nodeName: 'n',
+    nodeReadyDelayMs: 0,
+    serviceAccountDelayMs,
+    log: false,
+  });
   kubeConfig = new KubeConfig();
   kubeConfig.loadFromString(api.kubeconfig);
 });
@@ -49,7 +57,9 @@ describe('the namespace of a test', () => {
     expect(ns.metadata?.labels).toMatchObject({ 'app.kubernetes.io/managed-by': 'k3s-vm', 'k3s-vm/run-id': 'rtest-1' });
     await namespace.delete();
     const deleted = await core.readNamespace({ name: namespace.name }).catch((e: unknown) => e);
-    expect(String((deleted as { status?: { phase?: string } }).status?.phase ?? (deleted as { code?: number }).code)).toMatch(/^(Terminating|404)$/);
+    expect(String((deleted as { status?: { phase?: string } }).status?.phase ?? (deleted as { code?: number }).code)).toMatch(
+      /^(Terminating|404)$/,
+    );
   });
 
   it('has a DNS-1123 name of at most 63 characters made from the test name', () => {

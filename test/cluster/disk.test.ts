@@ -27,7 +27,11 @@ describe('the disk record', () => {
   it('is written for a new disk', async () => {
     const dir = await instance();
     await checkDisk(dir, config({ name: 'vm-a', k3sVersion: '1.33', diskSizeMiB: 4096 }), recordingLogger());
-    expect(JSON.parse(readFileSync(dir.file(files.diskRecord), 'utf8'))).toMatchObject({ name: 'vm-a', k3sVersion: '1_33', diskSizeMiB: 4096 });
+    expect(JSON.parse(readFileSync(dir.file(files.diskRecord), 'utf8'))).toMatchObject({
+      name: 'vm-a',
+      k3sVersion: '1_33',
+      diskSizeMiB: 4096,
+    });
   });
 
   it('refuses another node name, offering reset and keeping the disk', async () => {
@@ -52,12 +56,21 @@ describe('the disk record', () => {
     const dir = await instance({ name: 'k3s-vm', k3sVersion: '', diskSizeMiB: 20480 });
     const logger = recordingLogger();
     await checkDisk(dir, config({ diskSizeMiB: 40960 }), logger);
-    expect(logger.lines.join('\n')).toMatch(/^warning: the VM's disk was made with 20480 MiB and keeps that size \(40960 MiB is asked for\)/m);
+    expect(logger.lines.join('\n')).toMatch(
+      /^warning: the VM's disk was made with 20480 MiB and keeps that size \(40960 MiB is asked for\)/m,
+    );
   });
 
   it('stops a start before the build', async () => {
     const dir = await instance({ name: 'test-guest', k3sVersion: '', diskSizeMiB: 2048 });
-    const error = (await startCluster({ projectRoot: repoRoot, dir: dir.path, nix: testGuestNix, name: 'renamed', accel: 'tcg', env: {} }).catch((e: unknown) => e)) as K3sVmError;
+    const error = (await startCluster({
+      projectRoot: repoRoot,
+      dir: dir.path,
+      nix: testGuestNix,
+      name: 'renamed',
+      accel: 'tcg',
+      env: {},
+    }).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code).toBe('DISK_MISMATCH');
     expect(dir.exists(files.buildLink)).toBe(false);
   });

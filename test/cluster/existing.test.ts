@@ -32,15 +32,28 @@ let core: CoreV1Api;
 beforeAll(async () => {
   const certs = spawnSync('/bin/sh', [genCerts, join(work, 'tls')], { encoding: 'utf8' });
   if (certs.status !== 0) throw new Error(`gen-certs.sh failed: ${certs.stderr}`);
-  api = await startFakeK3sApi({ tlsDir: join(work, 'tls'), host: '127.0.0.1', port: 0, nodeName: 'shared', nodeReadyDelayMs: 0, log: false });
+  api = await startFakeK3sApi({
+    tlsDir: join(work, 'tls'),
+    host: '127.0.0.1',
+    port: 0,
+    nodeName: 'shared',
+    nodeReadyDelayMs: 0,
+    log: false,
+  });
   // A kubeconfig as a developer has it: the test cluster next to one that must never be used.
   const kc = new KubeConfig();
   kc.loadFromString(api.kubeconfig);
   const cluster = kc.getCurrentCluster()!;
   const user = kc.getCurrentUser()!;
   kc.loadFromOptions({
-    clusters: [{ ...cluster, name: 'test' }, { name: 'prod', server: 'https://prod.invalid:6443', skipTLSVerify: false }],
-    users: [{ ...user, name: 'test' }, { name: 'prod', token: 'secret' }],
+    clusters: [
+      { ...cluster, name: 'test' },
+      { name: 'prod', server: 'https://prod.invalid:6443', skipTLSVerify: false },
+    ],
+    users: [
+      { ...user, name: 'test' },
+      { name: 'prod', token: 'secret' },
+    ],
     contexts: [
       { name: 'ci-shared', cluster: 'test', user: 'test' },
       { name: 'prod-eks', cluster: 'prod', user: 'prod' },
@@ -57,8 +70,11 @@ afterAll(() => api?.close());
 
 /** k3s-vm's namespaces that are not being deleted (teardown does not wait for finalizers). */
 const managed = async () =>
-  (await core.listNamespace({ labelSelector: 'app.kubernetes.io/managed-by=k3s-vm' })).items.filter((ns) => !ns.metadata?.deletionTimestamp).map((ns) => ns.metadata!.name!);
-const alive = async () => (await core.listNamespace()).items.filter((ns) => !ns.metadata?.deletionTimestamp).map((ns) => ns.metadata!.name!);
+  (await core.listNamespace({ labelSelector: 'app.kubernetes.io/managed-by=k3s-vm' })).items
+    .filter((ns) => !ns.metadata?.deletionTimestamp)
+    .map((ns) => ns.metadata!.name!);
+const alive = async () =>
+  (await core.listNamespace()).items.filter((ns) => !ns.metadata?.deletionTimestamp).map((ns) => ns.metadata!.name!);
 
 function existing(extra: Record<string, string> = {}) {
   return { projectRoot: repoRoot, env: { K3S_VM_KUBECONFIG: kubeconfigFile, K3S_VM_ALLOW_CONTEXTS: 'ci-*', ...extra } };
@@ -70,7 +86,9 @@ describe('an existing cluster', () => {
     expect(error.code).toBe('CONTEXT_NOT_ALLOWED');
     expect(error.message).toContain('context "prod-eks"');
     expect(error.hint).toMatch(/K3S_VM_ALLOW_CONTEXTS=prod-eks/);
-    const notMatching = (await openCluster(existing({ K3S_VM_CONTEXT: 'ci-shared', K3S_VM_ALLOW_CONTEXTS: 'staging-*,ci' })).catch((e: unknown) => e)) as K3sVmError;
+    const notMatching = (await openCluster(existing({ K3S_VM_CONTEXT: 'ci-shared', K3S_VM_ALLOW_CONTEXTS: 'staging-*,ci' })).catch(
+      (e: unknown) => e,
+    )) as K3sVmError;
     expect(notMatching.code).toBe('CONTEXT_NOT_ALLOWED');
     expect(await managed()).toEqual([]);
   });
@@ -84,7 +102,9 @@ describe('an existing cluster', () => {
   });
 
   it('refuses what only a VM has, saying why', async () => {
-    const error = (await openCluster(existing({ K3S_VM_CONTEXT: 'ci-shared', K3S_VM_MEMORY: '8192', K3S_VM_ACCEL: 'kvm' })).catch((e: unknown) => e)) as K3sVmError;
+    const error = (await openCluster(existing({ K3S_VM_CONTEXT: 'ci-shared', K3S_VM_MEMORY: '8192', K3S_VM_ACCEL: 'kvm' })).catch(
+      (e: unknown) => e,
+    )) as K3sVmError;
     expect(error.code).toBe('CONFIG_INVALID');
     expect(error.message).toMatch(/^K3S_VM_MEMORY, K3S_VM_ACCEL configure the VM, but K3S_VM_KUBECONFIG asks for an existing cluster/);
     const start = (await startCluster(existing({ K3S_VM_CONTEXT: 'ci-shared' })).catch((e: unknown) => e)) as K3sVmError;
@@ -132,7 +152,11 @@ describe('an existing cluster', () => {
     });
     const file = join(work, 'gone.kubeconfig');
     writeFileSync(file, kc.exportConfig(), { mode: 0o600 });
-    const error = (await openCluster({ projectRoot: repoRoot, timeoutSeconds: 2, env: { K3S_VM_KUBECONFIG: file, K3S_VM_ALLOW_CONTEXTS: 'ci-*' } }).catch((e: unknown) => e)) as K3sVmError;
+    const error = (await openCluster({
+      projectRoot: repoRoot,
+      timeoutSeconds: 2,
+      env: { K3S_VM_KUBECONFIG: file, K3S_VM_ALLOW_CONTEXTS: 'ci-*' },
+    }).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code).toBe('NOT_READY');
     expect(error.message).toMatch(/^K3s not ready before the deadline \(step 2 of 3 "API \/readyz ok", waited \d+ s\); last error: /);
     expect(error.hint).toContain('https://127.0.0.1:1');
@@ -169,12 +193,21 @@ describe('an existing cluster', () => {
       stdout: { write: (c: string) => out.push(c) },
       stderr: { write: (c: string) => err.push(c) },
       // kubectl keeps a discovery cache under HOME: a home of the test's own.
-      env: { PATH: process.env['PATH'], HOME: work, K3S_VM_KUBECONFIG: kubeconfigFile, K3S_VM_CONTEXT: 'ci-shared', K3S_VM_ALLOW_CONTEXTS: 'ci-shared', NO_COLOR: '1' },
+      env: {
+        PATH: process.env['PATH'],
+        HOME: work,
+        K3S_VM_KUBECONFIG: kubeconfigFile,
+        K3S_VM_CONTEXT: 'ci-shared',
+        K3S_VM_ALLOW_CONTEXTS: 'ci-shared',
+        NO_COLOR: '1',
+      },
       cwd: repoRoot,
       interactive: false,
     };
     expect(await run(['status'], io)).toBe(0);
-    expect(out.join('')).toMatch(/^ci-shared: running\n {2}cluster: {4}existing, context ci-shared\n {2}API: {8}https:\/\/127\.0\.0\.1:\d+\n/);
+    expect(out.join('')).toMatch(
+      /^ci-shared: running\n {2}cluster: {4}existing, context ci-shared\n {2}API: {8}https:\/\/127\.0\.0\.1:\d+\n/,
+    );
     out.length = 0;
     expect(await run(['kubectl', 'get', 'nodes', '-o', 'name'], io)).toBe(0);
     expect(out.join('')).toBe('node/shared\n');
@@ -185,7 +218,14 @@ describe('an existing cluster', () => {
   it('runs three suites at once on one cluster, each with its own namespaces, and leaves nothing behind', async () => {
     const project = join(repoRoot, 'fixtures', 'consumer-existing');
     linkPackage(project);
-    const env = { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '', K3S_VM_KUBECONFIG: kubeconfigFile, K3S_VM_CONTEXT: 'ci-shared', K3S_VM_ALLOW_CONTEXTS: 'ci-shared', NO_COLOR: '1' };
+    const env = {
+      PATH: process.env['PATH'] ?? '',
+      HOME: process.env['HOME'] ?? '',
+      K3S_VM_KUBECONFIG: kubeconfigFile,
+      K3S_VM_CONTEXT: 'ci-shared',
+      K3S_VM_ALLOW_CONTEXTS: 'ci-shared',
+      NO_COLOR: '1',
+    };
     const runs = await Promise.all([1, 2, 3].map(() => runIn(project, 'vitest', ['run'], env)));
     for (const result of runs) expect(result.exitCode, result.all).toBe(0);
     const runIds = new Set(runs.map((result) => /run (r[0-9a-z]+-[0-9a-f]{8})/.exec(String(result.all))?.[1]));

@@ -21,12 +21,27 @@ beforeAll(async () => {
   server = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
     if (req.url?.startsWith('/api/v1/nodes/n1')) {
-      res.end(JSON.stringify({
-        kind: 'Node', apiVersion: 'v1', metadata: { name: 'n1' },
-        status: { conditions: [{ type: 'Ready', status: ready, reason: 'KubeletReady', lastHeartbeatTime: heartbeat, lastTransitionTime: before }] },
-      }));
+      res.end(
+        JSON.stringify({
+          kind: 'Node',
+          apiVersion: 'v1',
+          metadata: { name: 'n1' },
+          status: {
+            conditions: [
+              { type: 'Ready', status: ready, reason: 'KubeletReady', lastHeartbeatTime: heartbeat, lastTransitionTime: before },
+            ],
+          },
+        }),
+      );
     } else if (req.url?.startsWith('/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1') && renewTime) {
-      res.end(JSON.stringify({ kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', metadata: { name: 'n1', namespace: 'kube-node-lease' }, spec: { holderIdentity: 'n1', renewTime } }));
+      res.end(
+        JSON.stringify({
+          kind: 'Lease',
+          apiVersion: 'coordination.k8s.io/v1',
+          metadata: { name: 'n1', namespace: 'kube-node-lease' },
+          spec: { holderIdentity: 'n1', renewTime },
+        }),
+      );
     } else {
       res.statusCode = 404;
       res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'NotFound', code: 404, message: 'not found' }));
@@ -60,7 +75,9 @@ describe('node Ready after a restore', () => {
 
   it('waits while both are from before the restore, saying when each was', async () => {
     [ready, heartbeat, renewTime] = ['True', before, before];
-    await expect(check()).rejects.toThrow(/Ready as last reported 2026-11-26T02:50:00.000Z, its lease last renewed 2026-11-26T02:50:00.000Z, both before the restore/);
+    await expect(check()).rejects.toThrow(
+      /Ready as last reported 2026-11-26T02:50:00.000Z, its lease last renewed 2026-11-26T02:50:00.000Z, both before the restore/,
+    );
   });
 
   it('waits when there is no Lease and the condition is stale, naming the Lease problem', async () => {

@@ -17,7 +17,9 @@ import { recordingLogger } from '../helpers/test-guest.js';
 const dirs = useStateDirs();
 
 function snapshotsInDisk(dir: InstanceDir): string[] {
-  const info = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', dir.file(files.disk)], { encoding: 'utf8' })) as { snapshots?: Array<{ name: string }> };
+  const info = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', dir.file(files.disk)], { encoding: 'utf8' })) as {
+    snapshots?: Array<{ name: string }>;
+  };
   return (info.snapshots ?? []).map((entry) => entry.name);
 }
 
@@ -97,7 +99,9 @@ describe('snapshots on the test guest', () => {
     const guestSeconds = Number((await first.exec('date -u +%s')).stdout.trim());
     expect(Math.abs(guestSeconds - Date.now() / 1000)).toBeLessThan(3);
     // The node was reported Ready after the restore (the readiness step checked it against the launch).
-    const nodes = JSON.parse(execFileSync('kubectl', ['--kubeconfig', first.kubeconfigPath, 'get', 'nodes', '-o', 'json'], { encoding: 'utf8' })) as {
+    const nodes = JSON.parse(
+      execFileSync('kubectl', ['--kubeconfig', first.kubeconfigPath, 'get', 'nodes', '-o', 'json'], { encoding: 'utf8' }),
+    ) as {
       items: Array<{ status: { conditions: Array<{ type: string; lastHeartbeatTime: string }> } }>;
     };
     const ready = nodes.items[0]!.status.conditions.find((condition) => condition.type === 'Ready')!;
@@ -147,7 +151,11 @@ describe('snapshots on the test guest', () => {
     const changedLogger = recordingLogger();
     const changed = await startCluster({ ...options, kernelParams: ['k3s_fake.node_ready_delay_ms=1'], logger: changedLogger });
     expect(changed.timings.restored).toBe(false);
-    expect(changedLogger.lines).toContainEqual(expect.stringMatching(/^cold boot: the snapshot is not restored because the VM changed since the snapshot was saved \(kernelParams: {2}→ k3s_fake/));
+    expect(changedLogger.lines).toContainEqual(
+      expect.stringMatching(
+        /^cold boot: the snapshot is not restored because the VM changed since the snapshot was saved \(kernelParams: {2}→ k3s_fake/,
+      ),
+    );
     await changed.stop();
     // That start saved its own: the key follows the new kernel command line.
     expect(record(dir).key.kernelParams).toBe('k3s_fake.node_ready_delay_ms=1');
@@ -165,18 +173,31 @@ describe('snapshots on the test guest', () => {
     const disk = dir.file(files.disk);
     execFileSync('qemu-img', ['snapshot', '-d', snapshotTag, disk]);
     execFileSync('qemu-img', ['snapshot', '-c', snapshotTag, disk]);
-    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', disk], { encoding: 'utf8' })) as { snapshots: Array<Record<string, number | string>> };
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', disk], { encoding: 'utf8' })) as {
+      snapshots: Array<Record<string, number | string>>;
+    };
     const entry = info.snapshots[0]!;
     const current = record(dir);
     writeFileSync(
       dir.file(files.snapshotRecord),
-      JSON.stringify({ ...current, disk: { id: String(entry['id']), name: snapshotTag, vmStateBytes: Number(entry['vm-state-size']), dateSec: Number(entry['date-sec']), dateNsec: Number(entry['date-nsec']) } }),
+      JSON.stringify({
+        ...current,
+        disk: {
+          id: String(entry['id']),
+          name: snapshotTag,
+          vmStateBytes: Number(entry['vm-state-size']),
+          dateSec: Number(entry['date-sec']),
+          dateNsec: Number(entry['date-nsec']),
+        },
+      }),
     );
     const refusedLogger = recordingLogger();
     const refused = await startCluster({ ...options, kernelParams: ['k3s_fake.node_ready_delay_ms=1'], logger: refusedLogger });
     expect(refused.timings.restored).toBe(false);
     expect(refusedLogger.lines).toContainEqual(expect.stringMatching(/^restoring the saved/));
-    expect(refusedLogger.lines).toContainEqual(expect.stringMatching(/^cold boot: restoring the snapshot failed \(QEMU \(pid \d+\) exited/));
+    expect(refusedLogger.lines).toContainEqual(
+      expect.stringMatching(/^cold boot: restoring the snapshot failed \(QEMU \(pid \d+\) exited/),
+    );
     expect(refusedLogger.lines.some((line) => line.startsWith('saved the ready VM'))).toBe(true);
     await refused.stop();
     expect(record(dir).disk.vmStateBytes).toBeGreaterThan(0);

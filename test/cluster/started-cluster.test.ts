@@ -34,7 +34,11 @@ describe('a started cluster (attached to the shared test guest)', () => {
   it('runs commands in the guest over SSH with their output and exit code', async () => {
     const cluster = await attachSharedGuest();
     try {
-      expect(await cluster.exec('echo "hello from $(hostname)"; echo oops >&2; exit 7')).toMatchObject({ stdout: 'hello from test-guest\n', stderr: 'oops\n', exitCode: 7 });
+      expect(await cluster.exec('echo "hello from $(hostname)"; echo oops >&2; exit 7')).toMatchObject({
+        stdout: 'hello from test-guest\n',
+        stderr: 'oops\n',
+        exitCode: 7,
+      });
       // Calls in quick succession, and at once.
       const [a, b] = await Promise.all([cluster.exec('echo a'), cluster.exec('echo b')]);
       expect([a.stdout, b.stdout]).toEqual(['a\n', 'b\n']);

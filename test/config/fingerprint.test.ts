@@ -20,6 +20,8 @@ describe('fingerprints', () => {
   it('accepts any port when none is fixed, and flags a fixed port that differs', () => {
     const running = { ...runtimeFingerprint(base), apiPort: '41000', sshPort: '41001' };
     expect(fingerprintDifferences(running, runtimeFingerprint(resolveConfig({ projectRoot: '/project', apiPort: 41000 }, {})))).toEqual([]);
-    expect(fingerprintDifferences(running, runtimeFingerprint(resolveConfig({ projectRoot: '/project', apiPort: 42000 }, {})))).toEqual(['apiPort: 41000 → 42000']);
+    expect(fingerprintDifferences(running, runtimeFingerprint(resolveConfig({ projectRoot: '/project', apiPort: 42000 }, {})))).toEqual([
+      'apiPort: 41000 → 42000',
+    ]);
   });
 });

@@ -27,7 +27,15 @@ describe('resolveConfig', () => {
     const config = resolveConfig({}, {}, join(project, 'src', 'deep'));
     expect(config.projectRoot).toBe(project);
     expect(config.dir).toBe(join(project, '.k3s-vm'));
-    expect(config).toMatchObject({ name: 'k3s-vm', cpus: 2, memoryMiB: 4096, diskSizeMiB: 20480, accel: 'auto', keep: false, debug: false });
+    expect(config).toMatchObject({
+      name: 'k3s-vm',
+      cpus: 2,
+      memoryMiB: 4096,
+      diskSizeMiB: 20480,
+      accel: 'auto',
+      keep: false,
+      debug: false,
+    });
     expect(config.apiPort).toBeUndefined();
     expect(config.sshPort).toBeUndefined();
     expect(config.timeoutSeconds).toBeUndefined();
@@ -73,7 +81,11 @@ describe('resolveConfig', () => {
   });
 
   it('lets explicit options win over the environment', () => {
-    const config = resolveConfig({ cpus: 8, keep: false, accel: 'kvm' }, { K3S_VM_CPUS: '4', K3S_VM_KEEP: '1', K3S_VM_ACCEL: 'tcg' }, project);
+    const config = resolveConfig(
+      { cpus: 8, keep: false, accel: 'kvm' },
+      { K3S_VM_CPUS: '4', K3S_VM_KEEP: '1', K3S_VM_ACCEL: 'tcg' },
+      project,
+    );
     expect(config).toMatchObject({ cpus: 8, keep: false, accel: 'kvm' });
   });
 

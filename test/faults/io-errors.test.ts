@@ -29,7 +29,11 @@ describe('I/O errors in the state directory', () => {
     // A full file system: the state directory on a one-page tmpfs, which .gitignore fills.
     const full = freshStateDir('faults-enospc');
     const script = `mount -t tmpfs -o size=4k tmpfs '${full}' && exec node '${join(repoRoot, 'dist', 'adapters', 'cli', 'bin.js')}' setup`;
-    const run = await execa('unshare', ['--user', '--map-root-user', '--mount', 'sh', '-c', script], { env: cliEnv(full), reject: false, all: true });
+    const run = await execa('unshare', ['--user', '--map-root-user', '--mount', 'sh', '-c', script], {
+      env: cliEnv(full),
+      reject: false,
+      all: true,
+    });
     expect(run.exitCode, run.all).toBe(1);
     expect(run.all).toMatch(/^error: could not write .*: no space left on the device \(ENOSPC\)/m);
     expect(run.all).toMatch(/^hint: free some space on the file system that holds /m);

@@ -25,7 +25,8 @@ afterAll(async () => {
   for (const each of dirs) await stopCluster({ env: cliEnv(each), force: true }).catch(() => undefined);
 });
 
-const leftovers = (folder: string) => [files.pid, files.runtime, files.lock, files.kubeconfig].filter((name) => existsSync(join(folder, name)));
+const leftovers = (folder: string) =>
+  [files.pid, files.runtime, files.lock, files.kubeconfig].filter((name) => existsSync(join(folder, name)));
 
 function modes(folder: string): Array<[string, string]> {
   const found: Array<[string, string]> = [];
@@ -45,7 +46,16 @@ describe('a kept VM', () => {
     const booting = seededStateDir('faults-int');
     dirs.push(booting);
     // A terminal's Ctrl-C reaches the whole process group: the run gets one of its own.
-    const run = execa('vitest', ['run'], { cwd: project, env: consumerEnv(booting), reject: false, all: true, preferLocal: true, localDir: repoRoot, stdin: 'ignore', detached: true });
+    const run = execa('vitest', ['run'], {
+      cwd: project,
+      env: consumerEnv(booting),
+      reject: false,
+      all: true,
+      preferLocal: true,
+      localDir: repoRoot,
+      stdin: 'ignore',
+      detached: true,
+    });
     await expect.poll(() => qemuProcessesUsing(booting).length, { timeout: 120_000, interval: 100 }).toBe(1);
     process.kill(-run.pid!, 'SIGINT');
     expect((await run).exitCode).not.toBe(0);

@@ -34,7 +34,10 @@ export interface FakeSshServerOptions {
 }
 
 /** Starts an SSH server on 127.0.0.1 that accepts one key and answers commands through `answer`. */
-export async function startFakeSshServer(answer: (command: string) => CommandAnswer, options: FakeSshServerOptions = {}): Promise<FakeSshServer> {
+export async function startFakeSshServer(
+  answer: (command: string) => CommandAnswer,
+  options: FakeSshServerOptions = {},
+): Promise<FakeSshServer> {
   const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
   const clientKeys = options.clientKeys ?? ssh2.utils.generateKeyPairSync('ed25519');
   const allowed = ssh2.utils.parseKey(clientKeys.public);
@@ -59,7 +62,8 @@ export async function startFakeSshServer(answer: (command: string) => CommandAns
       const key = context.key;
       const matches = key.algo === allowed.type && key.data.length === allowedPublic.length && timingSafeEqual(key.data, allowedPublic);
       if (!matches) return context.reject(['publickey']);
-      if (context.signature && context.blob && !allowed.verify(context.blob, context.signature, context.hashAlgo)) return context.reject(['publickey']);
+      if (context.signature && context.blob && !allowed.verify(context.blob, context.signature, context.hashAlgo))
+        return context.reject(['publickey']);
       context.accept();
     });
     client.on('ready', () => {

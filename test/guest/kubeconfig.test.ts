@@ -40,11 +40,20 @@ describe('rewriteKubeconfig', () => {
   });
 
   it('parses rather than edits text: a server written in flow style is rewritten too', () => {
-    const flow = k3sYaml.replace('    server: https://127.0.0.1:6443\n', '').replace('    certificate-authority-data: Q0EgREFUQQ==', '    {certificate-authority-data: Q0EgREFUQQ==, server: "https://127.0.0.1:6443"}').replace('- cluster:\n    {', '- cluster: {').replace('}\n  name: default\ncontexts', '}\n  name: default\ncontexts');
+    const flow = k3sYaml
+      .replace('    server: https://127.0.0.1:6443\n', '')
+      .replace(
+        '    certificate-authority-data: Q0EgREFUQQ==',
+        '    {certificate-authority-data: Q0EgREFUQQ==, server: "https://127.0.0.1:6443"}',
+      )
+      .replace('- cluster:\n    {', '- cluster: {')
+      .replace('}\n  name: default\ncontexts', '}\n  name: default\ncontexts');
     expect(JSON.parse(rewriteKubeconfig(flow, 5000).kubeconfig).clusters[0].cluster.server).toBe('https://127.0.0.1:5000');
   });
 
   it('refuses a kubeconfig without a cluster', () => {
-    expect(() => rewriteKubeconfig('apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n', 1)).toThrow(/has no cluster or no user/);
+    expect(() => rewriteKubeconfig('apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n', 1)).toThrow(
+      /has no cluster or no user/,
+    );
   });
 });

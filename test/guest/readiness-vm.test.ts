@@ -18,7 +18,9 @@ describe.concurrent('readiness on the test guest', () => {
     const opts = dirs.options('not-ready', { kernelParams: nodeNeverReady, timeoutSeconds: 20 });
     const error = (await startCluster(opts).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code).toBe('NOT_READY');
-    expect(error.message).toMatch(/^K3s not ready before the deadline \(step 5 of 7 "node Ready", waited \d+ s\); last error: node test-guest is not Ready \(KubeletNotReady/);
+    expect(error.message).toMatch(
+      /^K3s not ready before the deadline \(step 5 of 7 "node Ready", waited \d+ s\); last error: node test-guest is not Ready \(KubeletNotReady/,
+    );
     expect(error.details).toMatch(/last lines of the serial console/);
     expect(error.hint).toMatch(/kubectl describe nodes/);
     expect(new InstanceDir(opts.dir).exists(files.pid)).toBe(false);

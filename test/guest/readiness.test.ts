@@ -11,7 +11,13 @@ import { startFakeK3sApi, type FakeK3sApi, type FakeK3sApiOptions } from '../../
 import { K3sVmError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from '../../src/guest/kubeconfig.js';
-import { k3sReadinessSteps, waitForReady, type ReadinessContext, type ReadinessStep, type WaitForReadyOptions } from '../../src/guest/readiness.js';
+import {
+  k3sReadinessSteps,
+  waitForReady,
+  type ReadinessContext,
+  type ReadinessStep,
+  type WaitForReadyOptions,
+} from '../../src/guest/readiness.js';
 import type { ExecResult, GuestShell } from '../../src/guest/ssh.js';
 import { startFakeSshServer } from './fake-ssh-server.js';
 
@@ -117,9 +123,13 @@ describe('waitForReady (the engine)', () => {
         throw last;
       },
     };
-    const error = await rejection(waitForReady(options({ steps: [passing('first', []), failing, kubeconfigStep], deadline: Date.now() + 400 })));
+    const error = await rejection(
+      waitForReady(options({ steps: [passing('first', []), failing, kubeconfigStep], deadline: Date.now() + 400 })),
+    );
     expect(error.code).toBe('NOT_READY');
-    expect(error.message).toMatch(/^K3s not ready before the deadline \(step 2 of 3 "the thing", waited \d+ s\); last error: the thing is still missing$/);
+    expect(error.message).toMatch(
+      /^K3s not ready before the deadline \(step 2 of 3 "the thing", waited \d+ s\); last error: the thing is still missing$/,
+    );
     expect(error.details).toBe(serial);
     expect(error.hint).toBe('look at the thing');
     expect(error.cause).toBe(last);
@@ -301,7 +311,11 @@ describe('step 1 "SSH answers"', () => {
     const privateKey = ssh2.utils.generateKeyPairSync('ed25519').private;
     const error = await rejection(waitForReady(options({ target: { port, privateKey }, deadline: Date.now() + 800 })));
     expect(error.code).toBe('NOT_READY');
-    expect(error.message).toMatch(new RegExp(`^K3s not ready before the deadline \\(step 1 of 7 "SSH answers", waited \\d+ s\\); last error: the SSH handshake with 127\\.0\\.0\\.1:${port} had not completed`));
+    expect(error.message).toMatch(
+      new RegExp(
+        `^K3s not ready before the deadline \\(step 1 of 7 "SSH answers", waited \\d+ s\\); last error: the SSH handshake with 127\\.0\\.0\\.1:${port} had not completed`,
+      ),
+    );
     expect(error.hint).toBe(k3sReadinessSteps[0]!.hint);
     expect(error.details).toBe(serial);
   });
@@ -313,7 +327,9 @@ describe('step 1 "SSH answers"', () => {
       const started = Date.now();
       const error = await rejection(waitForReady(options({ target: { port: guest.port, privateKey: other.privateKey } })));
       expect(Date.now() - started).toBeLessThan(5000);
-      expect(error.message).toMatch(/^K3s cannot become ready \(step 1 of 7 "SSH answers"\); error: All configured authentication methods failed/);
+      expect(error.message).toMatch(
+        /^K3s cannot become ready \(step 1 of 7 "SSH answers"\); error: All configured authentication methods failed/,
+      );
     } finally {
       await Promise.all([guest.close(), other.close()]);
     }
@@ -380,7 +396,14 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
   /** Steps 2–7 with a fake guest shell standing in for SSH. */
   function k3sOptions(api: FakeK3sApi, overrides: Partial<WaitForReadyOptions> & { shell?: GuestShell } = {}): WaitForReadyOptions {
     const shell = overrides.shell ?? fakeGuest({ kubeconfig: () => api.kubeconfig });
-    return options({ steps: [sshStep(shell), ...k3sReadinessSteps.slice(1)], apiPort: api.port, nodeName, contextName: 'my-vm', bootStartedAt: Date.now(), ...overrides });
+    return options({
+      steps: [sshStep(shell), ...k3sReadinessSteps.slice(1)],
+      apiPort: api.port,
+      nodeName,
+      contextName: 'my-vm',
+      bootStartedAt: Date.now(),
+      ...overrides,
+    });
   }
 
   it('all seven steps pass against an SSH server and the fake API, and the kubeconfig points at the forwarded port', async () => {
@@ -392,7 +415,16 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
     });
     try {
       const logger = recordingLogger();
-      const result = await waitForReady(options({ target: { port: guest.port, privateKey: guest.privateKey }, apiPort: api.port, nodeName, contextName: 'my-vm', bootStartedAt: new Date(), logger }));
+      const result = await waitForReady(
+        options({
+          target: { port: guest.port, privateKey: guest.privateKey },
+          apiPort: api.port,
+          nodeName,
+          contextName: 'my-vm',
+          bootStartedAt: new Date(),
+          logger,
+        }),
+      );
       expect(result.apiServerUrl).toBe(`https://127.0.0.1:${api.port}`);
       const kubeconfig = JSON.parse(result.kubeconfig);
       expect(kubeconfig['current-context']).toBe('my-vm');
@@ -412,7 +444,9 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
     const { api } = await fakeApi();
     const shell = fakeGuest({ service: { stdout: 'activating\n', stderr: '', exitCode: 3 }, kubeconfig: () => api.kubeconfig });
     const error = await rejection(waitForReady(k3sOptions(api, { shell, deadline: Date.now() + 300 })));
-    expect(error.message).toMatch(/\(step 2 of 7 "k3s service active", waited \d+ s\); last error: systemctl is-active k3s says "activating"$/);
+    expect(error.message).toMatch(
+      /\(step 2 of 7 "k3s service active", waited \d+ s\); last error: systemctl is-active k3s says "activating"$/,
+    );
     expect(error.hint).toBe(k3sReadinessSteps[1]!.hint);
     expect(shell.closed).toBe(1);
   });
@@ -464,13 +498,19 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
     // The fake's node reported Ready when it started: for a boot that started later, that report is stale.
     const bootStartedAt = new Date(Date.now() + 10_000);
     const error = await rejection(waitForReady(k3sOptions(api, { bootStartedAt, deadline: Date.now() + 500 })));
-    expect(error.message).toMatch(new RegExp(`step 5 of 7 "node Ready".*last error: node ${nodeName} is Ready only as last reported .*, before this boot \\(${bootStartedAt.toISOString()}\\)`));
+    expect(error.message).toMatch(
+      new RegExp(
+        `step 5 of 7 "node Ready".*last error: node ${nodeName} is Ready only as last reported .*, before this boot \\(${bootStartedAt.toISOString()}\\)`,
+      ),
+    );
   });
 
   it('waits for a NotReady node and names why it is not Ready', async () => {
     const { api } = await fakeApi({ nodeReadyDelayMs: 60_000 });
     const error = await rejection(waitForReady(k3sOptions(api, { deadline: Date.now() + 500 })));
-    expect(error.message).toMatch(/step 5 of 7 "node Ready".*last error: node k3s-vm-test-node is not Ready \(KubeletNotReady: container runtime status check may not have completed yet\)$/);
+    expect(error.message).toMatch(
+      /step 5 of 7 "node Ready".*last error: node k3s-vm-test-node is not Ready \(KubeletNotReady: container runtime status check may not have completed yet\)$/,
+    );
   });
 
   it('waits until every APIService is Available, watching for it', async () => {
@@ -484,17 +524,31 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
   it('names the APIService that is not Available at the deadline', async () => {
     const { api } = await fakeApi({ metricsApiServiceDelayMs: 60_000 });
     const error = await rejection(waitForReady(k3sOptions(api, { deadline: Date.now() + 800 })));
-    expect(error.message).toMatch(/\(step 6 of 7 "API discovery complete", waited \d+ s\); last error: APIService v1beta1\.metrics\.k8s\.io is not Available \(MissingEndpoints/);
+    expect(error.message).toMatch(
+      /\(step 6 of 7 "API discovery complete", waited \d+ s\); last error: APIService v1beta1\.metrics\.k8s\.io is not Available \(MissingEndpoints/,
+    );
     expect(error.hint).toBe(k3sReadinessSteps[5]!.hint);
   });
 
   it('has nothing to wait for in API discovery when the API server has no APIService resource (404)', async () => {
     const { api } = await fakeApi();
     // An API server (not the fake) that knows no path at all.
-    const bare = createHttpsServer({ key: readFileSync(join(tlsDir, 'server.key')), cert: readFileSync(join(tlsDir, 'server.crt')) }, (request, response) => {
-      response.writeHead(404, { 'Content-Type': 'application/json' });
-      response.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'the server could not find the requested resource', reason: 'NotFound', code: 404 }));
-    });
+    const bare = createHttpsServer(
+      { key: readFileSync(join(tlsDir, 'server.key')), cert: readFileSync(join(tlsDir, 'server.crt')) },
+      (request, response) => {
+        response.writeHead(404, { 'Content-Type': 'application/json' });
+        response.end(
+          JSON.stringify({
+            kind: 'Status',
+            apiVersion: 'v1',
+            status: 'Failure',
+            message: 'the server could not find the requested resource',
+            reason: 'NotFound',
+            code: 404,
+          }),
+        );
+      },
+    );
     await new Promise<void>((resolve) => bare.listen(0, '127.0.0.1', resolve));
     try {
       const port = (bare.address() as AddressInfo).port;
@@ -519,7 +573,9 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
   it('names the missing default ServiceAccount at the deadline', async () => {
     const { api } = await fakeApi({ serviceAccountDelayMs: 60_000 });
     const error = await rejection(waitForReady(k3sOptions(api, { deadline: Date.now() + 800 })));
-    expect(error.message).toMatch(/step 7 of 7 "default ServiceAccount exists".*last error: the default ServiceAccount does not exist yet in namespace default$/);
+    expect(error.message).toMatch(
+      /step 7 of 7 "default ServiceAccount exists".*last error: the default ServiceAccount does not exist yet in namespace default$/,
+    );
   });
 
   it('ends a watching step at once when the VM goes away', async () => {

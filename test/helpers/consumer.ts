@@ -56,7 +56,16 @@ export function consumerEnv(stateDir: string, extra: Record<string, string> = {}
 
 /** Starts `vitest run` (or another command) in a consumer project with exactly the given environment. */
 export function runIn(project: string, command: string, args: string[], env: Record<string, string>) {
-  return execa(command, args, { cwd: project, env, extendEnv: false, reject: false, all: true, preferLocal: true, localDir: repoRoot, stdin: 'ignore' });
+  return execa(command, args, {
+    cwd: project,
+    env,
+    extendEnv: false,
+    reject: false,
+    all: true,
+    preferLocal: true,
+    localDir: repoRoot,
+    stdin: 'ignore',
+  });
 }
 
 /** Command lines (with their pids first) of the QEMU processes whose arguments mention a state directory. */

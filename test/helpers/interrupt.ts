@@ -6,7 +6,14 @@ import { qemuProcessesUsing, runIn } from './consumer.js';
  * Runs a consumer project until its long test has started, interrupts it with `signal`, and
  * waits until no QEMU of that state directory is left.
  */
-export async function interruptDuringTests(project: string, command: string, args: string[], env: Record<string, string>, dir: string, signal: NodeJS.Signals): Promise<void> {
+export async function interruptDuringTests(
+  project: string,
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  dir: string,
+  signal: NodeJS.Signals,
+): Promise<void> {
   const run = runIn(project, command, args, env);
   let output = '';
   run.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));

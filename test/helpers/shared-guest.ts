@@ -20,7 +20,8 @@ declare module 'vitest' {
 export function sharedGuest(): SharedGuest & { provided: ProvidedCluster } {
   const shared = inject('sharedGuest');
   const provided = inject('k3sVm');
-  if (!shared || !provided) throw new Error('no shared test guest: vitest.config.ts must list test/helpers/shared-guest-setup.ts in globalSetup');
+  if (!shared || !provided)
+    throw new Error('no shared test guest: vitest.config.ts must list test/helpers/shared-guest-setup.ts in globalSetup');
   return { ...shared, provided };
 }
 

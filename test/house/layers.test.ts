@@ -22,9 +22,11 @@ describe('the layer order', () => {
   });
 
   it('lets adapters use the cluster API, errors and logging only', async () => {
-    const allowed = "import { startCluster } from '../../cluster/index.js';\nimport { K3sVmError } from '../../errors.js';\nvoid startCluster;\nvoid K3sVmError;\n";
+    const allowed =
+      "import { startCluster } from '../../cluster/index.js';\nimport { K3sVmError } from '../../errors.js';\nvoid startCluster;\nvoid K3sVmError;\n";
     expect(await problemsOf('src/adapters/cli/example.ts', allowed)).toEqual([]);
-    const reaching = "import { stopInstance } from '../../cluster/stop.js';\nimport { files } from '../../state/files.js';\nvoid stopInstance;\nvoid files;\n";
+    const reaching =
+      "import { stopInstance } from '../../cluster/stop.js';\nimport { files } from '../../state/files.js';\nvoid stopInstance;\nvoid files;\n";
     const problems = await problemsOf('src/adapters/cli/example.ts', reaching);
     expect(problems).toHaveLength(2);
     expect(problems.every((p) => /adapters use only the cluster API/.test(p))).toBe(true);

@@ -15,6 +15,12 @@ describe('the README', () => {
   it('lists every CLI flag where it lists the flags every command takes', () => {
     const flags = optionKeys.flatMap((key) => (optionTable[key].flag ? [`--${optionTable[key].flag}`] : []));
     const sentence = /Every command takes the flags in the configuration table \(([^)]*)/.exec(readme)?.[1] ?? '';
-    expect(sentence.replace(/`/g, '').split(/\s+/).filter((word) => word.startsWith('--')).map((word) => word.replace(/[,.]$/, ''))).toEqual(flags);
+    expect(
+      sentence
+        .replace(/`/g, '')
+        .split(/\s+/)
+        .filter((word) => word.startsWith('--'))
+        .map((word) => word.replace(/[,.]$/, '')),
+    ).toEqual(flags);
   });
 });

@@ -12,9 +12,21 @@ import { recordingLogger } from '../helpers/test-guest.js';
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-nix-'));
 const counter = join(root, 'nix-build-calls');
 const wrapper = join(root, 'nix-build-counting');
-const params: BuildParameters = { name: 'tiny', cpus: 2, memoryMiB: 1024, diskSizeMiB: 2048, nixpkgs: '', k3sVersion: '', offline: false, extraK3sFlags: [], disable: ['traefik'], airgapImages: true, extraModules: [], sshPublicKey: `ssh-ed25519 AAAA test-${process.pid}-${Date.now()}` };
+const params: BuildParameters = {
+  name: 'tiny',
+  cpus: 2,
+  memoryMiB: 1024,
+  diskSizeMiB: 2048,
+  nixpkgs: '',
+  k3sVersion: '',
+  offline: false,
+  extraK3sFlags: [],
+  disable: ['traefik'],
+  airgapImages: true,
+  extraModules: [],
+  sshPublicKey: `ssh-ed25519 AAAA test-${process.pid}-${Date.now()}`,
+};
 // (A key of its own makes this run's derivation new, so Nix really builds and its output streams.)
-
 
 const calls = () => (existsSync(counter) ? readFileSync(counter, 'utf8').split('\n').filter(Boolean).length : 0);
 
@@ -35,21 +47,51 @@ function expression(name: string, body?: string): string {
 
 describe('buildVm with the real nix-build', () => {
   it('passes the parameters as function arguments, never as pasted text', () => {
-    const args = nixBuildArgs('/expr', '/out', { ...params, extraK3sFlags: ['--disable=traefik'], sshPublicKey: 'ssh-ed25519 AAAA "quoted" key' });
+    const args = nixBuildArgs('/expr', '/out', {
+      ...params,
+      extraK3sFlags: ['--disable=traefik'],
+      sshPublicKey: 'ssh-ed25519 AAAA "quoted" key',
+    });
     expect(args).toEqual([
-      '/expr', '--out-link', '/out',
-      '--argstr', 'nixpkgsSpec', '',
-      '--argstr', 'name', 'tiny',
-      '--arg', 'cpus', '2',
-      '--arg', 'memoryMiB', '1024',
-      '--arg', 'diskSizeMiB', '2048',
-      '--argstr', 'k3sVersion', '',
-      '--arg', 'offline', 'false',
-      '--argstr', 'extraK3sFlagsJson', '["--disable=traefik"]',
-      '--argstr', 'disableJson', '["traefik"]',
-      '--arg', 'airgapImages', 'true',
-      '--argstr', 'extraModulesJson', '[]',
-      '--argstr', 'sshPublicKey', 'ssh-ed25519 AAAA "quoted" key',
+      '/expr',
+      '--out-link',
+      '/out',
+      '--argstr',
+      'nixpkgsSpec',
+      '',
+      '--argstr',
+      'name',
+      'tiny',
+      '--arg',
+      'cpus',
+      '2',
+      '--arg',
+      'memoryMiB',
+      '1024',
+      '--arg',
+      'diskSizeMiB',
+      '2048',
+      '--argstr',
+      'k3sVersion',
+      '',
+      '--arg',
+      'offline',
+      'false',
+      '--argstr',
+      'extraK3sFlagsJson',
+      '["--disable=traefik"]',
+      '--argstr',
+      'disableJson',
+      '["traefik"]',
+      '--arg',
+      'airgapImages',
+      'true',
+      '--argstr',
+      'extraModulesJson',
+      '[]',
+      '--argstr',
+      'sshPublicKey',
+      'ssh-ed25519 AAAA "quoted" key',
     ]);
   });
 
@@ -93,7 +135,9 @@ describe('buildVm with the real nix-build', () => {
   it('explains a missing Nix and how to install it', async () => {
     const dir = new InstanceDir(join(root, 'state-no-nix'));
     await dir.ensure();
-    await expect(buildVm(dir, { nix: expression('no-nix'), parameters: params, nixBuild: join(root, 'no-such-nix-build'), logger: recordingLogger() })).rejects.toMatchObject({
+    await expect(
+      buildVm(dir, { nix: expression('no-nix'), parameters: params, nixBuild: join(root, 'no-such-nix-build'), logger: recordingLogger() }),
+    ).rejects.toMatchObject({
       code: 'NIX_MISSING',
       hint: expect.stringMatching(/install Nix/),
     });
@@ -108,7 +152,9 @@ describe('buildVm with the real nix-build', () => {
     const dir = new InstanceDir(join(root, 'state-nixpkgs'));
     await dir.ensure();
     const nix = expression('needs-nixpkgs', '{ ... }: (import <nixpkgs> {}).hello\n');
-    const error = await buildVm(dir, { nix, parameters: params, nixBuild: 'nix-build', logger: recordingLogger() }).catch((e: unknown) => e);
+    const error = await buildVm(dir, { nix, parameters: params, nixBuild: 'nix-build', logger: recordingLogger() }).catch(
+      (e: unknown) => e,
+    );
     expect(error).toMatchObject({ code: 'NIXPKGS_MISSING', hint: expect.stringContaining('nix-channel --add') });
   });
 
@@ -141,6 +187,8 @@ describe('buildVm with the real nix-build', () => {
       'no-script',
       '{ ... }: builtins.derivation { name = "not-a-vm"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "/bin/mkdir -p $out" ]; }\n',
     );
-    await expect(buildVm(dir, { nix, parameters: params, logger: recordingLogger() })).rejects.toMatchObject({ code: 'RUN_SCRIPT_MISSING' });
+    await expect(buildVm(dir, { nix, parameters: params, logger: recordingLogger() })).rejects.toMatchObject({
+      code: 'RUN_SCRIPT_MISSING',
+    });
   });
 });

@@ -58,7 +58,15 @@ describe('the Nix expressions', () => {
       hint: expect.stringContaining('K3S_VM_NIXPKGS'),
     });
     // A bad parameter is reported before any download is tried.
-    const refused = await buildVm(dir, { nix: config.nix, parameters: { ...parameters, memoryMiB: 512 }, logger: recordingLogger(), force: true }).catch((e: unknown) => e);
-    expect(refused).toMatchObject({ code: 'NIX_EVAL_FAILED', message: expect.stringContaining('memoryMiB must be a whole number of MiB from 1024') });
+    const refused = await buildVm(dir, {
+      nix: config.nix,
+      parameters: { ...parameters, memoryMiB: 512 },
+      logger: recordingLogger(),
+      force: true,
+    }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({
+      code: 'NIX_EVAL_FAILED',
+      message: expect.stringContaining('memoryMiB must be a whole number of MiB from 1024'),
+    });
   }, 60_000);
 });

@@ -17,7 +17,10 @@ describe('describeNixpkgs', () => {
 
   it('names the pinned revision by default', async () => {
     const source = await nixpkgsSource('');
-    expect(source).toMatchObject({ kind: 'pinned', url: expect.stringMatching(/^https:\/\/github\.com\/NixOS\/nixpkgs\/archive\/[0-9a-f]{40}\.tar\.gz$/) });
+    expect(source).toMatchObject({
+      kind: 'pinned',
+      url: expect.stringMatching(/^https:\/\/github\.com\/NixOS\/nixpkgs\/archive\/[0-9a-f]{40}\.tar\.gz$/),
+    });
     const described = await describeNixpkgs('');
     expect(described.source).toMatch(/^nixpkgs [0-9a-f]{40} \(nixos-\d\d\.\d\d, pinned\)$/);
     expect([true, false]).toContain(described.inStore);
@@ -25,7 +28,10 @@ describe('describeNixpkgs', () => {
 
   it('says "not in the store" for a tarball it has never fetched, at once and without downloading', async () => {
     const started = Date.now();
-    expect(await describeNixpkgs('https://nixpkgs.invalid/never-fetched.tar.gz')).toEqual({ source: 'nixpkgs from https://nixpkgs.invalid/never-fetched.tar.gz', inStore: false });
+    expect(await describeNixpkgs('https://nixpkgs.invalid/never-fetched.tar.gz')).toEqual({
+      source: 'nixpkgs from https://nixpkgs.invalid/never-fetched.tar.gz',
+      inStore: false,
+    });
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
@@ -53,7 +59,10 @@ describe('describeNixpkgs', () => {
   });
 
   it('reports a setting nix/parameters.nix refuses', async () => {
-    expect(await describeNixpkgs('25.05')).toMatchObject({ inStore: undefined, source: expect.stringContaining('must be empty (the pinned revision)') });
+    expect(await describeNixpkgs('25.05')).toMatchObject({
+      inStore: undefined,
+      source: expect.stringContaining('must be empty (the pinned revision)'),
+    });
   });
 });
 

@@ -15,18 +15,12 @@ export interface ParameterCase {
 
 /** The build parameters with rules, as named in nix/parameters.nix. */
 export type RuledParameter =
-  | 'name'
-  | 'cpus'
-  | 'memoryMiB'
-  | 'diskSizeMiB'
-  | 'k3sVersion'
-  | 'extraK3sFlags'
-  | 'disable'
-  | 'offline'
-  | 'sshPublicKey';
+  'name' | 'cpus' | 'memoryMiB' | 'diskSizeMiB' | 'k3sVersion' | 'extraK3sFlags' | 'disable' | 'offline' | 'sshPublicKey';
 
-const yes = (value: unknown, note?: string): ParameterCase => (note === undefined ? { value, accepted: true } : { value, accepted: true, note });
-const no = (value: unknown, note?: string): ParameterCase => (note === undefined ? { value, accepted: false } : { value, accepted: false, note });
+const yes = (value: unknown, note?: string): ParameterCase =>
+  note === undefined ? { value, accepted: true } : { value, accepted: true, note };
+const no = (value: unknown, note?: string): ParameterCase =>
+  note === undefined ? { value, accepted: false } : { value, accepted: false, note };
 
 /** Values at and around every boundary of every rule. */
 export const parameterCases: Readonly<Record<RuledParameter, readonly ParameterCase[]>> = {

@@ -12,7 +12,11 @@ const scratch = mkdtempSync(join(tmpdir(), 'k3s-vm-rules-'));
 
 /** Evaluates a Nix expression (with `p` bound to parameters.nix) and parses its JSON result. */
 async function evaluate(expression: string): Promise<unknown> {
-  const result = await execa('nix-instantiate', ['--eval', '--strict', '--json', '-E', `let p = import ${parametersNix}; in ${expression}`], { reject: false });
+  const result = await execa(
+    'nix-instantiate',
+    ['--eval', '--strict', '--json', '-E', `let p = import ${parametersNix}; in ${expression}`],
+    { reject: false },
+  );
   if (result.exitCode !== 0) throw new Error(result.stderr);
   return JSON.parse(result.stdout);
 }
@@ -34,7 +38,10 @@ describe('nix/parameters.nix', () => {
   beforeAll(async () => {
     const input = join(scratch, 'cases.json');
     const evaluable = table.filter((c) => c.typescriptOnly === undefined);
-    writeFileSync(input, JSON.stringify(evaluable.map((c) => ({ key: `${c.parameter}#${c.index}`, parameter: c.parameter, value: c.value }))));
+    writeFileSync(
+      input,
+      JSON.stringify(evaluable.map((c) => ({ key: `${c.parameter}#${c.index}`, parameter: c.parameter, value: c.value }))),
+    );
     const result = await evaluate(
       `builtins.listToAttrs (map (c: { name = c.key; value = (builtins.tryEval (p.check.\${c.parameter} c.value)).success; }) (builtins.fromJSON (builtins.readFile ${input})))`,
     );
@@ -80,23 +87,61 @@ describe('nix/default.nix checks its arguments with parameters.nix', () => {
       '{ system, modules }: { config.system.build.vm = { type = "derivation"; inherit system; moduleCount = builtins.length modules; }; }\n',
     );
   });
-  const nixArgs = (...args: string[]) => ['--eval', '--strict', join(repoRoot, 'nix'), '--arg', 'nixpkgs', stub, '-A', 'moduleCount', ...args];
+  const nixArgs = (...args: string[]) => [
+    '--eval',
+    '--strict',
+    join(repoRoot, 'nix'),
+    '--arg',
+    'nixpkgs',
+    stub,
+    '-A',
+    'moduleCount',
+    ...args,
+  ];
 
   it('evaluates with every argument that nixBuildArgs passes', async () => {
-    const result = await execa('nix-instantiate', nixArgs(
-      '--argstr', 'nixpkgsSpec', '',
-      '--argstr', 'name', 'k3s-vm',
-      '--arg', 'cpus', '2',
-      '--arg', 'memoryMiB', '1024',
-      '--arg', 'diskSizeMiB', '2048',
-      '--argstr', 'k3sVersion', '1_31',
-      '--arg', 'offline', 'true',
-      '--argstr', 'extraK3sFlagsJson', '["--node-label=a b"]',
-      '--argstr', 'disableJson', '["traefik"]',
-      '--arg', 'airgapImages', 'true',
-      '--argstr', 'extraModulesJson', '[]',
-      '--argstr', 'sshPublicKey', 'ssh-ed25519 AAAA test',
-    ), { reject: false });
+    const result = await execa(
+      'nix-instantiate',
+      nixArgs(
+        '--argstr',
+        'nixpkgsSpec',
+        '',
+        '--argstr',
+        'name',
+        'k3s-vm',
+        '--arg',
+        'cpus',
+        '2',
+        '--arg',
+        'memoryMiB',
+        '1024',
+        '--arg',
+        'diskSizeMiB',
+        '2048',
+        '--argstr',
+        'k3sVersion',
+        '1_31',
+        '--arg',
+        'offline',
+        'true',
+        '--argstr',
+        'extraK3sFlagsJson',
+        '["--node-label=a b"]',
+        '--argstr',
+        'disableJson',
+        '["traefik"]',
+        '--arg',
+        'airgapImages',
+        'true',
+        '--argstr',
+        'extraModulesJson',
+        '[]',
+        '--argstr',
+        'sshPublicKey',
+        'ssh-ed25519 AAAA test',
+      ),
+      { reject: false },
+    );
     expect(result.stderr).toBe('');
     expect(result.stdout).toBe('1');
   });
@@ -120,7 +165,10 @@ describe('where nixpkgs comes from (nixpkgsSource)', () => {
   it('is the pinned revision by default', async () => {
     const pin = (await evaluate('p.pin')) as { rev: string; branch: string };
     expect(pin.rev).toMatch(/^[0-9a-f]{40}$/);
-    expect(await evaluate('p.nixpkgsSource ""')).toMatchObject({ kind: 'pinned', url: `https://github.com/NixOS/nixpkgs/archive/${pin.rev}.tar.gz` });
+    expect(await evaluate('p.nixpkgsSource ""')).toMatchObject({
+      kind: 'pinned',
+      url: `https://github.com/NixOS/nixpkgs/archive/${pin.rev}.tar.gz`,
+    });
   });
 
   it.each([
@@ -157,7 +205,19 @@ function systemdExecStartArgv(value: string): string[] {
   });
   const words: string[] = [];
   let i = 0;
-  const escapes: Record<string, string> = { '\\': '\\', '"': '"', "'": "'", n: '\n', t: '\t', r: '\r', a: '\x07', b: '\b', f: '\f', v: '\v', s: ' ' };
+  const escapes: Record<string, string> = {
+    '\\': '\\',
+    '"': '"',
+    "'": "'",
+    n: '\n',
+    t: '\t',
+    r: '\r',
+    a: '\x07',
+    b: '\b',
+    f: '\f',
+    v: '\v',
+    s: ' ',
+  };
   while (i < specified.length) {
     while (i < specified.length && /[ \t\n]/.test(specified[i]!)) i++;
     if (i >= specified.length) break;

@@ -56,23 +56,45 @@ describe('NixProgress', () => {
       expression,
       `{ salt }: let step = n: builtins.derivation { name = "progress-\${salt}-\${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo building \${n}; /bin/mkdir $out" ]; }; in builtins.derivation { name = "progress-\${salt}"; system = builtins.currentSystem; builder = "/bin/sh"; a = step "a"; b = step "b"; args = [ "-c" "/bin/mkdir $out" ]; }\n`,
     );
-    const run = await execa('nix-build', [expression, '--no-out-link', '--argstr', 'salt', `${process.pid}-${Date.now()}`, '--log-format', 'internal-json'], {
-      env: { NIX_CONFIG: 'substituters =' },
-    });
+    const run = await execa(
+      'nix-build',
+      [expression, '--no-out-link', '--argstr', 'salt', `${process.pid}-${Date.now()}`, '--log-format', 'internal-json'],
+      {
+        env: { NIX_CONFIG: 'substituters =' },
+      },
+    );
     const { progress, events } = readAll(String(run.stderr).split('\n'));
     expect(progress.summary()).toBe('built 3 of 3 derivations, 0 MiB downloaded');
     expect(events).toContainEqual({ kind: 'build-log', text: 'building a' });
-    expect(events.some((e) => e.kind === 'message' && /these 3 derivations will be built|this derivation will be built/.test(e.text))).toBe(true);
+    expect(events.some((e) => e.kind === 'message' && /these 3 derivations will be built|this derivation will be built/.test(e.text))).toBe(
+      true,
+    );
   });
 });
 
 describe('buildVm progress', () => {
-  const parameters: BuildParameters = { name: 'progress', cpus: 1, memoryMiB: 1024, diskSizeMiB: 2048, nixpkgs: '', k3sVersion: '', offline: false, extraK3sFlags: [], disable: [], airgapImages: false, extraModules: [], sshPublicKey: `ssh-ed25519 AAAA progress-${process.pid}-${Date.now()}` };
+  const parameters: BuildParameters = {
+    name: 'progress',
+    cpus: 1,
+    memoryMiB: 1024,
+    diskSizeMiB: 2048,
+    nixpkgs: '',
+    k3sVersion: '',
+    offline: false,
+    extraK3sFlags: [],
+    disable: [],
+    airgapImages: false,
+    extraModules: [],
+    sshPublicKey: `ssh-ed25519 AAAA progress-${process.pid}-${Date.now()}`,
+  };
 
   it('updates one status line when the logger has one, and clears it at the end', async () => {
     const folder = join(root, 'status');
     await execa('mkdir', ['-p', folder]);
-    writeFileSync(join(folder, 'default.nix'), await import('node:fs').then((fs) => fs.readFileSync(join(import.meta.dirname, '..', 'helpers', 'tiny-vm.nix'), 'utf8')));
+    writeFileSync(
+      join(folder, 'default.nix'),
+      await import('node:fs').then((fs) => fs.readFileSync(join(import.meta.dirname, '..', 'helpers', 'tiny-vm.nix'), 'utf8')),
+    );
     const dir = new InstanceDir(join(root, 'state-status'));
     await dir.ensure();
     const statuses: string[] = [];
@@ -87,7 +109,10 @@ describe('buildVm progress', () => {
   it('writes plain progress lines when the logger has no status line', async () => {
     const folder = join(root, 'plain');
     await execa('mkdir', ['-p', folder]);
-    writeFileSync(join(folder, 'default.nix'), await import('node:fs').then((fs) => fs.readFileSync(join(import.meta.dirname, '..', 'helpers', 'tiny-vm.nix'), 'utf8')));
+    writeFileSync(
+      join(folder, 'default.nix'),
+      await import('node:fs').then((fs) => fs.readFileSync(join(import.meta.dirname, '..', 'helpers', 'tiny-vm.nix'), 'utf8')),
+    );
     const dir = new InstanceDir(join(root, 'state-plain'));
     await dir.ensure();
     const logger = recordingLogger();

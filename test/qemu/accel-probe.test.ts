@@ -32,7 +32,10 @@ describe('the KVM probe (real QEMU)', () => {
 describe('the QEMU a run script uses', () => {
   it('is the store path the script execs, or qemu-system-x86_64 from PATH', async () => {
     const folder = mkdtempSync(join(tmpdir(), 'k3s-vm-script-'));
-    writeFileSync(join(folder, 'nixos'), '#!/bin/sh\nexec /nix/store/abc123-qemu-host-cpu-only-9.1.0/bin/qemu-system-x86_64 -machine accel=kvm:tcg "$@"\n');
+    writeFileSync(
+      join(folder, 'nixos'),
+      '#!/bin/sh\nexec /nix/store/abc123-qemu-host-cpu-only-9.1.0/bin/qemu-system-x86_64 -machine accel=kvm:tcg "$@"\n',
+    );
     writeFileSync(join(folder, 'plain'), '#!/bin/sh\nexec qemu-system-x86_64 -machine accel=kvm:tcg "$@"\n');
     expect(await qemuOfRunScript(join(folder, 'nixos'))).toBe('/nix/store/abc123-qemu-host-cpu-only-9.1.0/bin/qemu-system-x86_64');
     expect(await qemuOfRunScript(join(folder, 'plain'))).toBe('qemu-system-x86_64');

@@ -24,7 +24,11 @@ describe('the accelerator', () => {
   it('with K3S_VM_ACCEL=kvm, refuses an unusable KVM and says how to fix it', async () => {
     const cacheDir = await seededCache(false);
     const error = await chooseAccel({ accel: 'kvm', cacheDir, logger: recordingLogger() }).catch((e: unknown) => e);
-    expect(error).toMatchObject({ code: 'KVM_UNUSABLE', message: expect.stringContaining(unusableReason), hint: expect.stringContaining('/etc/udev/rules.d/99-kvm4all.rules') });
+    expect(error).toMatchObject({
+      code: 'KVM_UNUSABLE',
+      message: expect.stringContaining(unusableReason),
+      hint: expect.stringContaining('/etc/udev/rules.d/99-kvm4all.rules'),
+    });
     // Known before any build: the cached verdict refuses at once.
     await expect(refuseKnownDeadKvm({ accel: 'kvm', cacheDir })).rejects.toMatchObject({ code: 'KVM_UNUSABLE' });
     await expect(refuseKnownDeadKvm({ accel: 'auto', cacheDir })).resolves.toBeUndefined();
@@ -33,7 +37,9 @@ describe('the accelerator', () => {
   it('falls back to emulation with a warning under auto when KVM is unusable', async () => {
     const logger = recordingLogger();
     expect(await chooseAccel({ accel: 'auto', cacheDir: await seededCache(false), logger })).toBe('tcg');
-    expect(logger.lines.join('\n')).toMatch(/^warning: KVM is not usable \(.*does not finish under KVM.*\); falling back to software emulation \(TCG\).*Timeouts are scaled ×3/m);
+    expect(logger.lines.join('\n')).toMatch(
+      /^warning: KVM is not usable \(.*does not finish under KVM.*\); falling back to software emulation \(TCG\).*Timeouts are scaled ×3/m,
+    );
   });
 
   it('uses KVM under auto or kvm when the probe found it working, without a warning', async () => {

@@ -43,7 +43,10 @@ describe('the run-script environment', () => {
 /** Local addresses that listen on a TCP port, from /proc/net/tcp and tcp6 (hex "ADDR:PORT"). */
 function listenersOn(port: number): string[] {
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
-  const rows = [...readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1), ...readFileSync('/proc/net/tcp6', 'utf8').split('\n').slice(1)];
+  const rows = [
+    ...readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1),
+    ...readFileSync('/proc/net/tcp6', 'utf8').split('\n').slice(1),
+  ];
   return rows
     .map((row) => row.trim().split(/\s+/))
     .filter((cols) => cols[3] === '0A' && cols[1]?.endsWith(`:${hexPort}`))

@@ -1,6 +1,13 @@
 // The snapshot's pure parts: what makes it unrestorable, and reading qemu-img's list of snapshots.
 import { describe, expect, it } from 'vitest';
-import { parseInternalSnapshots, restoreOptions, snapshotTag, whyNotRestorable, type SnapshotKey, type SnapshotRecord } from '../../src/qemu/snapshot.js';
+import {
+  parseInternalSnapshots,
+  restoreOptions,
+  snapshotTag,
+  whyNotRestorable,
+  type SnapshotKey,
+  type SnapshotRecord,
+} from '../../src/qemu/snapshot.js';
 
 const key: SnapshotKey = {
   storePath: '/nix/store/aaaa-test-guest',
@@ -11,7 +18,14 @@ const key: SnapshotKey = {
   kernelParams: '',
 };
 const inDisk = [{ id: '1', name: snapshotTag, vmStateBytes: 155_000_000, dateSec: 1_790_000_000, dateNsec: 5 }];
-const record: SnapshotRecord = { tag: snapshotTag, key, machine: 'pc-i440fx-7.2-machine', disk: inDisk[0]!, savedAt: '2026-11-26T03:00:00.000Z', saveMs: 400 };
+const record: SnapshotRecord = {
+  tag: snapshotTag,
+  key,
+  machine: 'pc-i440fx-7.2-machine',
+  disk: inDisk[0]!,
+  savedAt: '2026-11-26T03:00:00.000Z',
+  saveMs: 400,
+};
 
 describe('whether a snapshot can be restored', () => {
   it('is restorable when the key and the disk entry match', () => {
@@ -48,9 +62,21 @@ describe('qemu-img info', () => {
   it('lists internal snapshots with their VM state size and date', () => {
     const text = JSON.stringify({
       format: 'qcow2',
-      snapshots: [{ id: '1', name: snapshotTag, 'vm-state-size': 155_171_374, 'date-sec': 1_795_000_000, 'date-nsec': 123, 'vm-clock-sec': 10, 'vm-clock-nsec': 0 }],
+      snapshots: [
+        {
+          id: '1',
+          name: snapshotTag,
+          'vm-state-size': 155_171_374,
+          'date-sec': 1_795_000_000,
+          'date-nsec': 123,
+          'vm-clock-sec': 10,
+          'vm-clock-nsec': 0,
+        },
+      ],
     });
-    expect(parseInternalSnapshots(text)).toEqual([{ id: '1', name: snapshotTag, vmStateBytes: 155_171_374, dateSec: 1_795_000_000, dateNsec: 123 }]);
+    expect(parseInternalSnapshots(text)).toEqual([
+      { id: '1', name: snapshotTag, vmStateBytes: 155_171_374, dateSec: 1_795_000_000, dateNsec: 123 },
+    ]);
     expect(parseInternalSnapshots(JSON.stringify({ format: 'qcow2' }))).toEqual([]);
   });
 

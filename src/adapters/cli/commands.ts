@@ -145,7 +145,10 @@ export const commands: Record<string, Command> = {
           if (report.kubeconfigPath) lines.push(`  kubeconfig: ${report.kubeconfigPath}`);
         }
         lines.push(`  disk:       ${report.diskBytes === null ? 'none yet' : formatBytes(report.diskBytes)}`);
-        if (status.snapshot) lines.push(`  snapshot:   ${formatBytes(status.snapshot.vmStateBytes)} of VM state in the disk, saved ${status.snapshot.savedAt}`);
+        if (status.snapshot)
+          lines.push(
+            `  snapshot:   ${formatBytes(status.snapshot.vmStateBytes)} of VM state in the disk, saved ${status.snapshot.savedAt}`,
+          );
         lines.push(`  build:      ${report.buildPath ?? 'not built yet (k3s-vm setup)'}`);
         lines.push(`  state dir:  ${report.dir}`);
         io.stdout.write(`${lines.join('\n')}\n`);
@@ -195,7 +198,12 @@ export const commands: Record<string, Command> = {
         return result.exitCode ?? exitCodes.failure;
       }
       if (!io.interactive) throw new UsageError('an interactive shell needs a terminal; give a command: k3s-vm ssh -- COMMAND');
-      return spawnInherit('ssh', await sshClientArgs(options), io, 'ssh (OpenSSH client) is not installed; install it, or run one command with: k3s-vm ssh -- COMMAND');
+      return spawnInherit(
+        'ssh',
+        await sshClientArgs(options),
+        io,
+        'ssh (OpenSSH client) is not installed; install it, or run one command with: k3s-vm ssh -- COMMAND',
+      );
     },
   },
   kubeconfig: {
@@ -205,13 +213,19 @@ export const commands: Record<string, Command> = {
     async run({ io, values, options }) {
       const status = await runningCluster(options);
       if (!status.kubeconfigPath) {
-        throw new K3sVmError('NOT_READY', 'the VM runs but has no kubeconfig yet (it did not become ready)', { hint: 'k3s-vm logs shows the serial console' });
+        throw new K3sVmError('NOT_READY', 'the VM runs but has no kubeconfig yet (it did not become ready)', {
+          hint: 'k3s-vm logs shows the serial console',
+        });
       }
       const text = await readFile(status.kubeconfigPath, 'utf8');
       if (!usableKubeconfig(text)) {
-        throw new K3sVmError('KUBECONFIG_INVALID', `${status.kubeconfigPath} is damaged (${text.trim() === '' ? 'empty' : 'not a kubeconfig with a cluster and a user'}); the VM itself is running`, {
-          hint: 'fetch it again from the VM with: npx k3s-vm start (attaches to the running VM; nothing is rebooted)',
-        });
+        throw new K3sVmError(
+          'KUBECONFIG_INVALID',
+          `${status.kubeconfigPath} is damaged (${text.trim() === '' ? 'empty' : 'not a kubeconfig with a cluster and a user'}); the VM itself is running`,
+          {
+            hint: 'fetch it again from the VM with: npx k3s-vm start (attaches to the running VM; nothing is rebooted)',
+          },
+        );
       }
       io.stdout.write(values['path'] ? `${status.kubeconfigPath}\n` : text);
       return exitCodes.ok;
@@ -224,8 +238,11 @@ export const commands: Record<string, Command> = {
     ownsSigint: true,
     async run({ io, values, options }) {
       const path = (await clusterStatus(options)).serialLogPath;
-      const size = await stat(path).then((s) => s.size).catch(() => undefined);
-      if (size === undefined) throw new K3sVmError('NOT_RUNNING', `there is no serial log yet (${path})`, { hint: 'start the VM first: npx k3s-vm start' });
+      const size = await stat(path)
+        .then((s) => s.size)
+        .catch(() => undefined);
+      if (size === undefined)
+        throw new K3sVmError('NOT_RUNNING', `there is no serial log yet (${path})`, { hint: 'start the VM first: npx k3s-vm start' });
       await pipeRange(path, 0, size, io);
       if (!values['follow']) return exitCodes.ok;
       return followFile(path, size, io);
@@ -259,8 +276,14 @@ export const commands: Record<string, Command> = {
         io.stdout.write(names.map((name) => `${name}\n`).join(''));
         return exitCodes.ok;
       }
-      if (verb !== 'import') throw new UsageError(verb === undefined ? 'say what to do: images import ARCHIVE… or images ls' : `unknown images command "${verb}": use import or ls`);
-      if (paths.length === 0) throw new UsageError('images import needs at least one archive (docker save, podman save, nixpkgs dockerTools, OCI; .tar or .tar.gz)');
+      if (verb !== 'import')
+        throw new UsageError(
+          verb === undefined ? 'say what to do: images import ARCHIVE… or images ls' : `unknown images command "${verb}": use import or ls`,
+        );
+      if (paths.length === 0)
+        throw new UsageError(
+          'images import needs at least one archive (docker save, podman save, nixpkgs dockerTools, OCI; .tar or .tar.gz)',
+        );
       await importImages(paths, { ...options, force: Boolean(values['force']) });
       return exitCodes.ok;
     },

@@ -21,7 +21,12 @@ export const exitCodes = {
 } as const;
 
 /** Colours only on a terminal and never with NO_COLOR set. */
-export function colours(io: CliIo): { red(text: string): string; yellow(text: string): string; green(text: string): string; dim(text: string): string } {
+export function colours(io: CliIo): {
+  red(text: string): string;
+  yellow(text: string): string;
+  green(text: string): string;
+  dim(text: string): string;
+} {
   const on = io.interactive && !('NO_COLOR' in io.env && io.env['NO_COLOR'] !== '') && io.env['TERM'] !== 'dumb';
   const wrap = (code: number) => (text: string) => (on ? `\x1b[${code}m${text}\x1b[0m` : text);
   return { red: wrap(31), yellow: wrap(33), green: wrap(32), dim: wrap(2) };

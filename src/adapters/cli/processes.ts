@@ -9,7 +9,11 @@ import { exitCodes, type CliIo } from './io.js';
 /** Runs a program on the CLI's streams and resolves its exit code (128 + signal number if killed). */
 export function spawnInherit(command: string, args: string[], io: CliIo, missingHint: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: io.interactive ? 'inherit' : ['inherit', 'pipe', 'pipe'], env: { ...io.env } as NodeJS.ProcessEnv, cwd: io.cwd });
+    const child = spawn(command, args, {
+      stdio: io.interactive ? 'inherit' : ['inherit', 'pipe', 'pipe'],
+      env: { ...io.env } as NodeJS.ProcessEnv,
+      cwd: io.cwd,
+    });
     child.stdout?.on('data', (chunk: Buffer) => io.stdout.write(chunk.toString('utf8')));
     child.stderr?.on('data', (chunk: Buffer) => io.stderr.write(chunk.toString('utf8')));
     child.once('error', (error: NodeJS.ErrnoException) =>
@@ -38,7 +42,9 @@ export function followFile(path: string, from: number, io: CliIo): Promise<numbe
     const check = async () => {
       if (busy) return;
       busy = true;
-      const size = await stat(path).then((s) => s.size).catch(() => position);
+      const size = await stat(path)
+        .then((s) => s.size)
+        .catch(() => position);
       if (size < position) position = 0;
       await pipeRange(path, position, size, io);
       position = size;

@@ -46,7 +46,12 @@ function parse(name: string, rest: readonly string[]): Parsed {
     const theirs = split === -1 ? [] : rest.slice(split);
     return { values: parsed.values, positionals: theirs[0] === '--' ? theirs.slice(1) : theirs };
   }
-  const parsed = parseArgs({ args: [...rest], options: { ...commonOptions, ...command.options }, strict: true, allowPositionals: Boolean(command.positionals) });
+  const parsed = parseArgs({
+    args: [...rest],
+    options: { ...commonOptions, ...command.options },
+    strict: true,
+    allowPositionals: Boolean(command.positionals),
+  });
   return { values: parsed.values as CommandContext['values'], positionals: parsed.positionals };
 }
 
@@ -114,7 +119,9 @@ function reportError(error: unknown, io: CliIo, logger: Logger | undefined): num
   // Not one of ours: say what happened and where to look, with the stack only when debugging.
   const unexpected = error as NodeJS.ErrnoException;
   io.stderr.write(`${c.red('error:')} ${unexpected?.message ?? String(error)}\n`);
-  io.stderr.write(`${c.yellow('hint:')} this error was not expected; run again with --debug (or K3S_VM_DEBUG=1) to see where it happened\n`);
+  io.stderr.write(
+    `${c.yellow('hint:')} this error was not expected; run again with --debug (or K3S_VM_DEBUG=1) to see where it happened\n`,
+  );
   if (unexpected?.stack) logger?.debug(unexpected.stack);
   return exitCodes.failure;
 }
