@@ -3,7 +3,7 @@ import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, re
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execaSync } from 'execa';
-import ssh2 from 'ssh2';
+import { generateKeyPair } from '../../src/guest/keys.js';
 import { run } from '../../src/adapters/cli/run.js';
 import { files } from '../../src/state/files.js';
 import { consumerEnv } from '../helpers/consumer.js';
@@ -16,10 +16,10 @@ const sharedKeys = join(tmpdir(), 'k3s-vm-faults-keys');
 export function seededStateDir(label: string): string {
   if (!existsSync(join(sharedKeys, files.sshPublicKey))) {
     const staging = mkdtempSync(join(tmpdir(), 'k3s-vm-faults-keys-'));
-    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'k3s-vm-faults' });
+    const pair = generateKeyPair('k3s-vm-faults');
     mkdirSync(join(staging, 'ssh'), { mode: 0o700 });
-    writeFileSync(join(staging, files.sshKey), pair.private, { mode: 0o600 });
-    writeFileSync(join(staging, files.sshPublicKey), `${pair.public.trim()}\n`, { mode: 0o600 });
+    writeFileSync(join(staging, files.sshKey), pair.privateKey, { mode: 0o600 });
+    writeFileSync(join(staging, files.sshPublicKey), `${pair.publicKey}\n`, { mode: 0o600 });
     try {
       renameSync(staging, sharedKeys);
     } catch {

@@ -2,6 +2,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
+import { generateKeyPair, type KeyPair } from '../../src/guest/keys.js';
 
 export interface CommandAnswer {
   readonly stdout?: string;
@@ -30,7 +31,7 @@ export interface FakeSshServerOptions {
   /** @default a free port */
   readonly port?: number;
   /** The key pair to accept. @default a generated one */
-  readonly clientKeys?: { readonly private: string; readonly public: string };
+  readonly clientKeys?: KeyPair;
 }
 
 /** Starts an SSH server on 127.0.0.1 that accepts one key and answers commands through `answer`. */
@@ -38,9 +39,9 @@ export async function startFakeSshServer(
   answer: (command: string) => CommandAnswer,
   options: FakeSshServerOptions = {},
 ): Promise<FakeSshServer> {
-  const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
-  const clientKeys = options.clientKeys ?? ssh2.utils.generateKeyPairSync('ed25519');
-  const allowed = ssh2.utils.parseKey(clientKeys.public);
+  const hostKey = generateKeyPair().privateKey;
+  const clientKeys = options.clientKeys ?? generateKeyPair();
+  const allowed = ssh2.utils.parseKey(clientKeys.publicKey);
   if (allowed instanceof Error) throw allowed;
   const allowedPublic = allowed.getPublicSSH();
   const commands: string[] = [];
@@ -93,7 +94,7 @@ export async function startFakeSshServer(
 
   return {
     port: listening,
-    privateKey: clientKeys.private,
+    privateKey: clientKeys.privateKey,
     get connections() {
       return connections;
     },

@@ -5,7 +5,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ssh2 from 'ssh2';
+import { generateKeyPair } from '../../src/guest/keys.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeK3sApi, type FakeK3sApi, type FakeK3sApiOptions } from '../../fixtures/test-guest/fake-k3s-api/server.mjs';
 import { K3sVmError } from '../../src/errors.js';
@@ -308,7 +308,7 @@ describe('step 1 "SSH answers"', () => {
 
   it('does not count a port that accepts connections but never completes a handshake', async () => {
     const port = (silent.address() as AddressInfo).port;
-    const privateKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+    const privateKey = generateKeyPair().privateKey;
     const error = await rejection(waitForReady(options({ target: { port, privateKey }, deadline: Date.now() + 800 })));
     expect(error.code).toBe('NOT_READY');
     expect(error.message).toMatch(

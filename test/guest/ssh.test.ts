@@ -1,5 +1,6 @@
 import { createServer, type AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
+import { generateKeyPair } from '../../src/guest/keys.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GuestSsh, SharedSsh } from '../../src/guest/ssh.js';
 import { startFakeSshServer, type FakeSshServer, type FakeSshServerOptions } from './fake-ssh-server.js';
@@ -94,8 +95,8 @@ describe('SharedSsh', () => {
 
   it('drops a connection that could not be opened, so the next call connects again', async () => {
     const port = await freePort();
-    const clientKeys = ssh2.utils.generateKeyPairSync('ed25519');
-    const shell = new SharedSsh({ port, privateKey: clientKeys.private }, { idleMs: 60_000 });
+    const clientKeys = generateKeyPair();
+    const shell = new SharedSsh({ port, privateKey: clientKeys.privateKey }, { idleMs: 60_000 });
     shells.push(shell);
     await expect(shell.exec('a')).rejects.toThrow(/ECONNREFUSED/);
     // Same port, now served: a shell that had kept the refused connection would fail again.
@@ -126,3 +127,13 @@ function freePort(): Promise<number> {
     });
   });
 }
+
+describe('the instance key pair', () => {
+  it('is always one ssh2 can read back (its generator now and then writes one it cannot)', () => {
+    // About 2 in 1000 raw ssh2 pairs are refused by ssh2's own parser: 2000 would meet several.
+    for (let i = 0; i < 2000; i++) {
+      const pair = generateKeyPair('k3s-vm@test');
+      expect(ssh2.utils.parseKey(pair.privateKey)).not.toBeInstanceOf(Error);
+    }
+  });
+});
