@@ -12,11 +12,13 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // One test guest for the tests that only read from a VM (test/helpers/shared-guest.ts).
     globalSetup: ['test/helpers/shared-guest-setup.ts'],
-    // The VM tests boot real QEMU guests under software emulation: give them room, and run
-    // the heavy files one at a time so two cores are not oversubscribed.
+    // The VM tests boot real QEMU guests under software emulation: give them room.
     testTimeout: 180_000,
     hookTimeout: 240_000,
-    fileParallelism: false,
+    // Two files at a time: most of a VM test is waiting (SSH handshakes, runner start-ups), so
+    // a second file fills the idle core; more than two would oversubscribe the emulated guests.
+    fileParallelism: true,
+    maxWorkers: 2,
     reporters: ['default'],
     env: {
       // The test guest is built from local files only: do not wait on binary caches this
