@@ -448,7 +448,7 @@ interface Args {
   readonly only: ReadonlySet<string> | undefined;
 }
 
-const figureNames = ['boot', 'build', 'ready', 'attach', 'runs'] as const;
+const figureNames = ['import', 'boot', 'build', 'ready', 'attach', 'runs'] as const;
 
 function parseArgs(argv: readonly string[]): Args {
   let json = false;
@@ -473,7 +473,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (arg === '--help' || arg === '-h') {
       process.stdout.write(
         'usage: node bench/run.ts [--json] [--reps N (default 5)] [--ready-reps N (default 7)] [--run-reps N (concurrent runs, default 5)]\n' +
-          '                         [--only boot,build,ready,attach,runs]\n',
+          '                         [--only import,boot,build,ready,attach,runs]\n',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
@@ -533,6 +533,7 @@ interface Results {
   boot?: { first: BootSample; firstNixCalls: number; samples: BootSample[]; unchangedStarts: number; nixCallsOnUnchangedStarts: number };
   build?: { buildClusterMs: number[]; buildClusterInvokedNix: boolean[]; nixNoopMs: number[] };
   ready?: { delayMs: number; samples: ReadySample[] };
+  imports?: { vitestAdapterMs: number[]; cliMs: number[]; vitestAloneMs: number[] };
   attach?: { warmSetupMs: number[]; warmReadyzMs: number[]; coldSetupMs: number[]; coldReadyzMs: number[]; attachedEveryTime: boolean };
   stops: StopSample[];
   runs?: {
@@ -741,6 +742,28 @@ async function benchRuns(args: Args, dir: string, results: Results): Promise<voi
 }
 
 // ---------------------------------------------------------------------------------------------
+// Start-up cost: importing the package in a fresh Node process
+
+/** Milliseconds a fresh Node process takes to import `specifier` (the process's own start-up excluded). */
+function importMs(specifier: string): number {
+  const script = `const t = performance.now(); await import(${JSON.stringify(specifier)}); process.stdout.write(String(performance.now() - t));`;
+  return Number(execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: repo, encoding: 'utf8' }));
+}
+
+async function benchImport(args: Args, results: Results): Promise<void> {
+  const imports = { vitestAdapterMs: [] as number[], cliMs: [] as number[], vitestAloneMs: [] as number[] };
+  const adapter = new URL('../dist/adapters/vitest/index.js', import.meta.url).href;
+  const cli = new URL('../dist/adapters/cli/run.js', import.meta.url).href;
+  for (let i = 0; i < args.reps; i++) {
+    imports.vitestAloneMs.push(importMs('vitest'));
+    imports.vitestAdapterMs.push(importMs(adapter));
+    imports.cliMs.push(importMs(cli));
+  }
+  note(`import: k3s-vm/vitest ${ms(median(imports.vitestAdapterMs))}, CLI ${ms(median(imports.cliMs))}, vitest alone ${ms(median(imports.vitestAloneMs))}`);
+  results.imports = imports;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Report
 
 function verdict(met: boolean): string {
@@ -784,6 +807,13 @@ function report(results: Results, args: Args): string {
       String(cold.n),
     ]);
   }
+  if (results.imports) {
+    const adapter = summarize(results.imports.vitestAdapterMs);
+    const cli = summarize(results.imports.cliMs);
+    const alone = median(results.imports.vitestAloneMs);
+    rows.push(['0', 'start-up: import k3s-vm/vitest in a fresh Node process', ms(adapter.median), range(adapter), `${ms(alone)} (import vitest alone)`, ratio(adapter.median, alone), '—', '', String(adapter.n)]);
+    rows.push(['0', 'start-up: import the CLI in a fresh Node process', ms(cli.median), range(cli), '—', '—', '—', '', String(cli.n)]);
+  }
   if (results.ready) {
     const overhead = summarize(results.ready.samples.map((s) => s.overheadMs));
     const uncertainty = median(results.ready.samples.map((s) => s.uncertaintyMs));
@@ -794,8 +824,8 @@ function report(results: Results, args: Args): string {
       range(overhead),
       '—',
       '—',
-      '< 250 ms',
-      verdict(overhead.median < 250),
+      '< 100 ms',
+      verdict(overhead.median < 100),
       String(overhead.n),
     ]);
     const resolved = summarize(results.ready.samples.map((s) => s.resolvedAfterMs));
@@ -1004,6 +1034,7 @@ async function main(): Promise<void> {
     `machine: ${results.machine.cpu}, ${results.machine.cores} cores, KVM usable: ${results.machine.kvmUsable ? 'yes' : 'no'}; state under ${benchRoot}`,
   );
   try {
+    if (wants('import')) await benchImport(args, results);
     if (wants('boot')) await benchBoot(args, base, nix, results);
     if (wants('build')) await benchBuild(args, base, nix, benchRoot, results);
     if (wants('ready')) await benchReady(args, base, results);
@@ -1031,6 +1062,11 @@ function mediansOf(results: Results): Record<string, number> {
     medians['readyzInProcessMs'] = median(results.attach.warmReadyzMs);
     medians['attachFreshProcessMs'] = median(results.attach.coldSetupMs);
     medians['readyzFreshProcessMs'] = median(results.attach.coldReadyzMs);
+  }
+  if (results.imports) {
+    medians['importVitestAdapterMs'] = median(results.imports.vitestAdapterMs);
+    medians['importCliMs'] = median(results.imports.cliMs);
+    medians['importVitestAloneMs'] = median(results.imports.vitestAloneMs);
   }
   if (results.ready) {
     medians['readinessOverheadMs'] = median(results.ready.samples.map((s) => s.overheadMs));
