@@ -4,28 +4,16 @@
 //
 // Also run by itself in a child process (`node bench/run.ts --cold setup|readyz JSON`) for the
 // cold-process variant of the attach figure.
+import './typescript-imports.ts';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import https from 'node:https';
-import { registerHooks } from 'node:module';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { Client, ClientChannel } from 'ssh2';
 import type { StartedCluster, StartOptions } from '../dist/index.js';
 import { silentLogger } from '../dist/log.js';
 
-// The test helpers are TypeScript importing their siblings as './x.js', the way tsc wants it;
-// Node's type stripping runs them once the .js that does not exist is looked up as .ts.
-registerHooks({
-  resolve(specifier, context, nextResolve) {
-    try {
-      return nextResolve(specifier, context);
-    } catch (error) {
-      if (!specifier.startsWith('.') || !specifier.endsWith('.js') || !context.parentURL?.endsWith('.ts')) throw error;
-      return nextResolve(`${specifier.slice(0, -'.js'.length)}.ts`, context);
-    }
-  },
-});
 const {
   consumerEnv,
   consumerVitestProject: consumerProject,
@@ -759,7 +747,9 @@ async function benchImport(args: Args, results: Results): Promise<void> {
     imports.vitestAdapterMs.push(importMs(adapter));
     imports.cliMs.push(importMs(cli));
   }
-  note(`import: k3s-vm/vitest ${ms(median(imports.vitestAdapterMs))}, CLI ${ms(median(imports.cliMs))}, vitest alone ${ms(median(imports.vitestAloneMs))}`);
+  note(
+    `import: k3s-vm/vitest ${ms(median(imports.vitestAdapterMs))}, CLI ${ms(median(imports.cliMs))}, vitest alone ${ms(median(imports.vitestAloneMs))}`,
+  );
   results.imports = imports;
 }
 
@@ -811,7 +801,17 @@ function report(results: Results, args: Args): string {
     const adapter = summarize(results.imports.vitestAdapterMs);
     const cli = summarize(results.imports.cliMs);
     const alone = median(results.imports.vitestAloneMs);
-    rows.push(['0', 'start-up: import k3s-vm/vitest in a fresh Node process', ms(adapter.median), range(adapter), `${ms(alone)} (import vitest alone)`, ratio(adapter.median, alone), '—', '', String(adapter.n)]);
+    rows.push([
+      '0',
+      'start-up: import k3s-vm/vitest in a fresh Node process',
+      ms(adapter.median),
+      range(adapter),
+      `${ms(alone)} (import vitest alone)`,
+      ratio(adapter.median, alone),
+      '—',
+      '',
+      String(adapter.n),
+    ]);
     rows.push(['0', 'start-up: import the CLI in a fresh Node process', ms(cli.median), range(cli), '—', '—', '—', '', String(cli.n)]);
   }
   if (results.ready) {

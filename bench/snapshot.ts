@@ -2,21 +2,10 @@
 // side in one state directory (pairs: snapshot deleted → cold boot, which saves → restore), the
 // save's pause and the snapshot's size. Target: a restore within 25 % of a cold boot.
 // bench/run.ts calls benchSnapshot(); `node bench/snapshot.ts` runs it alone (after npm run build).
-import { registerHooks } from 'node:module';
+import './typescript-imports.ts';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StartedCluster } from '../dist/index.js';
-
-registerHooks({
-  resolve(specifier, context, nextResolve) {
-    try {
-      return nextResolve(specifier, context);
-    } catch (error) {
-      if (!specifier.startsWith('.') || !specifier.endsWith('.js') || !context.parentURL?.endsWith('.ts')) throw error;
-      return nextResolve(`${specifier.slice(0, -'.js'.length)}.ts`, context);
-    }
-  },
-});
 
 export interface SnapshotBench {
   /** Median ms from launching QEMU to ready, booting (build and save excluded). */

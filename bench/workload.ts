@@ -2,24 +2,13 @@
 // the same bytes over the same SSH connection to /dev/null (target ≤ 1.5×); a second import of the
 // same archive, skipped by its digest (target ≤ 100 ms); applying 20 manifests against creating
 // the same objects one by one. bench/run.ts calls benchWorkload(); `node bench/workload.ts` runs it alone.
+import './typescript-imports.ts';
 import { createHash } from 'node:crypto';
 import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { registerHooks } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { StartedCluster } from '../dist/index.js';
-
-registerHooks({
-  resolve(specifier, context, nextResolve) {
-    try {
-      return nextResolve(specifier, context);
-    } catch (error) {
-      if (!specifier.startsWith('.') || !specifier.endsWith('.js') || !context.parentURL?.endsWith('.ts')) throw error;
-      return nextResolve(`${specifier.slice(0, -'.js'.length)}.ts`, context);
-    }
-  },
-});
 
 export interface WorkloadBench {
   readonly archiveBytes: number;

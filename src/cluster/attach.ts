@@ -1,6 +1,7 @@
 // Attach: join a VM that is already running, after a short health check.
 import { K3sVmError, throwIfAborted } from '../errors.js';
-import { apiReady, guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from '../guest/kubeconfig.js';
+import { endpointOfJson, KubeHttp } from '../guest/kube-http.js';
+import { guestKubeconfigPath, rewriteKubeconfig } from '../guest/kubeconfig.js';
 import type { KeyPair } from '../guest/keys.js';
 import { GuestSsh } from '../guest/ssh.js';
 import type { Logger } from '../log.js';
@@ -34,7 +35,14 @@ export async function attach(plan: AttachPlan): Promise<Acquired | undefined> {
   if (!kubeconfig) return undefined;
   throwIfAborted(signal);
   try {
-    const healthy = await apiReady(kubeconfig, AbortSignal.any([AbortSignal.timeout(healthCheckTimeoutMs), ...(signal ? [signal] : [])]));
+    // Read without client-node: loading it would cost an attach more than the check itself.
+    const http = new KubeHttp(endpointOfJson(kubeconfig)!);
+    let healthy: boolean;
+    try {
+      healthy = await http.readyz(AbortSignal.any([AbortSignal.timeout(healthCheckTimeoutMs), ...(signal ? [signal] : [])]));
+    } finally {
+      http.close();
+    }
     if (!healthy) throw new Error('/readyz did not answer ok');
   } catch (error) {
     throwIfAborted(signal);
@@ -88,11 +96,7 @@ async function validKubeconfig(plan: AttachPlan): Promise<string | undefined> {
   }
 }
 
+/** Whether the state directory's kubeconfig is one k3s-vm wrote, usable as it is. */
 function parses(kubeconfig: string): boolean {
-  try {
-    const kc = loadKubeConfig(kubeconfig);
-    return kc.getCurrentCluster()?.server !== undefined && kc.getCurrentUser() !== null;
-  } catch {
-    return false;
-  }
+  return endpointOfJson(kubeconfig) !== undefined;
 }

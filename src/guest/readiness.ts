@@ -4,6 +4,7 @@ import pRetry, { AbortError } from 'p-retry';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { clientNode } from './client-node.js';
+import { endpointOf, KubeHttp } from './kube-http.js';
 import { apiErrorText, apiReady, guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from './kubeconfig.js';
 import { GuestSsh, type GuestShell, type SshTarget } from './ssh.js';
 
@@ -44,6 +45,13 @@ export interface ReadinessStep {
   check(context: ReadinessContext): Promise<void>;
   /** An error that will never go away: ends the wait at once instead of retrying. */
   readonly fatal?: (error: unknown) => boolean;
+  /**
+   * The step only reads what an earlier step has already made available (the API): it is
+   * checked together with the steps next to it that may run ahead too, and reported in its
+   * turn, its time counted from the step before it. Errors still name the first step that
+   * did not pass.
+   */
+  readonly runsAhead?: boolean;
 }
 
 /** Clock difference between host and guest that a fresh heartbeat may still show. */
@@ -56,6 +64,23 @@ function kubeConfigOf(context: ReadinessContext): KubeConfig {
   if (!context.kubeConfig) throw new Error('no kubeconfig yet');
   return context.kubeConfig;
 }
+
+/**
+ * The steps' shared connection to the API, opened on first use; undefined when the kubeconfig's
+ * user needs client-node (an exec plugin or auth provider), which then serves every request.
+ */
+function apiOf(context: ReadinessContext): KubeHttp | undefined {
+  const open = connections.get(context);
+  if (open) return open;
+  const endpoint = endpointOf(kubeConfigOf(context));
+  if (!endpoint) return undefined;
+  const http = new KubeHttp(endpoint);
+  connections.set(context, http);
+  return http;
+}
+
+/** Each wait's connection to the API, closed when the wait ends. */
+const connections = new WeakMap<ReadinessContext, KubeHttp>();
 
 /** Epoch ms of a Kubernetes timestamp: a Date from client-node's typed API, a string from a watch. */
 function timeOf(value: unknown): number | undefined {
@@ -93,14 +118,19 @@ function conditionText(condition: Condition | undefined, missing: string): strin
 
 const keyOf = (object: KubeObject) => `${object.metadata?.namespace ?? ''}/${object.metadata?.name ?? ''}`;
 
+interface Listed<T> {
+  readonly items: readonly T[];
+  readonly metadata?: { readonly resourceVersion?: string | undefined } | undefined;
+}
+
 interface ListThenWatch<T extends KubeObject> {
-  /** The API path the list came from, watched with the same query. */
+  /** The API path listed, and watched with the same query. */
   readonly path: string;
   readonly query?: Record<string, string | undefined>;
-  readonly list: () => Promise<{
-    readonly items: readonly T[];
-    readonly metadata?: { readonly resourceVersion?: string | undefined } | undefined;
-  }>;
+  /** The same list through client-node, for users only it can authenticate. */
+  readonly list: () => Promise<Listed<T>>;
+  /** A 404 for the collection itself means there is nothing to wait for. */
+  readonly absentMeansMet?: boolean;
   /** Why the objects do not satisfy the step yet; undefined when they do. */
   readonly unmet: (objects: readonly T[]) => string | undefined;
 }
@@ -112,14 +142,21 @@ interface ListThenWatch<T extends KubeObject> {
  * lists again, so without watches this is a poll.
  */
 async function listThenWatch<T extends KubeObject>(context: ReadinessContext, request: ListThenWatch<T>): Promise<void> {
-  const listed = await request.list();
+  const http = apiOf(context);
+  let listed: Listed<T>;
+  try {
+    listed = http ? await http.getJson<Listed<T>>(request.path, request.query, context.signal) : await request.list();
+  } catch (error) {
+    if (request.absentMeansMet && isHttpStatus(error, 404)) return;
+    throw error;
+  }
   const objects = new Map<string, T>(listed.items.map((item) => [keyOf(item), item]));
   let reason = request.unmet([...objects.values()]);
   if (reason === undefined) return;
   const kubeConfig = kubeConfigOf(context);
   const { signal } = context;
   await new Promise<void>((resolve, reject) => {
-    let watch: AbortController | undefined;
+    let watch: { abort(): void } | undefined;
     let settled = false;
     const finish = (error?: Error) => {
       if (settled) return;
@@ -134,32 +171,35 @@ async function listThenWatch<T extends KubeObject>(context: ReadinessContext, re
     if (signal.aborted) return onAbort();
     signal.addEventListener('abort', onAbort, { once: true });
     const query = { ...request.query, resourceVersion: listed.metadata?.resourceVersion, allowWatchBookmarks: true };
-    new (clientNode().Watch)(kubeConfig)
-      .watch(
-        request.path,
-        query,
-        (type: string, object: unknown) => {
-          if (type === 'ERROR') {
-            const status = object as { message?: string; code?: number } | undefined;
-            return finish(new Error(`${reason} (the watch failed: ${status?.message ?? `HTTP ${status?.code}`})`));
-          }
-          if ((type !== 'ADDED' && type !== 'MODIFIED' && type !== 'DELETED') || typeof object !== 'object' || object === null) return;
-          const item = object as T;
-          if (type === 'DELETED') objects.delete(keyOf(item));
-          else objects.set(keyOf(item), item);
-          reason = request.unmet([...objects.values()]);
-          if (reason === undefined) finish();
-        },
-        (error: unknown) =>
-          finish(new Error(`${reason} (${error ? `the watch failed: ${apiErrorText(error)}` : 'the watch ended'})`, { cause: error })),
-      )
-      .then(
-        (controller) => {
-          watch = controller;
-          if (settled) controller.abort();
-        },
-        (error: unknown) => finish(new Error(`${reason} (the watch could not be opened: ${apiErrorText(error)})`, { cause: error })),
-      );
+    const watching = http
+      ? (path: string, q: typeof query, onEvent: (type: string, object: unknown) => void, onDone: (error?: unknown) => void) =>
+          http.watch(path, q, onEvent, onDone)
+      : (path: string, q: typeof query, onEvent: (type: string, object: unknown) => void, onDone: (error?: unknown) => void) =>
+          new (clientNode().Watch)(kubeConfig).watch(path, q, onEvent, onDone);
+    watching(
+      request.path,
+      query,
+      (type: string, object: unknown) => {
+        if (type === 'ERROR') {
+          const status = object as { message?: string; code?: number } | undefined;
+          return finish(new Error(`${reason} (the watch failed: ${status?.message ?? `HTTP ${status?.code}`})`));
+        }
+        if ((type !== 'ADDED' && type !== 'MODIFIED' && type !== 'DELETED') || typeof object !== 'object' || object === null) return;
+        const item = object as T;
+        if (type === 'DELETED') objects.delete(keyOf(item));
+        else objects.set(keyOf(item), item);
+        reason = request.unmet([...objects.values()]);
+        if (reason === undefined) finish();
+      },
+      (error: unknown) =>
+        finish(new Error(`${reason} (${error ? `the watch failed: ${apiErrorText(error)}` : 'the watch ended'})`, { cause: error })),
+    ).then(
+      (controller) => {
+        watch = controller;
+        if (settled) controller.abort();
+      },
+      (error: unknown) => finish(new Error(`${reason} (the watch could not be opened: ${apiErrorText(error)})`, { cause: error })),
+    );
   });
 }
 
@@ -231,11 +271,14 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
     name: 'API /readyz ok',
     hint: 'the API server does not answer through the forwarded port: check that the guest firewall lets 6443 in',
     async check(context) {
-      if (!(await apiReady(kubeConfigOf(context), context.signal))) throw new Error('/readyz did not answer ok');
+      const http = apiOf(context);
+      const ok = http ? await http.readyz(context.signal) : await apiReady(kubeConfigOf(context), context.signal);
+      if (!ok) throw new Error('/readyz did not answer ok');
     },
   },
   {
     name: 'node Ready',
+    runsAhead: true,
     hint: 'the node has not become Ready: `k3s-vm kubectl describe nodes` shows why',
     async check(context) {
       const { nodeName, bootStartedAt } = context;
@@ -259,20 +302,15 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
   },
   {
     name: 'API discovery complete',
+    runsAhead: true,
     hint: 'an aggregated API (often metrics-server) is not available, which stalls namespace deletion: `k3s-vm kubectl get apiservices` shows which and why',
     async check(context) {
       const registration = kubeConfigOf(context).makeApiClient(clientNode().ApiregistrationV1Api);
       await listThenWatch(context, {
         path: '/apis/apiregistration.k8s.io/v1/apiservices',
-        list: async () => {
-          try {
-            return await registration.listAPIService();
-          } catch (error) {
-            // No aggregation layer at all: nothing can be unavailable.
-            if (isHttpStatus(error, 404)) return { items: [] };
-            throw error;
-          }
-        },
+        list: () => registration.listAPIService(),
+        // No aggregation layer at all: nothing can be unavailable.
+        absentMeansMet: true,
         unmet: (services) => {
           const unavailable = services.filter(
             (service) => conditionOf(service as { status?: { conditions?: Condition[] } }, 'Available')?.status !== 'True',
@@ -288,6 +326,7 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
   },
   {
     name: 'default ServiceAccount exists',
+    runsAhead: true,
     hint: 'the controller manager has not created the default ServiceAccount; pods cannot be created until it does',
     async check(context) {
       const core = kubeConfigOf(context).makeApiClient(clientNode().CoreV1Api);
@@ -363,9 +402,12 @@ class StepContext implements ReadinessContext {
     this.#ssh = shell;
   }
 
-  closeSsh(): void {
+  /** Closes the connections the steps opened: SSH and the API's. */
+  closeConnections(): void {
     this.#ssh?.close?.();
     this.#ssh = undefined;
+    connections.get(this)?.close();
+    connections.delete(this);
   }
 }
 
@@ -427,58 +469,81 @@ export async function waitForReady(options: WaitForReadyOptions): Promise<ReadyC
   const durations: Array<{ name: string; ms: number }> = [];
   const label = (index: number) => `step ${index + 1} of ${total} "${steps[index]?.name}"`;
   if (total > 0) options.logger.progress(`${label(0)}: waiting (deadline ${Math.round(remainingMs / 1000)} s)`);
+  /** One step's retries, started when its turn comes, or earlier for a step that may run ahead. */
+  interface Run {
+    readonly done: Promise<void>;
+    lastError: unknown;
+    fatal: boolean;
+  }
+  const runs = new Map<number, Run>();
+  const start = (index: number): Run => {
+    const existing = runs.get(index);
+    if (existing) return existing;
+    const step = steps[index]!;
+    const run: Run = { done: Promise.resolve(), lastError: undefined, fatal: false };
+    (run as { done: Promise<void> }).done = pRetry(
+      async () => {
+        if (vmGone()) throw controller.signal.reason;
+        try {
+          await untilAborted(step.check(context), controller.signal);
+        } catch (error) {
+          if (error !== controller.signal.reason) run.lastError = error;
+          if (!controller.signal.aborted && step.fatal?.(error)) {
+            run.fatal = true;
+            throw new AbortError(error instanceof Error ? error : new Error(apiErrorText(error)));
+          }
+          // p-retry gives up on a TypeError; here every error short of a fatal one is retried.
+          throw error instanceof TypeError ? new Error(error.message, { cause: error }) : error;
+        }
+      },
+      {
+        retries: Number.POSITIVE_INFINITY,
+        minTimeout: 50,
+        // The cap bounds how late a step that just became true is noticed.
+        maxTimeout: 150,
+        factor: 1.5,
+        randomize: false,
+        signal: controller.signal,
+        unref: true,
+        onFailedAttempt: () => options.logger.debug(`${label(index)}: ${apiErrorText(run.lastError)}`),
+      },
+    );
+    // Awaited in its turn; until then a failure must not count as unhandled.
+    run.done.catch(() => undefined);
+    runs.set(index, run);
+    return run;
+  };
   try {
+    let stepStarted = Date.now();
     for (const [index, step] of steps.entries()) {
-      const stepStarted = Date.now();
-      let lastError: unknown;
-      let fatal = false;
+      // A run of steps that may run ahead starts together: when the last of them becomes true,
+      // the others have been noticed already and cost no further round trip.
+      if (step.runsAhead) for (let next = index; next < total && steps[next]!.runsAhead; next++) start(next);
+      const run = start(index);
       try {
-        await pRetry(
-          async () => {
-            if (vmGone()) throw controller.signal.reason;
-            try {
-              await untilAborted(step.check(context), controller.signal);
-            } catch (error) {
-              if (error !== controller.signal.reason) lastError = error;
-              if (!controller.signal.aborted && step.fatal?.(error)) {
-                fatal = true;
-                throw new AbortError(error instanceof Error ? error : new Error(apiErrorText(error)));
-              }
-              // p-retry gives up on a TypeError; here every error short of a fatal one is retried.
-              throw error instanceof TypeError ? new Error(error.message, { cause: error }) : error;
-            }
-          },
-          {
-            retries: Number.POSITIVE_INFINITY,
-            minTimeout: 50,
-            // The cap bounds how late a step that just became true is noticed.
-            maxTimeout: 150,
-            factor: 1.5,
-            randomize: false,
-            signal: controller.signal,
-            unref: true,
-            onFailedAttempt: () => options.logger.debug(`${label(index)}: ${apiErrorText(lastError)}`),
-          },
-        );
+        await run.done;
       } catch (error) {
         throw await failure(options, {
           label: label(index),
           step,
           ending,
-          fatal,
-          lastError: lastError ?? error,
+          fatal: run.fatal,
+          lastError: run.lastError ?? error,
           waitedMs: Date.now() - stepStarted,
         });
       }
       const ms = Date.now() - stepStarted;
+      stepStarted = Date.now();
       durations.push({ name: step.name, ms });
       options.logger.progress(`ready: ${label(index)} (${(ms / 1000).toFixed(1)} s)`);
     }
   } finally {
+    // Steps that ran ahead stop with the wait.
+    if (!controller.signal.aborted) controller.abort(new Error('the readiness wait ended'));
     clearTimeout(deadlineTimer);
     clearInterval(goneTimer);
     options.signal?.removeEventListener('abort', onOuterAbort);
-    context.closeSsh();
+    context.closeConnections();
   }
   if (!context.kubeconfig || !context.apiServerUrl) {
     throw new K3sVmError('NOT_READY', 'the readiness steps finished without reading the kubeconfig');

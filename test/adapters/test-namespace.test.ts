@@ -1,37 +1,17 @@
 // The namespace fixture hands a namespace over only once pods can be created in it.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFakeK3sApi, type FakeK3sApi } from '../../fixtures/test-guest/fake-k3s-api/server.mjs';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { createNamespaceFor, testNamespaceName } from '../../src/adapters/test-namespace.js';
+import { useFakeApi } from '../fixtures/fake-k3s-api/helpers.js';
 
-const genCerts = fileURLToPath(new URL('../../fixtures/test-guest/fake-k3s-api/gen-certs.sh', import.meta.url));
-const work = mkdtempSync(join(tmpdir(), 'k3s-vm-test-namespace-'));
 // The fake API makes a namespace's default ServiceAccount this long after the namespace, as the controller does.
 const serviceAccountDelayMs = 600;
-let api: FakeK3sApi;
+const startApi = useFakeApi();
 let kubeConfig: KubeConfig;
 
 beforeAll(async () => {
-  const certs = spawnSync('/bin/sh', [genCerts, join(work, 'tls')], { encoding: 'utf8' });
-  if (certs.status !== 0) throw new Error(`gen-certs.sh failed: ${certs.stderr}`);
-  api = await startFakeK3sApi({
-    tlsDir: join(work, 'tls'),
-    host: '127.0.0.1',
-    port: 0,
-    nodeName: 'n',
-    nodeReadyDelayMs: 0,
-    serviceAccountDelayMs,
-    log: false,
-  });
-  kubeConfig = new KubeConfig();
-  kubeConfig.loadFromString(api.kubeconfig);
+  kubeConfig = (await startApi({ serviceAccountDelayMs })).kc;
 });
-afterAll(() => api?.close());
 
 const pod = (namespace: string) => ({
   namespace,

@@ -1,12 +1,10 @@
 // An existing cluster instead of a VM: against the fake K3s API test double on the host (no VM), and a test guest handed over.
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFakeK3sApi, type FakeK3sApi } from '../../fixtures/test-guest/fake-k3s-api/server.mjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { FakeK3sApi } from '../../fixtures/test-guest/fake-k3s-api/server.mjs';
 import { run } from '../../src/adapters/cli/run.js';
 import {
   contextAllowed,
@@ -20,26 +18,19 @@ import {
 } from '../../src/cluster/index.js';
 import { K3sVmError } from '../../src/errors.js';
 import { linkPackage, runIn } from '../helpers/consumer.js';
+import { useFakeApi } from '../fixtures/fake-k3s-api/helpers.js';
 import { sharedGuest } from '../helpers/shared-guest.js';
 import { recordingLogger, repoRoot } from '../helpers/test-guest.js';
 
-const genCerts = fileURLToPath(new URL('../../fixtures/test-guest/fake-k3s-api/gen-certs.sh', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'k3s-vm-existing-'));
 let api: FakeK3sApi;
 let kubeconfigFile: string;
 let core: CoreV1Api;
 
+const startApi = useFakeApi();
+
 beforeAll(async () => {
-  const certs = spawnSync('/bin/sh', [genCerts, join(work, 'tls')], { encoding: 'utf8' });
-  if (certs.status !== 0) throw new Error(`gen-certs.sh failed: ${certs.stderr}`);
-  api = await startFakeK3sApi({
-    tlsDir: join(work, 'tls'),
-    host: '127.0.0.1',
-    port: 0,
-    nodeName: 'shared',
-    nodeReadyDelayMs: 0,
-    log: false,
-  });
+  api = (await startApi({ nodeName: 'shared', serviceAccountDelayMs: 200 })).api;
   // A kubeconfig as a developer has it: the test cluster next to one that must never be used.
   const kc = new KubeConfig();
   kc.loadFromString(api.kubeconfig);
@@ -66,7 +57,6 @@ beforeAll(async () => {
   kc.setCurrentContext('ci-shared');
   core = kc.makeApiClient(CoreV1Api);
 });
-afterAll(() => api?.close());
 
 /** k3s-vm's namespaces that are not being deleted (teardown does not wait for finalizers). */
 const managed = async () =>

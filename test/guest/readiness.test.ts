@@ -616,3 +616,56 @@ function freePort(): Promise<number> {
     });
   });
 }
+
+describe('steps that run ahead', () => {
+  it('are checked together, reported in order, and the last to pass costs nothing after the first', async () => {
+    let nodeReady = false;
+    const checked: string[] = [];
+    const waitsForNode: ReadinessStep = {
+      name: 'node Ready',
+      hint: 'h',
+      runsAhead: true,
+      async check() {
+        checked.push('node');
+        if (!nodeReady) throw new Error('not yet');
+      },
+    };
+    const alreadyTrue: ReadinessStep = {
+      name: 'default ServiceAccount exists',
+      hint: 'h',
+      runsAhead: true,
+      async check() {
+        checked.push('account');
+      },
+    };
+    setTimeout(() => (nodeReady = true), 300);
+    const logger = recordingLogger();
+    const ready = await waitForReady(options({ steps: [kubeconfigStep, waitsForNode, alreadyTrue], logger }));
+    // The second step passed while the first still waited: once only, and before the first passed.
+    expect(checked.filter((c) => c === 'account')).toHaveLength(1);
+    expect(checked.indexOf('account')).toBeLessThan(checked.lastIndexOf('node'));
+    expect(ready.stepDurationsMs.map((s) => s.name)).toEqual(['kubeconfig present', 'node Ready', 'default ServiceAccount exists']);
+    expect(ready.stepDurationsMs[2]!.ms).toBeLessThan(50);
+    expect(logger.lines.filter((l) => l.startsWith('ready: ')).map((l) => l.replace(/ \(.*$/, ''))).toEqual([
+      'ready: step 1 of 3 "kubeconfig present"',
+      'ready: step 2 of 3 "node Ready"',
+      'ready: step 3 of 3 "default ServiceAccount exists"',
+    ]);
+  });
+
+  it('still name the first step that did not pass, even when a later one did', async () => {
+    const stuck: ReadinessStep = {
+      name: 'node Ready',
+      hint: 'node hint',
+      runsAhead: true,
+      check: async () => Promise.reject(new Error('node n is not Ready')),
+    };
+    const fine: ReadinessStep = { name: 'API discovery complete', hint: 'h', runsAhead: true, check: async () => undefined };
+    const error = await rejection(waitForReady(options({ steps: [kubeconfigStep, stuck, fine], deadline: Date.now() + 600 })));
+    expect(error.code).toBe('NOT_READY');
+    expect(error.message).toMatch(
+      /^K3s not ready before the deadline \(step 2 of 3 "node Ready", waited \d+ s\); last error: node n is not Ready/,
+    );
+    expect(error.hint).toBe('node hint');
+  });
+});
