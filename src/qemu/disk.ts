@@ -1,4 +1,5 @@
 // The VM's disk image: checked before every launch, so a damaged image is refused by name instead of booting without state.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync } from 'node:fs';
 import { chmod, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -17,6 +18,9 @@ const qcow2Magic = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
  * 00008e8e) names each drive `drive${idx}` with `imap1`, and `virtualisation.qemu.drives`
  * lists the root disk ("$NIX_DISK_IMAGE") first. The test guest's run script does the same.
  */
+/** How long a lock left by a QEMU that is still exiting may take to go away. */
+const lockReleaseWaitMs = 5000;
+
 export const diskFormatArgs = ['-set', 'drive.drive1.format=qcow2'] as const;
 
 function damaged(path: string, problem: string, details?: string): K3sVmError {
@@ -70,7 +74,14 @@ export async function checkDiskImage(path: string, runScript: string, pathVariab
   }
   const qemuImg = await findQemuImg(runScript, pathVariable);
   if (!qemuImg) return;
-  const check = await execa(qemuImg, ['check', '-f', 'qcow2', path], { reject: false, all: true, env: { LC_ALL: 'C' } });
+  const runCheck = () => execa(qemuImg, ['check', '-f', 'qcow2', path], { reject: false, all: true, env: { LC_ALL: 'C' } });
+  let check = await runCheck();
+  // A QEMU that was just killed holds the image's lock until the kernel has finished tearing
+  // it down: give it a moment before calling the image in use.
+  for (let waited = 0; /lock/i.test(String(check.all ?? '')) && waited < lockReleaseWaitMs; waited += 100) {
+    await sleep(100);
+    check = await runCheck();
+  }
   // 0: clean; 3: leaked clusters only (harmless, space is merely not reused); 63: checks unsupported.
   if (check.exitCode === 0 || check.exitCode === 3 || check.exitCode === 63) return;
   const output = String(check.all ?? '').trim();
