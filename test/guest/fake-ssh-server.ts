@@ -1,6 +1,6 @@
 // A fake guest SSH server (ssh2's Server, in process) for tests: key-only auth, canned command answers.
 import { timingSafeEqual } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
 import { generateKeyPair, type KeyPair } from '../../src/guest/keys.js';
 
@@ -116,4 +116,16 @@ export async function startFakeSshServer(
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
 }

@@ -19,7 +19,7 @@ import {
   type WaitForReadyOptions,
 } from '../../src/guest/readiness.js';
 import type { ExecResult, GuestShell } from '../../src/guest/ssh.js';
-import { startFakeSshServer } from './fake-ssh-server.js';
+import { freePort, startFakeSshServer } from './fake-ssh-server.js';
 
 const serial = 'serial: last line of the boot\n';
 
@@ -604,17 +604,6 @@ function stepContext(kubeconfig: string): ReadinessContext {
     kubeconfig,
     kubeConfig: loadKubeConfig(kubeconfig),
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 }
 
 describe('steps that run ahead', () => {

@@ -1,9 +1,8 @@
-import { createServer, type AddressInfo } from 'node:net';
 import ssh2 from 'ssh2';
 import { generateKeyPair } from '../../src/guest/keys.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GuestSsh, SharedSsh } from '../../src/guest/ssh.js';
-import { startFakeSshServer, type FakeSshServer, type FakeSshServerOptions } from './fake-ssh-server.js';
+import { freePort, startFakeSshServer, type FakeSshServer, type FakeSshServerOptions } from './fake-ssh-server.js';
 
 const servers: FakeSshServer[] = [];
 const shells: SharedSsh[] = [];
@@ -116,17 +115,6 @@ describe('SharedSsh', () => {
     expect(guest.connections).toBe(2);
   });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 describe('the instance key pair', () => {
   it('is always one ssh2 can read back (its generator now and then writes one it cannot)', () => {

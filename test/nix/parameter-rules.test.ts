@@ -4,6 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { buildParameters } from '../../src/config/fingerprint.js';
+import { resolveConfig } from '../../src/config/resolve-config.js';
+import { nixBuildArgs } from '../../src/nix/build-vm.js';
 import { repoRoot } from '../helpers/test-guest.js';
 import { flagsThatMustSurviveSystemd, parameterCases, type RuledParameter } from './parameter-cases.js';
 
@@ -100,48 +103,14 @@ describe('nix/default.nix checks its arguments with parameters.nix', () => {
   ];
 
   it('evaluates with every argument that nixBuildArgs passes', async () => {
-    const result = await execa(
-      'nix-instantiate',
-      nixArgs(
-        '--argstr',
-        'nixpkgsSpec',
-        '',
-        '--argstr',
-        'name',
-        'k3s-vm',
-        '--arg',
-        'cpus',
-        '2',
-        '--arg',
-        'memoryMiB',
-        '1024',
-        '--arg',
-        'diskSizeMiB',
-        '2048',
-        '--argstr',
-        'k3sVersion',
-        '1_31',
-        '--arg',
-        'offline',
-        'true',
-        '--argstr',
-        'extraK3sFlagsJson',
-        '["--node-label=a b"]',
-        '--argstr',
-        'disableJson',
-        '["traefik"]',
-        '--arg',
-        'airgapImages',
-        'true',
-        '--argstr',
-        'extraModulesJson',
-        '[]',
-        '--argstr',
-        'sshPublicKey',
-        'ssh-ed25519 AAAA test',
-      ),
-      { reject: false },
+    const config = resolveConfig(
+      { projectRoot: repoRoot, memoryMiB: 1024, diskSizeMiB: 2048, k3sVersion: '1.31', offline: true, extraK3sFlags: ['--node-label=a b'] },
+      {},
     );
+    const parameters = buildParameters(config, 'ssh-ed25519 AAAA test');
+    // nixBuildArgs' own list, without the expression and the out-link it starts with.
+    const args = nixBuildArgs(join(repoRoot, 'nix'), '/unused', parameters).slice(3);
+    const result = await execa('nix-instantiate', nixArgs(...args), { reject: false });
     expect(result.stderr).toBe('');
     expect(result.stdout).toBe('1');
   });
