@@ -1,7 +1,7 @@
 // Attach: join a VM that is already running, after a short health check.
 import { K3sVmError, throwIfAborted } from '../errors.js';
-import { endpointOfJson, KubeHttp } from '../guest/kube-http.js';
-import { guestKubeconfigPath, rewriteKubeconfig } from '../guest/kubeconfig.js';
+import { endpointOfJson } from '../guest/kube-http.js';
+import { apiReady, guestKubeconfigPath, rewriteKubeconfig } from '../guest/kubeconfig.js';
 import type { KeyPair } from '../guest/keys.js';
 import { GuestSsh } from '../guest/ssh.js';
 import type { Logger } from '../log.js';
@@ -35,14 +35,7 @@ export async function attach(plan: AttachPlan): Promise<Acquired | undefined> {
   if (!kubeconfig) return undefined;
   throwIfAborted(signal);
   try {
-    // Read without client-node: loading it would cost an attach more than the check itself.
-    const http = new KubeHttp(endpointOfJson(kubeconfig)!);
-    let healthy: boolean;
-    try {
-      healthy = await http.readyz(AbortSignal.any([AbortSignal.timeout(healthCheckTimeoutMs), ...(signal ? [signal] : [])]));
-    } finally {
-      http.close();
-    }
+    const healthy = await apiReady(kubeconfig, AbortSignal.any([AbortSignal.timeout(healthCheckTimeoutMs), ...(signal ? [signal] : [])]));
     if (!healthy) throw new Error('/readyz did not answer ok');
   } catch (error) {
     throwIfAborted(signal);

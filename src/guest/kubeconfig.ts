@@ -2,6 +2,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { K3sVmError } from '../errors.js';
 import { clientNode } from './client-node.js';
+import { endpointOf, endpointOfJson, KubeHttp } from './kube-http.js';
 
 /** Where K3s writes its admin kubeconfig in the guest. */
 export const guestKubeconfigPath = '/etc/rancher/k3s/k3s.yaml';
@@ -51,8 +52,22 @@ export function loadKubeConfig(kubeconfig: string): KubeConfig {
   return kc;
 }
 
-/** Whether the API server answers /readyz with ok (a fresh TLS connection with the kubeconfig's credentials). */
+/**
+ * Whether the API server answers /readyz with ok, on a fresh TLS connection with the
+ * kubeconfig's credentials. A kubeconfig k3s-vm wrote (JSON) or one with a certificate or a
+ * token is checked without loading client-node, which costs more than the request; one whose
+ * user needs an exec plugin or auth provider goes through client-node.
+ */
 export async function apiReady(kubeconfig: string | KubeConfig, signal?: AbortSignal): Promise<boolean> {
+  const endpoint = typeof kubeconfig === 'string' ? endpointOfJson(kubeconfig) : endpointOf(kubeconfig);
+  if (endpoint) {
+    const http = new KubeHttp(endpoint);
+    try {
+      return await http.readyz(signal);
+    } finally {
+      http.close();
+    }
+  }
   const kc = typeof kubeconfig === 'string' ? loadKubeConfig(kubeconfig) : kubeconfig;
   return new (clientNode().Health)(kc).readyz({ signal });
 }

@@ -2,6 +2,7 @@
 import type { Readable } from 'node:stream';
 import ssh2, { type Client, type ConnectConfig } from 'ssh2';
 import { abortError } from '../errors.js';
+import { shellQuote } from './shell.js';
 
 export interface ExecResult {
   readonly stdout: string;
@@ -208,9 +209,4 @@ async function readFileWith(shell: GuestShell, path: string, options: { signal?:
   const quoted = shellQuote(path);
   const result = await shell.exec(`test -f ${quoted} && cat ${quoted}`, options);
   return result.exitCode === 0 ? result.stdout : undefined;
-}
-
-/** Quotes a string for the guest's POSIX shell. */
-function shellQuote(text: string): string {
-  return `'${text.replace(/'/g, `'\\''`)}'`;
 }

@@ -432,7 +432,7 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
       expect(result.stepDurationsMs.map((s) => s.name)).toEqual(k3sReadinessSteps.map((s) => s.name));
       expect(logger.lines.filter((l) => l.startsWith('ready: '))).toHaveLength(7);
       expect(logger.lines.at(-1)).toMatch(/^ready: step 7 of 7 "default ServiceAccount exists"/);
-      expect(guest.commands).toEqual(['systemctl is-active k3s', `test -f '${guestKubeconfigPath}' && cat '${guestKubeconfigPath}'`]);
+      expect(guest.commands).toEqual(['systemctl is-active k3s', `test -f ${guestKubeconfigPath} && cat ${guestKubeconfigPath}`]);
       // The engine closed the connection step 1 opened.
       await guest.waitForOpen(0);
     } finally {
