@@ -29,8 +29,8 @@ export interface LockRecord {
   readonly since?: string | undefined;
 }
 
-/** Locks this process holds, by path and content: the exit hook removes them. */
-const held = new Map<string, string>();
+/** Locks this process holds (or is about to), by path and content: the exit hook removes them. */
+const held = new Set<{ readonly path: string; readonly content: string }>();
 let exitHookInstalled = false;
 
 function installExitHook(): void {
@@ -38,7 +38,7 @@ function installExitHook(): void {
   exitHookInstalled = true;
   // A runner that calls process.exit (Ctrl-C, SIGTERM) while a lock is held must not leave it behind.
   process.on('exit', () => {
-    for (const [path, content] of held) {
+    for (const { path, content } of held) {
       try {
         if (readFileSync(path, 'utf8') === content) rmSync(path, { force: true });
       } catch {
@@ -98,17 +98,23 @@ export async function acquireLock(dir: InstanceDir, options: LockOptions): Promi
   let announced = false;
   for (;;) {
     throwIfAborted(options.signal);
-    if (await tryCreate(path, content)) {
-      installExitHook();
-      held.set(path, content);
+    // Counted as held from before the file appears until after it is gone: a process that
+    // exits in between (a runner's process.exit on SIGTERM) must still take it along. The exit
+    // hook removes only a file with this content, so claiming one not won is harmless.
+    installExitHook();
+    const claim = { path, content };
+    held.add(claim);
+    const created = await tryCreate(path, content);
+    if (!created) held.delete(claim);
+    if (created) {
       let released = false;
       return {
         release: async () => {
           if (released) return;
           released = true;
-          held.delete(path);
           const current = await readFile(path, 'utf8').catch(() => '');
           if (current === content) await rm(path, { force: true });
+          held.delete(claim);
         },
       };
     }
