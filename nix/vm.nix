@@ -258,6 +258,17 @@ in
   # xchg and shared: the fixture never uses them (SSH is its way in).
   virtualisation.sharedDirectories = lib.mkForce { };
   virtualisation.fileSystems = {
+    # A larger diskSizeMiB reaches an existing disk: k3s-vm grows the image (qemu-img resize)
+    # before the boot, and the root file system grows to it here. Read in nixpkgs'
+    # nixos/modules/virtualisation/qemu-vm.nix at 00008e8eb762c5def2670c20231de50db9bb75b3:
+    # the run script makes the root disk with createEmptyFilesystemImage (mkfs.ext4 over the
+    # whole image, no partition table) and "/" is { device = cfg.rootDevice; fsType = "ext4"; }
+    # in virtualisation.fileSystems, which this definition merges into; and in
+    # nixos/modules/tasks/filesystems.nix at 0148e16d1446003704803ecabb5a00cfea7d8568:
+    # autoResize grows an ext4 file system "to its maximum size before being mounted", for
+    # file systems mounted during early boot (systemd stage 1: the x-systemd.growfs option).
+    # A disk that already fills its image is left as it is.
+    "/".autoResize = true;
     "/nix/.ro-store" = {
       device = "/dev/disk/by-label/nix-store";
       fsType = "erofs";

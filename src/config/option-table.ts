@@ -145,7 +145,7 @@ export const optionTable: OptionTable = {
     flag: 'disk-size',
     flagValue: 'MIB',
     defaultText: '`20480`',
-    help: `disk size in MiB (sparse; at least ${minDiskSizeMiB})`,
+    help: `disk size in MiB (sparse; at least ${minDiskSizeMiB}; an existing disk grows to a larger size)`,
     parse: integer(minDiskSizeMiB, 16_777_216, `a whole number of MiB, at least ${minDiskSizeMiB} (for example 20480)`),
   },
   accel: {

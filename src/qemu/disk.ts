@@ -93,3 +93,9 @@ export async function checkDiskImage(path: string, runScript: string, pathVariab
   }
   throw damaged(path, check.exitCode === 2 ? 'is corrupted' : 'cannot be opened as a qcow2 image', output || undefined);
 }
+
+/** Grows a qcow2 image to sizeMiB (never shrinks: qemu-img refuses that without --shrink). */
+export async function growDiskImage(qemuImg: string, path: string, sizeMiB: number): Promise<void> {
+  const result = await execa(qemuImg, ['resize', '-f', 'qcow2', path, `${sizeMiB}M`], { reject: false, all: true, env: { LC_ALL: 'C' } });
+  if (result.exitCode !== 0) throw new Error(`qemu-img resize failed: ${String(result.all ?? '').trim()}`);
+}

@@ -25,7 +25,7 @@ function accelOnCommandLine(pid: number): string | undefined {
 }
 
 describe('the VM lifecycle on the test guest', () => {
-  it('boots, runs a command over SSH and stops gracefully leaving no QEMU, pid file or socket; the disk survives into the next start', async () => {
+  it('boots, runs a command over SSH and stops gracefully leaving no QEMU, pid file or socket; the disk survives into the next start, grown to a larger size', async () => {
     const options = dirs.options('life', { accel: 'auto' });
     const dir = new InstanceDir(options.dir);
     const logger = recordingLogger();
@@ -40,6 +40,9 @@ describe('the VM lifecycle on the test guest', () => {
     expect(existsSync(dir.file(files.pid))).toBe(true);
 
     await cluster.exec('echo persisted-across-restarts > /root/marker');
+    const persistMiB = async (vm: typeof cluster) => Number((await vm.exec("df -m /persist | awk 'NR == 2 { print $2 }'")).stdout);
+    expect(options.diskSizeMiB).toBe(2048);
+    expect(await persistMiB(cluster)).toBeLessThan(2100);
     const { stoppedVm } = await cluster.stop();
     expect(stoppedVm).toBe(true);
     expect(isRunning(cluster.pid)).toBe(false);
@@ -51,9 +54,15 @@ describe('the VM lifecycle on the test guest', () => {
     // The graceful path was taken: the guest powered itself off.
     expect(logger.lines.some((l) => /stopped the VM \(powerdown/.test(l))).toBe(true);
 
-    const again = await startCluster(options);
+    const againLogger = recordingLogger();
+    const again = await startCluster({ ...options, diskSizeMiB: 3072, logger: againLogger });
     expect(again.booted).toBe(true);
     expect((await again.exec('cat /root/marker')).stdout).toBe('persisted-across-restarts\n');
+    // The image grew before the boot, the guest's file system with it, the record followed.
+    expect(againLogger.lines).toContain("growing the VM's disk from 2048 MiB to 3072 MiB (its file system follows at boot)");
+    expect(await persistMiB(again)).toBeGreaterThan(2900);
+    expect(JSON.parse(readFileSync(dir.file(files.diskRecord), 'utf8')).diskSizeMiB).toBe(3072);
+    expect(readFileSync(dir.file(files.serialLog), 'utf8')).toMatch(/disk file system grown from 2048 MiB to 3072 MiB/);
     await again.stop();
   });
 
