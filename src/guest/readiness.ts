@@ -29,6 +29,8 @@ export interface ReadinessContext {
   readonly deadline: number;
   /** Aborts when the wait ends for any reason: deadline, VM gone, outer abort. */
   readonly signal: AbortSignal;
+  /** K3s's kubeconfig as the guest holds it (before it is rewritten for the host). */
+  guestKubeconfig?: string;
   kubeconfig?: string;
   apiServerUrl?: string;
   kubeConfig?: KubeConfig;
@@ -227,6 +229,24 @@ function isHttpStatus(error: unknown, code: number): boolean {
 }
 
 /** The K3s readiness steps, in order. Add a step here. */
+/**
+ * Reads K3s's kubeconfig from the guest into the context, rewritten for the host; true when
+ * it differs from the one read before, whose API connection is then closed.
+ */
+async function readGuestKubeconfig(context: ReadinessContext): Promise<boolean> {
+  const text = await context.ssh.readFile(guestKubeconfigPath, { signal: context.signal });
+  if (!text?.trim()) throw new Error(`${guestKubeconfigPath} does not exist yet`);
+  if (text === context.guestKubeconfig) return false;
+  const rewritten = rewriteKubeconfig(text, context.apiPort, context.contextName);
+  context.guestKubeconfig = text;
+  context.kubeconfig = rewritten.kubeconfig;
+  context.apiServerUrl = rewritten.apiServerUrl;
+  context.kubeConfig = loadKubeConfig(rewritten.kubeconfig);
+  connections.get(context)?.close();
+  connections.delete(context);
+  return true;
+}
+
 export const k3sReadinessSteps: readonly ReadinessStep[] = [
   {
     name: 'SSH answers',
@@ -259,21 +279,27 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
     name: 'kubeconfig present',
     hint: `K3s writes ${guestKubeconfigPath} once its API server is up; see \`journalctl -u k3s\` in the guest`,
     async check(context) {
-      const text = await context.ssh.readFile(guestKubeconfigPath, { signal: context.signal });
-      if (!text?.trim()) throw new Error(`${guestKubeconfigPath} does not exist yet`);
-      const rewritten = rewriteKubeconfig(text, context.apiPort, context.contextName);
-      context.kubeconfig = rewritten.kubeconfig;
-      context.apiServerUrl = rewritten.apiServerUrl;
-      context.kubeConfig = loadKubeConfig(rewritten.kubeconfig);
+      await readGuestKubeconfig(context);
     },
   },
   {
     name: 'API /readyz ok',
     hint: 'the API server does not answer through the forwarded port: check that the guest firewall lets 6443 in',
     async check(context) {
-      const http = apiOf(context);
-      const ok = http ? await http.readyz(context.signal) : await apiReady(kubeConfigOf(context), context.signal);
-      if (!ok) throw new Error('/readyz did not answer ok');
+      try {
+        const http = apiOf(context);
+        const ok = http ? await http.readyz(context.signal) : await apiReady(kubeConfigOf(context), context.signal);
+        if (!ok) throw new Error('/readyz did not answer ok');
+      } catch (error) {
+        // The file step 3 read can be the last boot's, still on the disk until K3s writes its
+        // own (a rebuilt VM may come with a new certificate authority): read it again.
+        if (await readGuestKubeconfig(context).catch(() => false)) {
+          throw new Error(`${guestKubeconfigPath} changed since it was read (K3s rewrote it); trying again with the new one`, {
+            cause: error,
+          });
+        }
+        throw error;
+      }
     },
   },
   {

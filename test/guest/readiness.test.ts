@@ -462,6 +462,23 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
     expect(missing.message).toMatch(/step 3 of 7 "kubeconfig present".*last error: \/etc\/rancher\/k3s\/k3s\.yaml does not exist yet$/);
   });
 
+  it("reads the kubeconfig again when /readyz fails with the last boot's file (a rebuilt VM with a new certificate authority)", async () => {
+    // The last boot's API and its kubeconfig, still on the disk; this boot's API has new certificates.
+    const { api: lastBoot } = await fakeApi();
+    const newTls = join(tmp, 'tls-new');
+    const generated = spawnSync('/bin/sh', [genCerts, newTls], { encoding: 'utf8' });
+    expect(generated.status, generated.stderr).toBe(0);
+    const { api } = await fakeApi({ tlsDir: newTls });
+    expect(api.kubeconfig).not.toBe(lastBoot.kubeconfig);
+    let rewritten = false;
+    setTimeout(() => (rewritten = true), 500);
+    const shell = fakeGuest({ kubeconfig: () => (rewritten ? api.kubeconfig : lastBoot.kubeconfig) });
+    const result = await waitForReady(k3sOptions(api, { shell, deadline: Date.now() + 10_000 }));
+    const authority = (kubeconfig: string) => loadKubeConfig(kubeconfig).getCurrentCluster()?.caData;
+    expect(authority(result.kubeconfig)).toBe(authority(api.kubeconfig));
+    expect(authority(result.kubeconfig)).not.toBe(authority(lastBoot.kubeconfig));
+  });
+
   it('fails /readyz when the forwarded API port does not answer', async () => {
     const { api } = await fakeApi();
     const closedPort = await freePort();

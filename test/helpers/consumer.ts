@@ -48,7 +48,9 @@ export function consumerEnv(stateDir: string, extra: Record<string, string> = {}
     K3S_VM_ACCEL: 'tcg',
     K3S_VM_MEMORY: '1024',
     K3S_VM_DISK_SIZE: '2048',
-    K3S_VM_TIMEOUT: '240',
+    // Well inside a test's timeout (180 s), so a consumer run that never gets ready ends
+    // with the readiness error and the serial log rather than a bare test timeout.
+    K3S_VM_TIMEOUT: '120',
     NO_COLOR: '1',
     ...extra,
   };
