@@ -117,6 +117,9 @@ let
   # recipe, run by its run script at every start, moved into a derivation). Its closure is
   # the system's plus the registration qemu-vm.nix passes on the kernel command line
   # (regInfo: closureInfo of virtualisation.additionalPaths, the same derivation).
+  # --hard-dereference (erofs-utils 1.8 and later), as nixpkgs' qemu-vm.nix has since its
+  # pull request 395494: files the host's store has hard-linked to each other (store
+  # optimisation) become inodes of their own, so the image is the same with or without it.
   storeImage =
     pkgs.runCommand "k3s-vm-nix-store-image"
       {
@@ -146,7 +149,7 @@ let
             --force-gid=0 \
             -L nix-store \
             -U eb176051-bd15-49b7-9e6b-462e0b467019 \
-            -T 0 \
+            -T 0 ${lib.optionalString (lib.versionAtLeast pkgs.erofs-utils.version "1.8") "--hard-dereference"} \
             --tar=f \
             $out/store.img
       '';
