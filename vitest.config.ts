@@ -15,10 +15,12 @@ export default defineConfig({
     // The VM tests boot real QEMU guests under software emulation: give them room.
     testTimeout: 180_000,
     hookTimeout: 240_000,
-    // Two files at a time: most of a VM test is waiting (SSH handshakes, runner start-ups), so
-    // a second file fills the idle core; more than two would oversubscribe the emulated guests.
+    // Three files at a time on two cores: much of a VM test is waiting (SSH handshakes, runner
+    // start-ups, graceful power-downs, readiness deadlines), which a third file fills (the suite
+    // took 253 s with two, 214 s with three, the cores then 94 % busy). Tests therefore give
+    // emulated boots room: no deadline assumes a guest boots at its unloaded speed.
     fileParallelism: true,
-    maxWorkers: 2,
+    maxWorkers: 3,
     reporters: ['default'],
     env: {
       // The test guest is built from local files only: do not wait on binary caches this
