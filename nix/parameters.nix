@@ -97,7 +97,9 @@ let
         kind = "pinned";
         url = "https://github.com/NixOS/nixpkgs/archive/${pin.rev}.tar.gz";
         sha256 = pin.sha256 or "";
-        description = "nixpkgs ${pin.rev} (${pin.branch}, pinned)";
+        description = "nixpkgs ${pin.rev} (${pin.branch}, pinned${
+          if (pin.sha256 or "") == "" then " without a sha256: Nix checks the download again hourly" else ""
+        })";
       }
     else if spec == "<nixpkgs>" then
       {
