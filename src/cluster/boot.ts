@@ -19,7 +19,7 @@ import { isInstanceQemu, isRunning, waitForExitSync } from '../state/process.js'
 import { logTailBlock, tailFile } from '../state/serial-log.js';
 import { qmpSocketPath, type RuntimeRecord } from '../state/status.js';
 import type { StartTimings } from './options.js';
-import { checkDisk, growDisk } from './disk.js';
+import { checkDisk, settleDisk } from './disk.js';
 import { correctGuestClock, planRestore, removeSnapshot, saveSnapshot, type SnapshotContext } from './snapshot.js';
 import { stopInstance } from './stop.js';
 
@@ -50,7 +50,7 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
   // Everything that can be refused is refused before the build, which can take minutes.
   const ports = await choosePorts({ apiPort: config.apiPort, sshPort: config.sshPort });
   await refuseKnownDeadKvm({ accel: config.accel, cacheDir: config.cacheDir });
-  const growth = await checkDisk(dir, config, logger);
+  const disk = await checkDisk(dir, config);
   const build = await buildVm(dir, {
     nix: config.nix,
     parameters: buildParameters(config, plan.keys.publicKey),
@@ -61,7 +61,7 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
   const accel = await chooseAccel({ accel: config.accel, cacheDir: config.cacheDir, logger, runScript: build.runScript });
   const timeoutMs = timeoutMsFor(config.timeoutSeconds, accel);
   throwIfAborted(signal);
-  if (growth) await growDisk(dir, growth, { runScript: build.runScript, pathVariable: plan.env['PATH'] }, logger);
+  await settleDisk(dir, disk, { runScript: build.runScript, pathVariable: plan.env['PATH'] }, logger);
 
   const snapshot: SnapshotContext | undefined = config.snapshot
     ? { dir, config, runScript: build.runScript, storePath: build.storePath, accel, env: plan.env, logger }

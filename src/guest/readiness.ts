@@ -228,7 +228,6 @@ function isHttpStatus(error: unknown, code: number): boolean {
   return (error as { code?: unknown } | undefined)?.code === code;
 }
 
-/** The K3s readiness steps, in order. Add a step here. */
 /**
  * Reads K3s's kubeconfig from the guest into the context, rewritten for the host; true when
  * it differs from the one read before, whose API connection is then closed.
@@ -247,6 +246,7 @@ async function readGuestKubeconfig(context: ReadinessContext): Promise<boolean> 
   return true;
 }
 
+/** The K3s readiness steps, in order. Add a step here. */
 export const k3sReadinessSteps: readonly ReadinessStep[] = [
   {
     name: 'SSH answers',

@@ -99,3 +99,13 @@ export async function growDiskImage(qemuImg: string, path: string, sizeMiB: numb
   const result = await execa(qemuImg, ['resize', '-f', 'qcow2', path, `${sizeMiB}M`], { reject: false, all: true, env: { LC_ALL: 'C' } });
   if (result.exitCode !== 0) throw new Error(`qemu-img resize failed: ${String(result.all ?? '').trim()}`);
 }
+
+/** `qemu-img info --output=json` of a qcow2 image; --force-share reads it even while a QEMU has it open. */
+export async function readImageInfo(qemuImg: string, path: string): Promise<string> {
+  const result = await execa(qemuImg, ['info', '--force-share', '--output=json', '-f', 'qcow2', path], {
+    reject: false,
+    env: { LC_ALL: 'C' },
+  });
+  if (result.exitCode !== 0) throw new Error(`qemu-img info ${path} failed: ${String(result.stderr ?? '').trim()}`);
+  return String(result.stdout);
+}

@@ -2,7 +2,7 @@
 import { execa } from 'execa';
 import { K3sVmError } from '../errors.js';
 import { qemuOfRunScript } from './accel-probe.js';
-import { findQemuImg } from './disk.js';
+import { findQemuImg, readImageInfo } from './disk.js';
 import { QmpClient } from './qmp.js';
 
 /**
@@ -152,13 +152,7 @@ export async function listInternalSnapshots(
   runScript: string,
   pathVariable: string | undefined,
 ): Promise<InternalSnapshot[]> {
-  const qemuImg = await qemuImgFor(runScript, pathVariable);
-  const result = await execa(qemuImg, ['info', '--force-share', '--output=json', '-f', 'qcow2', disk], {
-    reject: false,
-    env: { LC_ALL: 'C' },
-  });
-  if (result.exitCode !== 0) throw new Error(`qemu-img info ${disk} failed: ${String(result.stderr ?? '').trim()}`);
-  return parseInternalSnapshots(String(result.stdout));
+  return parseInternalSnapshots(await readImageInfo(await qemuImgFor(runScript, pathVariable), disk));
 }
 
 /** Deletes the snapshot from a disk no QEMU has open. */

@@ -60,7 +60,7 @@ describe('the VM lifecycle on the test guest', () => {
     expect((await again.exec('cat /root/marker')).stdout).toBe('persisted-across-restarts\n');
     // The image grew before the boot, the guest's file system with it, the record followed.
     expect(againLogger.lines).toContain("growing the VM's disk from 2048 MiB to 3072 MiB (its file system follows at boot)");
-    expect(await persistMiB(again)).toBeGreaterThan(2900);
+    expect(await persistMiB(again)).toBeGreaterThan(2560); // 3072 MiB less ext4's journal and inode tables
     expect(JSON.parse(readFileSync(dir.file(files.diskRecord), 'utf8')).diskSizeMiB).toBe(3072);
     expect(readFileSync(dir.file(files.serialLog), 'utf8')).toMatch(/disk file system grown from 2048 MiB to 3072 MiB/);
     await again.stop();

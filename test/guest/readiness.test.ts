@@ -470,10 +470,11 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
     expect(generated.status, generated.stderr).toBe(0);
     const { api } = await fakeApi({ tlsDir: newTls });
     expect(api.kubeconfig).not.toBe(lastBoot.kubeconfig);
-    let rewritten = false;
-    setTimeout(() => (rewritten = true), 500);
-    const shell = fakeGuest({ kubeconfig: () => (rewritten ? api.kubeconfig : lastBoot.kubeconfig) });
+    // Step 3 reads the last boot's file; K3s has written its own by the next read.
+    let reads = 0;
+    const shell = fakeGuest({ kubeconfig: () => (++reads === 1 ? lastBoot.kubeconfig : api.kubeconfig) });
     const result = await waitForReady(k3sOptions(api, { shell, deadline: Date.now() + 10_000 }));
+    expect(reads).toBe(2);
     const authority = (kubeconfig: string) => loadKubeConfig(kubeconfig).getCurrentCluster()?.caData;
     expect(authority(result.kubeconfig)).toBe(authority(api.kubeconfig));
     expect(authority(result.kubeconfig)).not.toBe(authority(lastBoot.kubeconfig));
