@@ -117,9 +117,12 @@ let
   # recipe, run by its run script at every start, moved into a derivation). Its closure is
   # the system's plus the registration qemu-vm.nix passes on the kernel command line
   # (regInfo: closureInfo of virtualisation.additionalPaths, the same derivation).
-  # --hard-dereference (erofs-utils 1.8 and later), as nixpkgs' qemu-vm.nix has since its
-  # pull request 395494: files the host's store has hard-linked to each other (store
-  # optimisation) become inodes of their own, so the image is the same with or without it.
+  # tar's --hard-dereference: files the host's store has hard-linked to each other (store
+  # optimisation) go into the archive, and so into the image, as files of their own, so the
+  # image is the same with or without that optimisation: the aim of nixpkgs pull request
+  # 395494, which passes mkfs.erofs its flag of the same name. Done here in tar, whose flag
+  # writes every hard-linked file in full instead of a link entry (checked with GNU tar
+  # 1.34), whatever mkfs.erofs makes of link entries in a tar stream.
   storeImage =
     pkgs.runCommand "k3s-vm-nix-store-image"
       {
@@ -133,6 +136,7 @@ let
         tar --create \
           --absolute-names \
           --verbatim-files-from \
+          --hard-dereference \
           --transform 'flags=rSh;s|/nix/store/||' \
           --transform 'flags=rSh;s|~nix~case~hack~[[:digit:]]\+||g' \
           --files-from ${
@@ -149,7 +153,7 @@ let
             --force-gid=0 \
             -L nix-store \
             -U eb176051-bd15-49b7-9e6b-462e0b467019 \
-            -T 0 ${lib.optionalString (lib.versionAtLeast pkgs.erofs-utils.version "1.8") "--hard-dereference"} \
+            -T 0 \
             --tar=f \
             $out/store.img
       '';
