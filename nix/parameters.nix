@@ -81,12 +81,12 @@ let
   #   "/abs/path"             a nixpkgs checkout or unpacked tarball
   #   "https://...tar.gz"     a tarball URL
   # The pin: nixpkgs.json's `rev` (a commit of the `branch` channel) and, once known, the
-  # `sha256` of its unpacked tarball, from
-  #   nix-prefetch-url --unpack https://github.com/NixOS/nixpkgs/archive/<rev>.tar.gz
+  # `sha256` of its unpacked tarball (scripts/pin-nixpkgs.mjs writes all three).
   # With it, Nix uses the store copy without asking the network (and checks what it
   # downloads); without it, Nix fetches the tarball once and re-checks it after tarball-ttl.
   # flake.nix pins the same rev.
   pin = builtins.fromJSON (builtins.readFile ./nixpkgs.json);
+  revisionTarball = rev: "https://github.com/NixOS/nixpkgs/archive/${rev}.tar.gz";
 
   nixpkgsSource =
     spec:
@@ -95,7 +95,7 @@ let
     else if spec == "" then
       {
         kind = "pinned";
-        url = "https://github.com/NixOS/nixpkgs/archive/${pin.rev}.tar.gz";
+        url = revisionTarball pin.rev;
         sha256 = pin.sha256 or "";
         description = "nixpkgs ${pin.rev} (${pin.branch}, pinned${
           if (pin.sha256 or "") == "" then " without a sha256: Nix checks the download again hourly" else ""
@@ -136,6 +136,7 @@ in
     systemdArgument
     nixpkgsSource
     pin
+    revisionTarball
     ;
   # Every flag as one ExecStart= word (what services.k3s.extraFlags receives).
   systemdArguments = map systemdArgument;

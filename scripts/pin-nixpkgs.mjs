@@ -14,8 +14,9 @@
 // checkout. The tarball lands in the Nix store under the name fetchTarball gives it, so the
 // next build does not download it again.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const usage = 'usage: node scripts/pin-nixpkgs.mjs [BRANCH | REV] [--branch BRANCH] [--no-flake-lock] | --check';
@@ -39,8 +40,8 @@ try {
       check: { type: 'boolean', default: false },
       'no-flake-lock': { type: 'boolean', default: false },
       channels: { type: 'string', default: 'https://channels.nixos.org' },
-      archives: { type: 'string', default: 'https://github.com/NixOS/nixpkgs/archive' },
-      root: { type: 'string', default: resolve(dirname(new URL(import.meta.url).pathname), '..') },
+      archives: { type: 'string' },
+      root: { type: 'string', default: resolve(dirname(fileURLToPath(import.meta.url)), '..') },
     },
   });
 } catch (error) {
@@ -51,8 +52,33 @@ if (positionals.length > 1 || (options.check && positionals.length > 0)) fail(us
 
 const root = options.root;
 const pinFile = join(root, 'nix', 'nixpkgs.json');
-const branchPattern = /^(nixos|nixpkgs)-[0-9a-z][0-9a-z.-]*$/;
 const revPattern = /^[0-9a-f]{40}$/;
+
+/** Evaluates `body` with nix/parameters.nix as `parameters` and the given strings bound: its rules are the ones the build uses. */
+function fromParameters(body, strings) {
+  const names = Object.keys(strings);
+  const args = names.flatMap((name) => ['--argstr', name, strings[name]]);
+  const expression = `{ ${names.join(', ')} }: let parameters = import ${join(root, 'nix', 'parameters.nix')}; in ${body}`;
+  const result = spawnSync('nix-instantiate', ['--eval', '--json', '--strict', '-E', expression, ...args], { encoding: 'utf8' });
+  if (result.error) fail(`cannot run nix-instantiate (is Nix installed?): ${result.error.message}`);
+  if (result.status !== 0) fail(`nix-instantiate failed on nix/parameters.nix:\n${result.stderr.trim()}`);
+  return JSON.parse(result.stdout);
+}
+
+/** Whether nix/parameters.nix takes `name` for a channel. */
+function isBranch(name) {
+  return fromParameters(
+    'let source = builtins.tryEval (parameters.nixpkgsSource spec).kind; in source.success && source.value == "channel"',
+    {
+      spec: name,
+    },
+  );
+}
+
+/** Where the tarball of a revision is: --archives, or the URL nix/parameters.nix builds from. */
+function archiveOf(rev) {
+  return options.archives ? `${options.archives}/${rev}.tar.gz` : fromParameters('parameters.revisionTarball rev', { rev });
+}
 
 function readPin() {
   try {
@@ -79,7 +105,7 @@ async function channelRevision(branch) {
 
 /** The sha256 (Nix base32) of the unpacked tarball, as builtins.fetchTarball checks it; the tarball is added to the store. */
 function prefetch(rev) {
-  const url = `${options.archives}/${rev}.tar.gz`;
+  const url = archiveOf(rev);
   process.stderr.write(`pin-nixpkgs: downloading ${url}\n`);
   // --name source: the store path builtins.fetchTarball { url; sha256; } looks for.
   const result = spawnSync('nix-prefetch-url', ['--unpack', '--name', 'source', url], {
@@ -121,14 +147,14 @@ let branch = options.branch ?? pin.branch;
 let rev;
 if (revPattern.test(wanted)) {
   rev = wanted;
-} else if (branchPattern.test(wanted)) {
+} else if (isBranch(wanted)) {
   if (options.branch && options.branch !== wanted) fail(`two branches given: ${wanted} and --branch ${options.branch}`);
   branch = wanted;
   rev = await channelRevision(branch);
 } else {
   fail(`"${wanted}" is neither a commit hash (40 hex digits) nor a branch such as nixos-26.05\n${usage}`);
 }
-if (!branchPattern.test(branch ?? '')) fail(`"${branch}" is not a branch such as nixos-26.05`);
+if (!isBranch(branch ?? '')) fail(`"${branch}" is not a branch such as nixos-26.05`);
 
 const sha256 = prefetch(rev);
 // Every file is checked before any is written.
@@ -141,9 +167,7 @@ for (const [path, text] of edits) writeFileSync(path, text);
 process.stderr.write(`pin-nixpkgs: pinned ${rev} (${branch}), sha256 ${sha256}\n`);
 
 if (!options['no-flake-lock']) {
-  // A lock of the new input only: the old one would keep the previous revision's narHash.
-  const lock = join(root, 'flake.lock');
-  if (existsSync(lock)) rmSync(lock);
+  // Nix locks the input again because its URL changed; every other entry stays as it was.
   const result = spawnSync('nix', ['--extra-experimental-features', 'nix-command flakes', 'flake', 'lock'], {
     cwd: root,
     encoding: 'utf8',
@@ -151,7 +175,7 @@ if (!options['no-flake-lock']) {
   });
   if (result.error || result.status !== 0) {
     fail(
-      `nix flake lock failed, so flake.lock is not written (nix/nixpkgs.json and flake.nix are):\n${(result.stderr ?? result.error?.message ?? '').trim()}`,
+      `nix flake lock failed, so flake.lock was not updated (nix/nixpkgs.json, flake.nix and the README name the new revision; run nix flake lock again):\n${(result.stderr ?? result.error?.message ?? '').trim()}`,
     );
   }
   process.stderr.write('pin-nixpkgs: wrote flake.lock\n');

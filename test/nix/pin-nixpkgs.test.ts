@@ -38,8 +38,9 @@ afterAll(() => new Promise<void>((done) => server.close(() => done())));
 /** A checkout with copies of the files that hold the pin. */
 function checkout(label: string): string {
   const root = join(work, label);
-  mkdirSync(join(root, 'nix'), { recursive: true });
-  for (const file of ['nix/nixpkgs.json', 'flake.nix', 'README.md']) cpSync(join(repoRoot, file), join(root, file));
+  mkdirSync(root, { recursive: true });
+  // nix/ whole: the script takes its rules (what a branch is, where a revision's tarball is) from nix/parameters.nix.
+  for (const file of ['nix', 'flake.nix', 'README.md']) cpSync(join(repoRoot, file), join(root, file), { recursive: true });
   return root;
 }
 
