@@ -18,9 +18,11 @@ export interface Prepared {
   readonly logger: Logger;
 }
 
-/** Resolves and validates the config (nothing is touched when it is bad), then creates the state directory. */
-export async function prepare(options: ClusterOptions): Promise<Prepared> {
-  const config = configOf(options);
+/**
+ * Resolves and validates the config (nothing is touched when it is bad), unless the caller
+ * already has, then creates the state directory.
+ */
+export async function prepare(options: ClusterOptions, config: ResolvedConfig = configOf(options)): Promise<Prepared> {
   const dir = new InstanceDir(config.dir);
   await dir.ensure();
   return { config, dir, logger: options.logger ?? silentLogger };

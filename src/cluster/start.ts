@@ -1,5 +1,6 @@
 // Start-or-attach: the operation the test runners call. Boots the VM, or joins the one already running.
 import { fingerprintDifferences, runtimeFingerprint } from '../config/fingerprint.js';
+import type { ResolvedConfig } from '../config/options.js';
 import { environment } from '../config/resolve-config.js';
 import { K3sVmError } from '../errors.js';
 import { ensureKeyPair } from '../guest/keys.js';
@@ -22,13 +23,22 @@ import { checkWorkload, withConfiguredWorkload } from './workload.js';
  */
 export async function startCluster(options: StartOptions = {}): Promise<StartedCluster> {
   const startedAt = Date.now();
-  const existing = configOf(options).kubeconfig;
-  if (existing) {
-    throw new K3sVmError('CONFIG_INVALID', `there is no VM to start: K3S_VM_KUBECONFIG names an existing cluster (${existing})`, {
-      hint: 'leave K3S_VM_KUBECONFIG out to boot a VM; the test runners (and openCluster) use the existing cluster as it is',
-    });
+  const resolved = configOf(options);
+  if (resolved.kubeconfig) {
+    throw new K3sVmError(
+      'CONFIG_INVALID',
+      `there is no VM to start: K3S_VM_KUBECONFIG names an existing cluster (${resolved.kubeconfig})`,
+      {
+        hint: 'leave K3S_VM_KUBECONFIG out to boot a VM; the test runners (and openCluster) use the existing cluster as it is',
+      },
+    );
   }
-  const { config, dir, logger } = await prepare(options);
+  return startVm(options, resolved, startedAt);
+}
+
+/** startCluster with the config already resolved (and naming no existing cluster). */
+async function startVm(options: StartOptions, resolved: ResolvedConfig, startedAt: number): Promise<StartedCluster> {
+  const { config, dir, logger } = await prepare(options, resolved);
   const signal = options.signal;
   // A missing archive or a broken manifest is reported before anything boots.
   await checkWorkload(config, signal);
@@ -77,13 +87,10 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
  * directory), or the VM, started or attached to. What the test runners call.
  */
 export async function openCluster(options: StartOptions = {}): Promise<StartedCluster | ConnectedCluster> {
+  const startedAt = Date.now();
   const config = configOf(options);
-  if (!config.kubeconfig) return startCluster(options);
+  if (!config.kubeconfig) return startVm(options, config, startedAt);
   const logger = options.logger ?? silentLogger;
   await checkWorkload(config, options.signal);
-  return withConfiguredWorkload(
-    await connectExisting({ config, logger, signal: options.signal, startedAt: Date.now() }),
-    logger,
-    options.signal,
-  );
+  return withConfiguredWorkload(await connectExisting({ config, logger, signal: options.signal, startedAt }), logger, options.signal);
 }
