@@ -104,7 +104,7 @@ describe('k3s-vm in-process', () => {
     expect(withGuest.out()).not.toMatch(/^\S+ +nixpkgs /m);
     expect(code).toBe(withGuest.out().includes('FAIL') ? 1 : 0);
     expect(packageVm.out()).toMatch(
-      /^(ok {2}|warn) nixpkgs +nixpkgs [0-9a-f]{40} \(nixos-[0-9.]+, pinned\): (in the Nix store|not in the Nix store yet)/m,
+      /^(ok {2}|warn) nixpkgs +nixpkgs [0-9a-f]{40} \(nixos-[0-9.]+, pinned(?: without a sha256: Nix checks the download again hourly)?\): (in the Nix store|not in the Nix store yet)/m,
     );
     expect(searchPath.out()).toMatch(
       nixpkgsPath()
