@@ -11,8 +11,8 @@
 // --check downloads the pinned tarball and fails when its sha256 is not the recorded one
 // (it warns when none is recorded). Needs the network (channels.nixos.org, GitHub) and Nix;
 // --channels and --archives name other places to read from (a mirror), --root another
-// checkout. The tarball lands in the Nix store under the name fetchTarball gives it, so the
-// next build does not download it again.
+// checkout. The tarball lands in the Nix store under the name fetchTarball gives it, so once
+// its sha256 is recorded the next build does not download it again.
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -50,15 +50,18 @@ try {
 const { values: options, positionals } = parsed;
 if (positionals.length > 1 || (options.check && positionals.length > 0)) fail(usage);
 
-const root = options.root;
+const root = resolve(options.root);
 const pinFile = join(root, 'nix', 'nixpkgs.json');
 const revPattern = /^[0-9a-f]{40}$/;
 
 /** Evaluates `body` with nix/parameters.nix as `parameters` and the given strings bound: its rules are the ones the build uses. */
 function fromParameters(body, strings) {
-  const names = Object.keys(strings);
-  const args = names.flatMap((name) => ['--argstr', name, strings[name]]);
-  const expression = `{ ${names.join(', ')} }: let parameters = import ${join(root, 'nix', 'parameters.nix')}; in ${body}`;
+  // Strings, the root too, reach Nix as arguments: a path written into the expression would
+  // have to be a valid Nix path literal (no spaces, for one).
+  const bound = { ...strings, root };
+  const names = Object.keys(bound);
+  const args = names.flatMap((name) => ['--argstr', name, bound[name]]);
+  const expression = `{ ${names.join(', ')} }: let parameters = import (/. + root + "/nix/parameters.nix"); in ${body}`;
   const result = spawnSync('nix-instantiate', ['--eval', '--json', '--strict', '-E', expression, ...args], { encoding: 'utf8' });
   if (result.error) fail(`cannot run nix-instantiate (is Nix installed?): ${result.error.message}`);
   if (result.status !== 0) fail(`nix-instantiate failed on nix/parameters.nix:\n${result.stderr.trim()}`);

@@ -50,7 +50,7 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
   // Everything that can be refused is refused before the build, which can take minutes.
   const ports = await choosePorts({ apiPort: config.apiPort, sshPort: config.sshPort });
   await refuseKnownDeadKvm({ accel: config.accel, cacheDir: config.cacheDir });
-  const disk = await checkDisk(dir, config);
+  const disk = await checkDisk(dir, config, logger);
   const build = await buildVm(dir, {
     nix: config.nix,
     parameters: buildParameters(config, plan.keys.publicKey),

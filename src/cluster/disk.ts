@@ -27,13 +27,31 @@ function minor(version: string): [number, number] | undefined {
 const resetHint = (dir: InstanceDir) =>
   `k3s-vm reset deletes the disk (the cluster's state) so the next start makes a new one; or go back to the old setting, or use another state directory (K3S_VM_DIR) for the new one; the disk is ${dir.file(files.disk)}`;
 
+/** What checkDisk found: the record the disk had, and the one settleDisk writes once the boot is about to start. */
+export interface DiskPlan {
+  readonly previous: DiskRecord | undefined;
+  readonly wanted: DiskRecord;
+}
+
+/** The disk's record; a damaged one is set aside with a warning (it is only ever rewritten, the disk is kept). */
+async function readRecord(dir: InstanceDir, logger: Logger): Promise<DiskRecord | undefined> {
+  try {
+    return await dir.readJson<DiskRecord>(files.diskRecord);
+  } catch (error) {
+    logger.warn(
+      `${(error as Error).message}: the VM's disk is taken as made for what is asked now, and ${dir.file(files.diskRecord)} is written anew before the boot`,
+    );
+    return undefined;
+  }
+}
+
 /**
  * Before a boot (and before the build): refuses a disk made for another node name or a newer
  * K3s. Writes nothing: returns what the disk is made for once this boot starts, which
  * settleDisk records.
  */
-export async function checkDisk(dir: InstanceDir, config: ResolvedConfig): Promise<DiskRecord> {
-  const record = dir.exists(files.disk) ? await dir.readJson<DiskRecord>(files.diskRecord).catch(() => undefined) : undefined;
+export async function checkDisk(dir: InstanceDir, config: ResolvedConfig, logger: Logger): Promise<DiskPlan> {
+  const record = dir.exists(files.disk) ? await readRecord(dir, logger) : undefined;
   const wanted: DiskRecord = {
     name: config.name,
     k3sVersion: config.k3sVersion,
@@ -41,7 +59,7 @@ export async function checkDisk(dir: InstanceDir, config: ResolvedConfig): Promi
     createdAt: record?.createdAt ?? new Date().toISOString(),
   };
   // No record: a new disk, or one from before records were kept, taken as made for what is asked now.
-  if (!record) return wanted;
+  if (!record) return { previous: undefined, wanted };
   if (record.name !== config.name) {
     throw new K3sVmError(
       'DISK_MISMATCH',
@@ -58,7 +76,7 @@ export async function checkDisk(dir: InstanceDir, config: ResolvedConfig): Promi
       { hint: resetHint(dir) },
     );
   }
-  return wanted;
+  return { previous: record, wanted };
 }
 
 /**
@@ -70,7 +88,7 @@ export async function checkDisk(dir: InstanceDir, config: ResolvedConfig): Promi
  */
 export async function settleDisk(
   dir: InstanceDir,
-  wanted: DiskRecord,
+  { previous, wanted }: DiskPlan,
   build: { readonly runScript: string; readonly pathVariable: string | undefined },
   logger: Logger,
 ): Promise<void> {
@@ -85,18 +103,10 @@ export async function settleDisk(
       `the VM's disk was neither checked against the ${wanted.diskSizeMiB} MiB asked for nor grown: that needs qemu-img, ` +
         "which is neither beside the run script's QEMU nor on PATH; install qemu-img (Debian: qemu-utils) and start again",
     );
-    const known = await dir.readJson<DiskRecord>(files.diskRecord).catch(() => undefined);
-    await dir.writeJson(files.diskRecord, { ...wanted, diskSizeMiB: known?.diskSizeMiB ?? wanted.diskSizeMiB });
+    await dir.writeJson(files.diskRecord, { ...wanted, diskSizeMiB: previous?.diskSizeMiB ?? wanted.diskSizeMiB });
     return;
   }
-  let sizeMiB: number;
-  try {
-    sizeMiB = Math.floor((JSON.parse(await readImageInfo(qemuImg, disk)) as { 'virtual-size': number })['virtual-size'] / mib);
-  } catch (error) {
-    // A damaged image is reported as such; anything else as it is.
-    await checkDiskImage(disk, build.runScript, build.pathVariable);
-    throw error;
-  }
+  let sizeMiB = await imageSizeMiB(qemuImg, disk, build);
   if (sizeMiB < wanted.diskSizeMiB) {
     await checkDiskImage(disk, build.runScript, build.pathVariable);
     logger.progress(`growing the VM's disk from ${sizeMiB} MiB to ${wanted.diskSizeMiB} MiB (its file system follows at boot)`);
@@ -120,4 +130,30 @@ export async function settleDisk(
     );
   }
   await dir.writeJson(files.diskRecord, { ...wanted, diskSizeMiB: sizeMiB });
+}
+
+/** The disk image's size in whole MiB, as qemu-img info gives it; a damaged image is reported as such. */
+async function imageSizeMiB(
+  qemuImg: string,
+  disk: string,
+  build: { readonly runScript: string; readonly pathVariable: string | undefined },
+): Promise<number> {
+  let size: unknown;
+  let problem: string;
+  try {
+    size = (JSON.parse(await readImageInfo(qemuImg, disk)) as { 'virtual-size'?: unknown })['virtual-size'];
+    problem = `qemu-img info gives no size (virtual-size: ${JSON.stringify(size)})`;
+  } catch (error) {
+    problem = (error as Error).message;
+  }
+  if (typeof size === 'number' && Number.isSafeInteger(size) && size > 0) return Math.floor(size / mib);
+  await checkDiskImage(disk, build.runScript, build.pathVariable);
+  throw new K3sVmError(
+    'DISK_DAMAGED',
+    `the size of the VM's disk image ${disk} cannot be read; the VM was not started and the image was left as it is`,
+    {
+      details: problem,
+      hint: `look at what qemu-img info -f qcow2 ${disk} says; if the cluster state on the disk does not matter, npx k3s-vm reset deletes it`,
+    },
+  );
 }

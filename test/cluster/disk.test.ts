@@ -27,17 +27,16 @@ const config = (options: object) => resolveConfig({ projectRoot: repoRoot, ...op
 describe('checking the disk before the build', () => {
   it('takes a new disk as made for what is asked, and writes nothing yet', async () => {
     const dir = await instance();
-    expect(await checkDisk(dir, config({ name: 'vm-a', k3sVersion: '1.33', diskSizeMiB: 4096 }))).toMatchObject({
-      name: 'vm-a',
-      k3sVersion: '1_33',
-      diskSizeMiB: 4096,
+    expect(await checkDisk(dir, config({ name: 'vm-a', k3sVersion: '1.33', diskSizeMiB: 4096 }), recordingLogger())).toMatchObject({
+      previous: undefined,
+      wanted: { name: 'vm-a', k3sVersion: '1_33', diskSizeMiB: 4096 },
     });
     expect(dir.exists(files.diskRecord)).toBe(false);
   });
 
   it('refuses another node name, offering reset and keeping the disk', async () => {
     const dir = await instance({ name: 'vm-a', k3sVersion: '', diskSizeMiB: 20480 });
-    const error = (await checkDisk(dir, config({ name: 'vm-b' })).catch((e: unknown) => e)) as K3sVmError;
+    const error = (await checkDisk(dir, config({ name: 'vm-b' }), recordingLogger()).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code).toBe('DISK_MISMATCH');
     expect(error.message).toMatch(/node "vm-a", and the VM is now named "vm-b"/);
     expect(error.hint).toMatch(/^k3s-vm reset deletes the disk/);
@@ -46,15 +45,29 @@ describe('checking the disk before the build', () => {
 
   it('refuses a K3s downgrade, and accepts an upgrade without recording it before the boot', async () => {
     const dir = await instance({ name: 'k3s-vm', k3sVersion: '1_34', diskSizeMiB: 20480 });
-    const error = (await checkDisk(dir, config({ k3sVersion: '1.33' })).catch((e: unknown) => e)) as K3sVmError;
+    const error = (await checkDisk(dir, config({ k3sVersion: '1.33' }), recordingLogger()).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code).toBe('DISK_MISMATCH');
     expect(error.message).toMatch(/K3s 1\.34 datastore, and K3s 1\.33 is asked for/);
-    expect(await checkDisk(dir, config({ k3sVersion: '1.35' }))).toMatchObject({
-      k3sVersion: '1_35',
-      createdAt: '2026-01-01T00:00:00.000Z',
+    expect(await checkDisk(dir, config({ k3sVersion: '1.35' }), recordingLogger())).toMatchObject({
+      previous: { k3sVersion: '1_34' },
+      wanted: { k3sVersion: '1_35', createdAt: '2026-01-01T00:00:00.000Z' },
     });
     // A build or a growth that fails must not leave a record of a datastore that was never upgraded.
     expect(JSON.parse(readFileSync(dir.file(files.diskRecord), 'utf8')).k3sVersion).toBe('1_34');
+  });
+
+  it('sets a damaged record aside with a warning, keeping the disk', async () => {
+    const dir = await instance({ name: 'k3s-vm', k3sVersion: '', diskSizeMiB: 2048 });
+    writeFileSync(dir.file(files.diskRecord), '{ "name": "k3s-v');
+    const logger = recordingLogger();
+    expect(await checkDisk(dir, config({ diskSizeMiB: 4096 }), logger)).toMatchObject({
+      previous: undefined,
+      wanted: { diskSizeMiB: 4096 },
+    });
+    expect(logger.lines.join('\n')).toMatch(
+      /^warning: .*disk\.json is not valid JSON: the VM's disk is taken as made for what is asked now/m,
+    );
+    expect(readFileSync(dir.file(files.disk), 'utf8')).toBe('a disk');
   });
 
   it('stops a start before the build', async () => {
@@ -98,7 +111,7 @@ describe('settling the disk just before QEMU starts', () => {
 
   it('records what a new disk is made for', async () => {
     const dir = await instance();
-    const wanted = await checkDisk(dir, config({ name: 'vm-a', diskSizeMiB: 4096 }));
+    const wanted = await checkDisk(dir, config({ name: 'vm-a', diskSizeMiB: 4096 }), recordingLogger());
     await settleDisk(dir, wanted, { runScript: join(dir.path, 'no-run-script'), pathVariable: process.env['PATH'] }, recordingLogger());
     expect(recordOf(dir)).toMatchObject({ name: 'vm-a', diskSizeMiB: 4096 });
   });
@@ -106,7 +119,7 @@ describe('settling the disk just before QEMU starts', () => {
   it('grows a smaller image with qemu-img, then records the size and the K3s version', async () => {
     const { dir, build } = await imageOf(2048);
     const logger = recordingLogger();
-    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 4096, k3sVersion: '1.35' })), build, logger);
+    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 4096, k3sVersion: '1.35' }), recordingLogger()), build, logger);
     expect(virtualSize(dir.file(files.disk))).toBe(4096 * MiB);
     expect(recordOf(dir)).toMatchObject({ diskSizeMiB: 4096, k3sVersion: '1_35' });
     expect(logger.lines).toEqual(["growing the VM's disk from 2048 MiB to 4096 MiB (its file system follows at boot)"]);
@@ -114,7 +127,7 @@ describe('settling the disk just before QEMU starts', () => {
 
   it("grows a disk that has no record, by the image's own size", async () => {
     const { dir, build } = await imageOf(2048, false);
-    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 3072 })), build, recordingLogger());
+    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 3072 }), recordingLogger()), build, recordingLogger());
     expect(virtualSize(dir.file(files.disk))).toBe(3072 * MiB);
     expect(recordOf(dir).diskSizeMiB).toBe(3072);
   });
@@ -122,7 +135,7 @@ describe('settling the disk just before QEMU starts', () => {
   it('keeps a larger image as it is, with a warning, and records its real size', async () => {
     const { dir, build } = await imageOf(4096);
     const logger = recordingLogger();
-    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 2048 })), build, logger);
+    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 2048 }), recordingLogger()), build, logger);
     expect(virtualSize(dir.file(files.disk))).toBe(4096 * MiB);
     expect(logger.lines.join('\n')).toMatch(
       /^warning: the VM's disk has 4096 MiB and keeps that size \(2048 MiB is asked for\): a disk is never shrunk/m,
@@ -133,9 +146,12 @@ describe('settling the disk just before QEMU starts', () => {
   it('reports a damaged image as damaged, leaving the image and the record as they were', async () => {
     const { dir, build } = await imageOf(2048);
     writeFileSync(dir.file(files.disk), Buffer.alloc(4096, 7));
-    const error = (await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 4096 })), build, recordingLogger()).catch(
-      (e: unknown) => e,
-    )) as K3sVmError;
+    const error = (await settleDisk(
+      dir,
+      await checkDisk(dir, config({ diskSizeMiB: 4096 }), recordingLogger()),
+      build,
+      recordingLogger(),
+    ).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code).toBe('DISK_DAMAGED');
     expect(readFileSync(dir.file(files.disk))).toEqual(Buffer.alloc(4096, 7));
     expect(recordOf(dir)).toMatchObject({ diskSizeMiB: 2048, k3sVersion: '1_34' });
@@ -152,7 +168,7 @@ describe('settling the disk just before QEMU starts', () => {
       `#!/bin/sh\n[ "$1" != resize ] || { echo "qemu-img: no space left on device" >&2; exit 1; }\nexec ${realQemuImg} "$@"\n`,
       { mode: 0o755 },
     );
-    const wanted = await checkDisk(dir, config({ diskSizeMiB: 4096, k3sVersion: '1.35' }));
+    const wanted = await checkDisk(dir, config({ diskSizeMiB: 4096, k3sVersion: '1.35' }), recordingLogger());
     const error = (await settleDisk(dir, wanted, { ...build, pathVariable: bin }, recordingLogger()).catch(
       (e: unknown) => e,
     )) as K3sVmError;
@@ -164,10 +180,36 @@ describe('settling the disk just before QEMU starts', () => {
     expect(recordOf(dir)).toMatchObject({ diskSizeMiB: 2048, k3sVersion: '1_34' });
   });
 
+  it('refuses an image whose size qemu-img cannot tell, naming it', async () => {
+    const { dir, build } = await imageOf(2048);
+    const bin = join(dir.path, 'bin');
+    mkdirSync(bin);
+    const realQemuImg = execFileSync('sh', ['-c', 'command -v qemu-img'], { encoding: 'utf8' }).trim();
+    // A test double: info answers without a size, check passes through.
+    writeFileSync(join(bin, 'qemu-img'), `#!/bin/sh\n[ "$1" != info ] || { echo '{}'; exit 0; }\nexec ${realQemuImg} "$@"\n`, {
+      mode: 0o755,
+    });
+    const error = (await settleDisk(
+      dir,
+      await checkDisk(dir, config({ diskSizeMiB: 4096 }), recordingLogger()),
+      { ...build, pathVariable: bin },
+      recordingLogger(),
+    ).catch((e: unknown) => e)) as K3sVmError;
+    expect(error.code).toBe('DISK_DAMAGED');
+    expect(error.message).toMatch(/the size of the VM's disk image .* cannot be read/);
+    expect(error.details).toBe('qemu-img info gives no size (virtual-size: undefined)');
+    expect(virtualSize(dir.file(files.disk))).toBe(2048 * MiB);
+  });
+
   it('says what to install when no qemu-img is at hand, and leaves the image as it is', async () => {
     const { dir, build } = await imageOf(2048);
     const logger = recordingLogger();
-    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 4096 })), { ...build, pathVariable: '/nonexistent' }, logger);
+    await settleDisk(
+      dir,
+      await checkDisk(dir, config({ diskSizeMiB: 4096 }), recordingLogger()),
+      { ...build, pathVariable: '/nonexistent' },
+      logger,
+    );
     expect(logger.lines.join('\n')).toMatch(
       /^warning: the VM's disk was neither checked against the 4096 MiB asked for nor grown: .* install qemu-img \(Debian: qemu-utils\)/m,
     );

@@ -54,7 +54,8 @@ const original = JSON.parse(readFileSync(join(repoRoot, 'nix', 'nixpkgs.json'), 
 
 describe('scripts/pin-nixpkgs.mjs', () => {
   it("pins the commit a branch's channel is at, with the sha256 fetchTarball checks, in nix/nixpkgs.json, flake.nix and the README", async () => {
-    const root = checkout('by-branch');
+    // A checkout whose path has a space, as a project folder may.
+    const root = checkout('by branch');
     const result = await pin(root, branch, '--no-flake-lock');
     expect(result.stderr).toContain(`pinned ${rev} (${branch})`);
     expect(result.exitCode).toBe(0);
