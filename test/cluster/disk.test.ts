@@ -108,6 +108,20 @@ describe('settling the disk just before QEMU starts', () => {
   const recordOf = (dir: InstanceDir) =>
     JSON.parse(readFileSync(dir.file(files.diskRecord), 'utf8')) as { diskSizeMiB: number; k3sVersion: string };
   const MiB = 1024 * 1024;
+  /**
+   * A test double in front of the real qemu-img, in a folder of its own (the PATH to hand
+   * settleDisk): `subcommand` runs the shell `action` instead, every other subcommand is the
+   * real one's.
+   */
+  function qemuImgDouble(dir: InstanceDir, subcommand: string, action: string): string {
+    const bin = join(dir.path, 'bin');
+    mkdirSync(bin);
+    const realQemuImg = execFileSync('sh', ['-c', 'command -v qemu-img'], { encoding: 'utf8' }).trim();
+    writeFileSync(join(bin, 'qemu-img'), `#!/bin/sh\n[ "$1" != ${subcommand} ] || { ${action}; }\nexec ${realQemuImg} "$@"\n`, {
+      mode: 0o755,
+    });
+    return bin;
+  }
 
   it('records what a new disk is made for', async () => {
     const dir = await instance();
@@ -159,15 +173,7 @@ describe('settling the disk just before QEMU starts', () => {
 
   it('refuses, naming what qemu-img said and the way back, when the image cannot be grown', async () => {
     const { dir, build } = await imageOf(2048);
-    // A test double in front of the real qemu-img: info and check pass through, resize fails.
-    const bin = join(dir.path, 'bin');
-    mkdirSync(bin);
-    const realQemuImg = execFileSync('sh', ['-c', 'command -v qemu-img'], { encoding: 'utf8' }).trim();
-    writeFileSync(
-      join(bin, 'qemu-img'),
-      `#!/bin/sh\n[ "$1" != resize ] || { echo "qemu-img: no space left on device" >&2; exit 1; }\nexec ${realQemuImg} "$@"\n`,
-      { mode: 0o755 },
-    );
+    const bin = qemuImgDouble(dir, 'resize', 'echo "qemu-img: no space left on device" >&2; exit 1');
     const wanted = await checkDisk(dir, config({ diskSizeMiB: 4096, k3sVersion: '1.35' }), recordingLogger());
     const error = (await settleDisk(dir, wanted, { ...build, pathVariable: bin }, recordingLogger()).catch(
       (e: unknown) => e,
@@ -182,13 +188,7 @@ describe('settling the disk just before QEMU starts', () => {
 
   it('refuses an image whose size qemu-img cannot tell, naming it', async () => {
     const { dir, build } = await imageOf(2048);
-    const bin = join(dir.path, 'bin');
-    mkdirSync(bin);
-    const realQemuImg = execFileSync('sh', ['-c', 'command -v qemu-img'], { encoding: 'utf8' }).trim();
-    // A test double: info answers without a size, check passes through.
-    writeFileSync(join(bin, 'qemu-img'), `#!/bin/sh\n[ "$1" != info ] || { echo '{}'; exit 0; }\nexec ${realQemuImg} "$@"\n`, {
-      mode: 0o755,
-    });
+    const bin = qemuImgDouble(dir, 'info', "echo '{}'; exit 0");
     const error = (await settleDisk(
       dir,
       await checkDisk(dir, config({ diskSizeMiB: 4096 }), recordingLogger()),
