@@ -1,18 +1,21 @@
 // Snapshots on the test guest: real Nix, real QEMU (savevm / -loadvm), real SSH. One state
 // directory carries the save, restores, Ctrl-C, concurrency, status and removal, so that the file
-// boots only a few times (~10 s each); the cold-boot fallbacks each get one more boot.
+// boots only a few times (~10 s each); the cold-boot fallbacks that need QEMU each get one more boot.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { CliIo } from '../../src/adapters/cli/io.js';
 import { run } from '../../src/adapters/cli/run.js';
 import { clusterStatus, resetCluster, startCluster, stopCluster } from '../../src/cluster/index.js';
+import { configOf } from '../../src/cluster/prepare.js';
+import { planRestore } from '../../src/cluster/snapshot.js';
 import { snapshotTag, type SnapshotRecord } from '../../src/qemu/snapshot.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
 import { qemuProcessesUsing } from '../helpers/consumer.js';
 import { useStateDirs } from '../helpers/state-dirs.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { recordingLogger, testGuestEnv } from '../helpers/test-guest.js';
 
 const dirs = useStateDirs();
 
@@ -160,14 +163,6 @@ describe('snapshots on the test guest', () => {
     // That start saved its own: the key follows the new kernel command line.
     expect(record(dir).key.kernelParams).toBe('k3s_fake.node_ready_delay_ms=1');
 
-    // A damaged record.
-    writeFileSync(dir.file(files.snapshotRecord), '{"tag": "k3s-vm-re');
-    const damagedLogger = recordingLogger();
-    const damaged = await startCluster({ ...options, kernelParams: ['k3s_fake.node_ready_delay_ms=1'], logger: damagedLogger });
-    expect(damaged.timings.restored).toBe(false);
-    expect(damagedLogger.lines).toContainEqual(expect.stringMatching(/^cold boot: .*snapshot\.json is damaged/));
-    await damaged.stop();
-
     // A snapshot QEMU refuses (disk only, no VM state) behind a record that matches it: the
     // restore fails, the boot falls back to a cold one and saves anew.
     const disk = dir.file(files.disk);
@@ -202,5 +197,24 @@ describe('snapshots on the test guest', () => {
     await refused.stop();
     expect(record(dir).disk.vmStateBytes).toBeGreaterThan(0);
     expect(saved.key.storePath).toBe(record(dir).key.storePath);
+
+    // A damaged record: decided before anything is launched (the cold boot after it is the one
+    // shown above), and the snapshot goes with it.
+    writeFileSync(dir.file(files.snapshotRecord), '{"tag": "k3s-vm-re');
+    const damagedLogger = recordingLogger();
+    const { storePath } = JSON.parse(readFileSync(dir.file(files.buildStamp), 'utf8')) as { storePath: string };
+    const plan = await planRestore({
+      dir,
+      config: configOf({ ...options, kernelParams: ['k3s_fake.node_ready_delay_ms=1'] }),
+      runScript: join(storePath, 'bin', 'run-test-guest-vm'),
+      storePath,
+      accel: 'tcg',
+      env: testGuestEnv(),
+      logger: damagedLogger,
+    });
+    expect(plan.restore).toBe(false);
+    expect(damagedLogger.lines).toContainEqual(expect.stringMatching(/^cold boot: .*snapshot\.json is damaged/));
+    expect(snapshotsInDisk(dir)).toEqual([]);
+    expect(existsSync(dir.file(files.snapshotRecord))).toBe(false);
   });
 });
