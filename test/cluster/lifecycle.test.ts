@@ -97,7 +97,7 @@ describe('the VM lifecycle on the test guest', () => {
     expect(await dir.readText(files.sshKey)).toBe(key);
   });
 
-  it('reports a QEMU killed with SIGKILL as broken, and the next start recovers', async () => {
+  it('reports a QEMU killed with SIGKILL as broken, and the next start recovers, beside another instance with ports of its own', async () => {
     const options = dirs.options('killed');
     const first = await startCluster(options);
     process.kill(first.pid, 'SIGKILL');
@@ -106,29 +106,23 @@ describe('the VM lifecycle on the test guest', () => {
     expect(status.state).toBe('broken');
     expect(status.reasons.join(' ')).toMatch(new RegExp(`QEMU \\(pid ${first.pid}\\) is gone`));
     const logger = recordingLogger();
-    const second = await startCluster({ ...options, logger });
-    expect(second.booted).toBe(true);
-    expect(second.pid).not.toBe(first.pid);
-    expect(logger.lines.some((l) => l.includes('cleaning up after the last VM'))).toBe(true);
-    expect((await second.exec('true')).exitCode).toBe(0);
-    await first.stop();
-    await second.stop();
-    expect(qemuPidsFor(options.dir)).toEqual([]);
-  });
-});
-
-describe('two instances side by side', () => {
-  it('get different ports and both work', async () => {
-    const a = dirs.options('pair-a');
-    const b = dirs.options('pair-b');
-    const [first, second] = await Promise.all([startCluster(a), startCluster(b)]);
+    // Two instances side by side: the recovering one, and another in a state directory of its own.
+    const [second, beside] = await Promise.all([startCluster({ ...options, logger }), startCluster(dirs.options('beside'))]);
     try {
-      expect(new Set([first.apiPort, first.sshPort, second.apiPort, second.sshPort]).size).toBe(4);
-      expect(first.pid).not.toBe(second.pid);
-      const [x, y] = await Promise.all([first.exec('echo a > /root/who; cat /root/who'), second.exec('echo b > /root/who; cat /root/who')]);
+      expect(second.booted).toBe(true);
+      expect(second.pid).not.toBe(first.pid);
+      expect(logger.lines.some((l) => l.includes('cleaning up after the last VM'))).toBe(true);
+      expect(new Set([second.apiPort, second.sshPort, beside.apiPort, beside.sshPort]).size).toBe(4);
+      expect(beside.pid).not.toBe(second.pid);
+      const [x, y] = await Promise.all([
+        second.exec('echo a > /root/who; cat /root/who'),
+        beside.exec('echo b > /root/who; cat /root/who'),
+      ]);
       expect([x.stdout, y.stdout]).toEqual(['a\n', 'b\n']);
     } finally {
-      await Promise.all([first.stop(), second.stop()]);
+      await first.stop();
+      await Promise.all([second.stop(), beside.stop()]);
     }
+    expect(qemuPidsFor(options.dir)).toEqual([]);
   });
 });
