@@ -36,7 +36,9 @@ export function runScriptEnv(plan: Omit<LaunchPlan, 'env'>): Record<string, stri
     USE_TMPDIR: '1',
     QEMU_NET_OPTS: [`hostfwd=tcp:127.0.0.1:${plan.apiPort}-:6443`, `hostfwd=tcp:127.0.0.1:${plan.sshPort}-:22`].join(','),
     QEMU_OPTS: [
-      // A later -machine wins over the script's accel=kvm:tcg, which would silently use a broken KVM.
+      // A later -machine wins over the accel= list in the script's own -machine (kvm:tcg, which
+      // would silently use a broken KVM; some nixpkgs revisions' qemu-common.nix even write
+      // hvf:tcg for x86_64-linux, read at 04b74253), keeping its machine type (q35 there).
       '-machine',
       `accel=${plan.accel}`,
       '-qmp',

@@ -24,7 +24,7 @@ export const snapshotTag = 'k3s-vm-ready';
 export interface SnapshotKey {
   /** The VM build: kernel, initrd, run script (and through it the machine type and devices). */
   readonly storePath: string;
-  /** `qemu-system-x86_64 --version`, first line: the state format and the `pc` machine alias follow it. */
+  /** `qemu-system-x86_64 --version`, first line: the state format and the `pc` and `q35` machine aliases follow it. */
   readonly qemuVersion: string;
   readonly memoryMiB: number;
   readonly cpus: number;
