@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import { checkDiskImage, findQemuImg, growDiskImage, readImageInfo } from '../qemu/disk.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
+import { removeSnapshot } from './snapshot.js';
 
 /** disk.json: written just before QEMU starts on the disk. */
 export interface DiskRecord {
@@ -109,6 +110,11 @@ export async function settleDisk(
   let sizeMiB = await imageSizeMiB(qemuImg, disk, build);
   if (sizeMiB < wanted.diskSizeMiB) {
     await checkDiskImage(disk, build.runScript, build.pathVariable);
+    // A snapshot saved on the smaller disk is stale (the size is part of the build it is keyed
+    // by), and a qemu-img older than QEMU 5.1 refuses to resize an image that holds one.
+    if (await removeSnapshot({ dir, runScript: build.runScript, env: { PATH: build.pathVariable } })) {
+      logger.progress("deleted the VM's snapshot: it was saved on the disk before its growth");
+    }
     logger.progress(`growing the VM's disk from ${sizeMiB} MiB to ${wanted.diskSizeMiB} MiB (its file system follows at boot)`);
     try {
       await growDiskImage(qemuImg, disk, wanted.diskSizeMiB);

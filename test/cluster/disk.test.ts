@@ -10,6 +10,7 @@ import { resolveConfig } from '../../src/config/resolve-config.js';
 import { K3sVmError } from '../../src/errors.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
+import { snapshotTag } from '../../src/qemu/snapshot.js';
 import { recordingLogger, repoRoot, testGuestNix } from '../helpers/test-guest.js';
 
 async function instance(record?: object) {
@@ -137,6 +138,21 @@ describe('settling the disk just before QEMU starts', () => {
     expect(virtualSize(dir.file(files.disk))).toBe(4096 * MiB);
     expect(recordOf(dir)).toMatchObject({ diskSizeMiB: 4096, k3sVersion: '1_35' });
     expect(logger.lines).toEqual(["growing the VM's disk from 2048 MiB to 4096 MiB (its file system follows at boot)"]);
+  });
+
+  it('deletes a snapshot saved on the smaller disk before growing it', async () => {
+    const { dir, build } = await imageOf(2048);
+    execFileSync('qemu-img', ['snapshot', '-c', snapshotTag, dir.file(files.disk)]);
+    writeFileSync(dir.file(files.snapshotRecord), '{}');
+    const logger = recordingLogger();
+    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 4096 }), recordingLogger()), build, logger);
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', dir.file(files.disk)], { encoding: 'utf8' })) as {
+      snapshots?: unknown[];
+    };
+    expect(info.snapshots ?? []).toEqual([]);
+    expect(dir.exists(files.snapshotRecord)).toBe(false);
+    expect(virtualSize(dir.file(files.disk))).toBe(4096 * MiB);
+    expect(logger.lines[0]).toBe("deleted the VM's snapshot: it was saved on the disk before its growth");
   });
 
   it("grows a disk that has no record, by the image's own size", async () => {
