@@ -3,29 +3,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execaSync } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { BuildParameters } from '../../src/config/fingerprint.js';
 import { buildVm, nixBuildArgs } from '../../src/nix/build-vm.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
+import { testBuildParameters } from '../helpers/build-parameters.js';
 import { recordingLogger } from '../helpers/test-guest.js';
 
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-nix-'));
 const counter = join(root, 'nix-build-calls');
 const wrapper = join(root, 'nix-build-counting');
-const params: BuildParameters = {
-  name: 'tiny',
-  cpus: 2,
-  memoryMiB: 1024,
-  diskSizeMiB: 2048,
-  nixpkgs: '',
-  k3sVersion: '',
-  offline: false,
-  extraK3sFlags: [],
-  disable: ['traefik'],
-  airgapImages: true,
-  extraModules: [],
-  sshPublicKey: `ssh-ed25519 AAAA test-${process.pid}-${Date.now()}`,
-};
+const params = testBuildParameters('tiny', { cpus: 2 });
 // (A key of its own makes this run's derivation new, so Nix really builds and its output streams.)
 
 const calls = () => (existsSync(counter) ? readFileSync(counter, 'utf8').split('\n').filter(Boolean).length : 0);

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { buildVm } from '../../src/nix/build-vm.js';
 import { NixProgress, type NixLogEvent } from '../../src/nix/progress.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
-import type { BuildParameters } from '../../src/config/fingerprint.js';
+import { testBuildParameters } from '../helpers/build-parameters.js';
 import { recordingLogger } from '../helpers/test-guest.js';
 
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-progress-'));
@@ -73,20 +73,7 @@ describe('NixProgress', () => {
 });
 
 describe('buildVm progress', () => {
-  const parameters: BuildParameters = {
-    name: 'progress',
-    cpus: 1,
-    memoryMiB: 1024,
-    diskSizeMiB: 2048,
-    nixpkgs: '',
-    k3sVersion: '',
-    offline: false,
-    extraK3sFlags: [],
-    disable: [],
-    airgapImages: false,
-    extraModules: [],
-    sshPublicKey: `ssh-ed25519 AAAA progress-${process.pid}-${Date.now()}`,
-  };
+  const parameters = testBuildParameters('progress', { cpus: 1, disable: [], airgapImages: false });
 
   it('updates one status line when the logger has one, and clears it at the end', async () => {
     const folder = join(root, 'status');
