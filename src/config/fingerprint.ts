@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import type { ResolvedConfig } from './options.js';
 
 /** The config fields the Nix expression receives as arguments. */
-const buildFields = [
+export const buildFields = [
   'name',
   'cpus',
   'memoryMiB',

@@ -5,6 +5,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { K3sVmError } from '../errors.js';
 import { defaults } from './defaults.js';
+import { buildFields } from './fingerprint.js';
 import { InvalidValue, optionOfFlag, optionTable, type OptionKey } from './option-table.js';
 import type { K3sVmOptions, ResolvedConfig } from './options.js';
 
@@ -49,23 +50,13 @@ function invalid(layer: Layer, accepted: string): K3sVmError {
   });
 }
 
-/** Options that only a VM has: refused together with an existing cluster's kubeconfig. */
+/** Options that only a VM has: refused together with an existing cluster's kubeconfig. Every build parameter is one. */
 const vmOnlyOptions: readonly OptionKey[] = [
-  'name',
-  'cpus',
-  'memoryMiB',
-  'diskSizeMiB',
+  ...buildFields,
   'accel',
   'apiPort',
   'sshPort',
   'nix',
-  'nixpkgs',
-  'k3sVersion',
-  'offline',
-  'extraK3sFlags',
-  'disable',
-  'airgapImages',
-  'extraModules',
   'kernelParams',
   'images',
   'preloadImages',
