@@ -84,8 +84,9 @@ export async function checkDisk(dir: InstanceDir, config: ResolvedConfig, logger
  * Just before QEMU starts (the build is there, and with it qemu-img): grows an existing disk
  * image that is smaller than asked for (the guest grows its file system at boot: the root
  * file system's autoResize in nix/vm.nix), keeps one that is larger (with a warning: a disk
- * is never shrunk), and records what the disk is now made for. The size is the image's own,
- * so a disk without a record grows too.
+ * is never shrunk), and records what the disk is now made for. Unless the record already
+ * says the image has the size asked for, the size is the image's own, so a disk without a
+ * record grows too.
  */
 export async function settleDisk(
   dir: InstanceDir,
@@ -96,6 +97,12 @@ export async function settleDisk(
   const disk = dir.file(files.disk);
   if (!dir.exists(files.disk)) {
     await dir.writeJson(files.diskRecord, wanted);
+    return;
+  }
+  // The usual boot: the record holds the image's size as last checked, and it is the size asked
+  // for; no qemu-img is run (QEMU's launch checks the image anyway).
+  if (previous?.diskSizeMiB === wanted.diskSizeMiB) {
+    if (previous.k3sVersion !== wanted.k3sVersion) await dir.writeJson(files.diskRecord, wanted);
     return;
   }
   const qemuImg = await findQemuImg(build.runScript, build.pathVariable);

@@ -131,6 +131,20 @@ describe('settling the disk just before QEMU starts', () => {
     expect(recordOf(dir)).toMatchObject({ name: 'vm-a', diskSizeMiB: 4096 });
   });
 
+  it('runs no qemu-img when the record already has the size asked for, and records a K3s upgrade', async () => {
+    const { dir, build } = await imageOf(2048);
+    const logger = recordingLogger();
+    // No qemu-img anywhere: had it been needed, the warning would say so.
+    await settleDisk(
+      dir,
+      await checkDisk(dir, config({ diskSizeMiB: 2048, k3sVersion: '1.35' }), logger),
+      { ...build, pathVariable: '/nonexistent' },
+      logger,
+    );
+    expect(logger.lines).toEqual([]);
+    expect(recordOf(dir)).toMatchObject({ diskSizeMiB: 2048, k3sVersion: '1_35' });
+  });
+
   it('grows a smaller image with qemu-img, then records the size and the K3s version', async () => {
     const { dir, build } = await imageOf(2048);
     const logger = recordingLogger();
