@@ -1,8 +1,14 @@
 // SSH into the guest with ssh2 and the instance key: connect, run commands, read files.
 import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import ssh2, { type Client, type ConnectConfig } from 'ssh2';
 import { abortError } from '../errors.js';
 import { shellQuote } from './shell.js';
+
+/** What ssh2 says when the server would not start a command (it answered the exec request with a failure, or closed the channel first). */
+const execRefused = 'Unable to exec';
+/** How often a refused command is asked for in all. */
+const execAttempts = 3;
 
 export interface ExecResult {
   readonly stdout: string;
@@ -82,8 +88,23 @@ export class GuestSsh implements GuestShell {
     });
   }
 
-  /** Runs a command through the guest's shell and collects its output and exit code. */
-  exec(command: string, options: { signal?: AbortSignal | undefined; stdin?: CommandInput | undefined } = {}): Promise<ExecResult> {
+  /**
+   * Runs a command through the guest's shell and collects its output and exit code. A request
+   * the server refuses to start is asked again (the command never ran, so this is safe): a busy
+   * dropbear now and then closes a new session channel before it handles the exec request.
+   */
+  async exec(command: string, options: { signal?: AbortSignal | undefined; stdin?: CommandInput | undefined } = {}): Promise<ExecResult> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#execOnce(command, options);
+      } catch (error) {
+        if ((error as Error).message !== execRefused || attempt >= execAttempts || options.signal?.aborted) throw error;
+        await sleep(50 * attempt);
+      }
+    }
+  }
+
+  #execOnce(command: string, options: { signal?: AbortSignal | undefined; stdin?: CommandInput | undefined }): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
       this.client.exec(command, (error, channel) => {
         if (error) return reject(error);

@@ -20,6 +20,8 @@ export interface FakeSshServer {
   readonly open: number;
   /** Commands run, in order. */
   readonly commands: string[];
+  /** Exec requests refused so far (refuseExecs). */
+  readonly refused: number;
   /** Ends every open connection from the server's side. */
   kick(): void;
   /** Resolves when the open connection count drops to `count`. */
@@ -32,6 +34,8 @@ export interface FakeSshServerOptions {
   readonly port?: number;
   /** The key pair to accept. @default a generated one */
   readonly clientKeys?: KeyPair;
+  /** Refuse this many exec requests first (the command is not run), as a busy dropbear now and then does. @default 0 */
+  readonly refuseExecs?: number;
 }
 
 /** Starts an SSH server on 127.0.0.1 that accepts one key and answers commands through `answer`. */
@@ -48,6 +52,7 @@ export async function startFakeSshServer(
   const clients = new Set<ssh2.Connection>();
   const waiters: Array<{ count: number; resolve: () => void }> = [];
   let connections = 0;
+  let refused = 0;
   const settleWaiters = () => {
     for (const waiter of [...waiters]) {
       if (clients.size === waiter.count) {
@@ -72,7 +77,11 @@ export async function startFakeSshServer(
       clients.add(client);
       client.on('session', (accept) => {
         const session = accept();
-        session.on('exec', (acceptExec, _reject, info) => {
+        session.on('exec', (acceptExec, rejectExec, info) => {
+          if (refused < (options.refuseExecs ?? 0)) {
+            refused++;
+            return rejectExec();
+          }
           const stream = acceptExec();
           commands.push(info.command);
           const result = answer(info.command);
@@ -102,6 +111,9 @@ export async function startFakeSshServer(
       return clients.size;
     },
     commands,
+    get refused() {
+      return refused;
+    },
     waitForOpen(count) {
       return new Promise((resolve) => {
         waiters.push({ count, resolve });

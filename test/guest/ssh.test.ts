@@ -40,6 +40,27 @@ describe('GuestSsh', () => {
     }
   });
 
+  it('asks again for a command the server refused to start, and gives up after three refusals', async () => {
+    const busy = await server({ refuseExecs: 2 });
+    const ssh = await GuestSsh.connect({ port: busy.port, privateKey: busy.privateKey });
+    try {
+      expect(await ssh.exec('echo hi')).toEqual({ stdout: 'ran echo hi\n', stderr: '', exitCode: 0 });
+      expect(busy.refused).toBe(2);
+      expect(busy.commands).toEqual(['echo hi']);
+    } finally {
+      ssh.close();
+    }
+    const refusing = await server({ refuseExecs: 3 });
+    const other = await GuestSsh.connect({ port: refusing.port, privateKey: refusing.privateKey });
+    try {
+      await expect(other.exec('echo hi')).rejects.toThrow('Unable to exec');
+      expect(refusing.refused).toBe(3);
+      expect(refusing.commands).toEqual([]);
+    } finally {
+      other.close();
+    }
+  });
+
   it('reads a file, quoting its path, and says undefined when it is missing', async () => {
     const guest = await server();
     const ssh = await GuestSsh.connect({ port: guest.port, privateKey: guest.privateKey });
