@@ -1,7 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 // One cache directory per run: the KVM probe runs once and is shared by every test file, and
 // nothing is written into the developer's ~/.cache.
@@ -10,6 +10,8 @@ const cacheHome = mkdtempSync(join(tmpdir(), 'k3s-vm-test-cache-'));
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // On the real-Kubernetes test guest: vitest.real.config.ts, run after this suite by npm test.
+    exclude: [...configDefaults.exclude, 'test/real/**'],
     // One test guest for the tests that only read from a VM (test/helpers/shared-guest.ts).
     globalSetup: ['test/helpers/shared-guest-setup.ts'],
     // The VM tests boot real QEMU guests under software emulation: give them room.

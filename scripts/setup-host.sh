@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the k3s-vm test suite needs on a Debian 12 host: QEMU, Nix, the test
-# guest's ingredients, and a Debian kernel unpacked for its vmlinuz and modules only
-# (never installed as the system's kernel). Idempotent: quick when everything is there.
+# guest's ingredients, a Debian kernel unpacked for its vmlinuz and modules only (never
+# installed as the system's kernel), and the real-Kubernetes test guest's components
+# (containerd, runc and the CNI plugins from Debian; Kubernetes built by
+# scripts/build-kubernetes.sh). Idempotent: quick when everything is there.
 set -euo pipefail
 
 kernel_dir=${K3S_VM_TEST_KERNEL_DIR:-/var/cache/k3s-vm/test-kernel}
-packages=(qemu-system-x86 qemu-utils nix-bin busybox-static dropbear-bin cpio openssl kmod e2fsprogs xz-utils zstd gzip openssh-client bsdutils)
+packages=(qemu-system-x86 qemu-utils nix-bin busybox-static dropbear-bin cpio openssl kmod e2fsprogs xz-utils zstd gzip openssh-client bsdutils
+  containerd runc containernetworking-plugins)
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -41,3 +44,7 @@ if [ ! -f "$kernel_dir/vmlinuz" ] || [ ! -d "$kernel_dir/modules" ]; then
   sudo_if_needed mv "$kernel_dir/vmlinuz.tmp" "$kernel_dir/vmlinuz"
   echo "$release" | sudo_if_needed tee "$kernel_dir/release" >/dev/null
 fi
+
+# The real-Kubernetes test guest's Kubernetes, built once per version into its cache. Without
+# Go or the module registry it says so in one line, and everything above stays installed.
+bash "$(dirname "$0")/build-kubernetes.sh"
