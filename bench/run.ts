@@ -1112,3 +1112,9 @@ if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_SNAPSHOT'] === '1'
   const { benchSnapshot, snapshotRows } = await import('./snapshot.js');
   process.stdout.write(`\n${table(['snapshot', 'measured', 'target'], snapshotRows(await benchSnapshot({ log: note })))}\n`);
 }
+
+// The real-Kubernetes test guest (bench/real-kubernetes.ts): K3S_VM_BENCH_REAL=1 npm run bench.
+if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_REAL'] === '1' && !process.exitCode) {
+  const { benchReal, realRows } = await import('./real-kubernetes.js');
+  process.stdout.write(`\n${table(['real-Kubernetes guest', 'measured', 'target'], realRows(await benchReal({ log: note })))}\n`);
+}
