@@ -4,7 +4,7 @@ import { timeoutMsFor } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { throwIfAborted } from '../errors.js';
 import { authorizedKeyKernelParam, type KeyPair } from '../guest/keys.js';
-import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../guest/readiness.js';
+import { k3sReadinessSteps, requiredApiServicesFor, waitForReady, type ReadinessStep } from '../guest/readiness.js';
 import { restoreReadinessSteps } from '../guest/restore-readiness.js';
 import type { Logger } from '../log.js';
 import { buildVm } from '../nix/build-vm.js';
@@ -182,6 +182,7 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
       contextName: config.name,
       nodeName: config.name,
       bootStartedAt: launchStarted,
+      requiredApiServices: requiredApiServicesFor(config.disable),
       deadline: launchStarted + timeoutMs,
       // After a restore, "node Ready" also believes the node's Lease (src/guest/restore-readiness.ts).
       steps: restore ? restoreReadinessSteps(plan.steps ?? k3sReadinessSteps, launchStarted) : plan.steps,
