@@ -85,5 +85,6 @@ export function realRows(result: RealBench): string[][] {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const result = await benchReal();
-  for (const [what, measured, target] of realRows(result)) process.stdout.write(`${what}: ${measured}${target ? ` (target ${target})` : ''}\n`);
+  for (const [what, measured, target] of realRows(result))
+    process.stdout.write(`${what}: ${measured}${target ? ` (target ${target})` : ''}\n`);
 }

@@ -313,9 +313,12 @@ export const optionTable: OptionTable = {
     },
   },
   disable: {
+    variable: 'K3S_VM_DISABLE',
+    flag: 'disable',
+    flagValue: 'NAMES',
     defaultText: "`['traefik']`",
-    help: 'packaged components to disable',
-    parse: list(/^[a-z0-9][a-z0-9-]*$/, 'an array of K3s component names such as traefik or metrics-server'),
+    help: 'packaged components to disable, comma-separated (`traefik,metrics-server`); replaces the default list',
+    parse: commaList(/^[a-z0-9][a-z0-9-]*$/, 'K3s component names such as traefik or metrics-server (comma-separated in a variable or flag)'),
   },
   airgapImages: {
     defaultText: '`true`',

@@ -173,7 +173,12 @@ export function kubeApiContract(target: () => KubeConfig, waitMs: number): void 
   it('answers 404, 409 and 422 with Status bodies of the documented reasons', async () => {
     const { call } = client();
     const name = unique();
-    expectStatus(await call('GET', `/api/v1/namespaces/default/configmaps/${name}`), 404, 'NotFound', new RegExp(`^configmaps "${name}" not found$`));
+    expectStatus(
+      await call('GET', `/api/v1/namespaces/default/configmaps/${name}`),
+      404,
+      'NotFound',
+      new RegExp(`^configmaps "${name}" not found$`),
+    );
     const body = { metadata: { name }, data: { a: 'b' } };
     expect((await call('POST', '/api/v1/namespaces/default/configmaps', body)).status).toBe(201);
     const again = await call('POST', '/api/v1/namespaces/default/configmaps', body);
@@ -221,7 +226,14 @@ export function kubeApiContract(target: () => KubeConfig, waitMs: number): void 
         group,
         scope: 'Namespaced',
         names: { plural: 'gadgets', singular: 'gadget', kind: 'Gadget' },
-        versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } } }],
+        versions: [
+          {
+            name: 'v1',
+            served: true,
+            storage: true,
+            schema: { openAPIV3Schema: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } },
+          },
+        ],
       },
     };
     expect((await call('POST', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions', crd)).status).toBe(201);

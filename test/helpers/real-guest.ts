@@ -30,6 +30,9 @@ export function realGuestUnavailable(): string | undefined {
   return undefined;
 }
 
+/** The state directory of the real-Kubernetes suite's shared guest (test/real/setup.ts): kept between runs. */
+export const realGuestStateDir = '/var/tmp/k3s-vm-real-guest';
+
 /** Options that boot the real guest in a fresh state directory. */
 export function realGuestOptions(label: string, extra: Partial<StartOptions> = {}): StartOptions & { dir: string } {
   return testGuestOptions(label, {
@@ -38,6 +41,8 @@ export function realGuestOptions(label: string, extra: Partial<StartOptions> = {
     // etcd, the control plane, the kubelet and containerd, under emulation.
     memoryMiB: 3072,
     diskSizeMiB: 8192,
+    // No metrics-server in this guest: readiness must not wait for its APIService.
+    disable: ['metrics-server'],
     // A cold start of the control plane under emulation takes minutes on a loaded host.
     timeoutSeconds: 480,
     ...extra,

@@ -47,7 +47,8 @@ describeReal('an existing cluster that is real Kubernetes', () => {
     projectRoot: repoRoot,
     env: { K3S_VM_KUBECONFIG: kubeconfigFile, K3S_VM_ALLOW_CONTEXTS: 'ci-*', ...extra },
   });
-  const namespaces = async () => (await core.listNamespace()).items.filter((n) => !n.metadata?.deletionTimestamp).map((n) => n.metadata!.name!);
+  const namespaces = async () =>
+    (await core.listNamespace()).items.filter((n) => !n.metadata?.deletionTimestamp).map((n) => n.metadata!.name!);
 
   it('refuses the current context when the allow-list does not name it', async () => {
     const error = (await openCluster(existing()).catch((e: unknown) => e)) as K3sVmError;

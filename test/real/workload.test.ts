@@ -19,7 +19,11 @@ function write(name: string, text: string): string {
   writeFileSync(path, text);
   return path;
 }
-const failure = async (promise: Promise<unknown>) => (await promise.then(() => undefined, (e: unknown) => e)) as K3sVmError;
+const failure = async (promise: Promise<unknown>) =>
+  (await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  )) as K3sVmError;
 
 describeReal('a workload on real Kubernetes', () => {
   let dir: string;
@@ -69,10 +73,15 @@ spec:
             spec: {type: object, properties: {size: {type: integer, minimum: 1}}}
 `,
     );
-    write('crd/2-widget.yaml', `apiVersion: ${group}/v1\nkind: Widget\nmetadata: {name: small, namespace: ${namespace}}\nspec: {size: 3}\n`);
+    write(
+      'crd/2-widget.yaml',
+      `apiVersion: ${group}/v1\nkind: Widget\nmetadata: {name: small, namespace: ${namespace}}\nspec: {size: 3}\n`,
+    );
     const result = await applyManifests([dirname(crd)], { dir });
     expect(result.manifests.map((m) => m.objects)).toEqual([[`CustomResourceDefinition widgets.${group}`], [`Widget ${namespace}/small`]]);
-    const established = await realKubeConfig().makeApiClient(ApiextensionsV1Api).readCustomResourceDefinition({ name: `widgets.${group}` });
+    const established = await realKubeConfig()
+      .makeApiClient(ApiextensionsV1Api)
+      .readCustomResourceDefinition({ name: `widgets.${group}` });
     expect(established.status?.conditions?.find((c) => c.type === 'Established')?.status).toBe('True');
   });
 
@@ -90,8 +99,15 @@ spec:
   it("reports the real server's 409 when another field manager owns a field", async () => {
     await realKubeConfig()
       .makeApiClient(CoreV1Api)
-      .createNamespacedConfigMap({ namespace, body: { metadata: { name: 'owned' }, data: { key: 'theirs' } }, fieldManager: 'someone-else' });
-    const path = write('conflict.yaml', `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned, namespace: ${namespace}}\ndata: {key: ours}\n`);
+      .createNamespacedConfigMap({
+        namespace,
+        body: { metadata: { name: 'owned' }, data: { key: 'theirs' } },
+        fieldManager: 'someone-else',
+      });
+    const path = write(
+      'conflict.yaml',
+      `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned, namespace: ${namespace}}\ndata: {key: ours}\n`,
+    );
     const error = await failure(applyManifests([path], { dir }));
     expect(error.code).toBe('APPLY_FAILED');
     expect(error.message).toMatch(/HTTP 409: Apply failed with 1 conflict: conflict with "someone-else"/);
