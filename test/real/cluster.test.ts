@@ -20,9 +20,13 @@ describeReal('the real-Kubernetes test guest', () => {
   });
 
   it('reached ready through every readiness step, each reported with its time', () => {
-    const steps = realGuest()!.bootLog.filter((line) => /^readiness: /.test(line) || /step \d+\/\d+/.test(line));
-    expect(steps.join('\n')).toMatch(/node Ready/);
-    expect(steps.join('\n')).toMatch(/default ServiceAccount exists/);
+    const steps = realGuest()!
+      .bootLog.map((line) => /^ready: step \d+ of \d+ "([^"]+)" \([\d.]+ s\)$/.exec(line)?.[1])
+      .filter((name) => name !== undefined);
+    expect(steps).toEqual(
+      expect.arrayContaining(['SSH answers', 'k3s service active', 'kubeconfig present', 'API /readyz ok', 'node Ready']),
+    );
+    expect(steps.at(-1)).toBe('default ServiceAccount exists');
   });
 
   it('has its node registered by the real kubelet of the pinned release, on containerd, Ready', async () => {
@@ -38,9 +42,11 @@ describeReal('the real-Kubernetes test guest', () => {
     expect(lease.spec?.holderIdentity).toBe('real-guest');
   });
 
-  it('has the default ServiceAccount made by the real controller manager', async () => {
+  it("has what the real controller manager makes in every namespace: the default ServiceAccount and the cluster's CA", async () => {
     const account = await core.readNamespacedServiceAccount({ name: 'default', namespace: 'default' });
-    expect(account.metadata?.managedFields?.map((f) => f.manager)).toContain('kube-controller-manager');
+    expect(account.metadata?.name).toBe('default');
+    const ca = await core.readNamespacedConfigMap({ name: 'kube-root-ca.crt', namespace: 'default' });
+    expect(ca.data?.['ca.crt']).toMatch(/^-----BEGIN CERTIFICATE-----/);
   });
 
   it('answers k3s ctr from the real containerd, with the pause image in namespace k8s.io', async () => {
