@@ -205,6 +205,56 @@ describe('an existing cluster', () => {
     expect(err.join('')).toMatch(/there is no VM: K3S_VM_KUBECONFIG names an existing cluster/);
   });
 
+  it('hands kubectl a kubeconfig of the allowed context alone, written 0600 by k3s-vm, and never the user’s file', async () => {
+    // kubectl as the user has it, behind a wrapper that records which file it was given.
+    const bin = mkdtempSync(join(work, 'bin-'));
+    const seen = join(bin, 'seen');
+    writeFileSync(
+      join(bin, 'kubectl'),
+      `#!/bin/sh\nprintf '%s %s\\n' "$KUBECONFIG" "$(stat -c %a "$KUBECONFIG")" >> '${seen}'\nexec /usr/bin/kubectl "$@"\n`,
+      { mode: 0o755 },
+    );
+    const out: string[] = [];
+    const err: string[] = [];
+    const io = {
+      stdout: { write: (c: string) => out.push(c) },
+      stderr: { write: (c: string) => err.push(c) },
+      env: {
+        PATH: `${bin}:${process.env['PATH']}`,
+        HOME: work,
+        K3S_VM_KUBECONFIG: kubeconfigFile,
+        K3S_VM_CONTEXT: 'ci-shared',
+        K3S_VM_ALLOW_CONTEXTS: 'ci-shared',
+      },
+      cwd: repoRoot,
+      interactive: false,
+    };
+    const before = readFileSync(kubeconfigFile, 'utf8');
+    // Before the verb, --context is k3s-vm's own flag, refused by the allow-list; after it, kubectl's, which finds no such context.
+    expect(await run(['kubectl', '--context=prod-eks', 'get', 'namespaces'], io)).toBe(1);
+    expect(err.join('')).toMatch(/will not run tests against context "prod-eks"/);
+    expect(await run(['kubectl', 'get', 'namespaces', '--context=prod-eks'], io)).not.toBe(0);
+    expect(err.join('')).toMatch(/context was not found for specified context: prod-eks|context "prod-eks" does not exist/);
+    out.length = 0;
+    expect(await run(['kubectl', 'config', 'view', '--raw', '-o', 'json'], io)).toBe(0);
+    const shown = JSON.parse(out.join('')) as { contexts: Array<{ name: string }>; users: Array<{ name: string }> };
+    expect(shown.contexts.map((c) => c.name)).toEqual(['ci-shared']);
+    expect(out.join('')).not.toContain('secret');
+    expect(out.join('')).not.toContain('prod');
+    expect(await run(['kubectl', 'config', 'use-context', 'prod-eks'], io)).not.toBe(0);
+    expect(await run(['kubectl', 'config', 'set-context', 'ci-shared', '--namespace=elsewhere'], io)).toBe(0);
+    expect(readFileSync(kubeconfigFile, 'utf8')).toBe(before);
+    const given = readFileSync(seen, 'utf8').trim().split('\n');
+    expect(given).toHaveLength(4); // the refused run never started kubectl
+    for (const line of given) {
+      const [path, mode] = line.split(' ');
+      expect(path).not.toBe(kubeconfigFile);
+      expect(mode).toBe('600');
+      // Removed once kubectl is done.
+      expect(existsSync(path!)).toBe(false);
+    }
+  });
+
   it('runs three suites at once on one cluster, each with its own namespaces, and leaves nothing behind', async () => {
     const project = join(repoRoot, 'fixtures', 'consumer-existing');
     linkPackage(project);

@@ -255,12 +255,16 @@ export const commands: Record<string, Command> = {
     ownsSigint: true,
     async run({ io, positionals, options }) {
       const target = await kubectlTarget(options);
-      return spawnInherit(
-        'kubectl',
-        [...target.args, ...positionals],
-        { ...io, env: { ...io.env, KUBECONFIG: target.kubeconfigPath } },
-        'kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/ (or use k3s-vm ssh -- k3s kubectl …)',
-      );
+      try {
+        return await spawnInherit(
+          'kubectl',
+          [...target.args, ...positionals],
+          { ...io, env: { ...io.env, KUBECONFIG: target.kubeconfigPath } },
+          'kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/ (or use k3s-vm ssh -- k3s kubectl …)',
+        );
+      } finally {
+        await target.cleanup();
+      }
     },
   },
   images: {
