@@ -192,7 +192,9 @@ export const commands: Record<string, Command> = {
     ownsSigint: true,
     async run({ io, positionals, options }) {
       if (positionals.length > 0) {
-        const result = await execInCluster(positionals, options);
+        // Standard input goes to the command, as with OpenSSH and kubectl exec -i.
+        const result = await execInCluster(positionals, { ...options, stdin: io.stdin });
+        io.stdin?.pause();
         io.stdout.write(result.stdout);
         io.stderr.write(result.stderr);
         return result.exitCode ?? exitCodes.failure;
