@@ -13,6 +13,7 @@ import { deriveStatus, type InstanceStatus, type RuntimeRecord } from '../state/
 import type { ClusterOptions } from './options.js';
 import { selectContext } from './existing.js';
 import { configOf } from './prepare.js';
+import { environment } from '../config/resolve-config.js';
 import { snapshotStatus } from './snapshot.js';
 
 /** How long status waits for /readyz. */
@@ -62,7 +63,7 @@ export async function clusterStatus(options: ClusterOptions & { probeApi?: boole
     serialLogPath: dir.file(files.serialLog),
     buildPath: buildPathOf(dir),
     diskBytes: disk ? disk.blocks * 512 : undefined,
-    snapshot: await snapshotStatus(dir).then(
+    snapshot: await snapshotStatus(dir, environment(options.env)['PATH']).then(
       (found) => found && { savedAt: found.record.savedAt, vmStateBytes: found.vmStateBytes, storePath: found.record.key.storePath },
     ),
     users: running ? (await liveLeases(dir)).length : 0,
