@@ -1,7 +1,7 @@
 // Reaching a running VM's shell without starting or holding it: one command, or the interactive client's arguments.
 import { K3sVmError } from '../errors.js';
 import { shellCommandLine } from '../guest/shell.js';
-import { GuestSsh } from '../guest/ssh.js';
+import { GuestSsh, type CommandInput } from '../guest/ssh.js';
 import { files } from '../state/files.js';
 import { InstanceDir } from '../state/instance-dir.js';
 import type { ClusterOptions } from './options.js';
@@ -22,15 +22,16 @@ async function sshTarget(options: ClusterOptions) {
 /**
  * Runs a command in the running VM and returns its output and exit code. One argument is a
  * command line for the guest's shell; several are an argument vector, each quoted for it.
+ * `stdin` is the command's standard input (none: an empty one).
  */
 export async function execInCluster(
   argv: readonly string[],
-  options: ClusterOptions = {},
+  options: ClusterOptions & { readonly stdin?: CommandInput | undefined } = {},
 ): Promise<{ stdout: string; stderr: string; exitCode: number | null }> {
   const target = await sshTarget(options);
   const ssh = await GuestSsh.connect(target, 10_000, options.signal);
   try {
-    return await ssh.exec(shellCommandLine(argv), { signal: options.signal });
+    return await ssh.exec(shellCommandLine(argv), { signal: options.signal, stdin: options.stdin });
   } finally {
     ssh.close();
   }

@@ -1,12 +1,15 @@
 // An existing cluster instead of a VM: a kubeconfig and an allowed context; runs isolated by labels, cleaned by sweeps.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { CoreV1Api, KubeConfig, V1Namespace } from '@kubernetes/client-node';
+import { parse as parseYaml } from 'yaml';
 import { existingClusterTimeoutSeconds } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/options.js';
-import { K3sVmError } from '../errors.js';
+import { isK3sVmError, K3sVmError } from '../errors.js';
 import { clientNode } from '../guest/client-node.js';
+import { isCredentialRefusal } from '../guest/kube-http.js';
 import { apiErrorText } from '../guest/kubeconfig.js';
 import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../guest/readiness.js';
 import type { Logger } from '../log.js';
@@ -32,6 +35,37 @@ interface Selected {
   readonly kubeConfig: KubeConfig;
   readonly context: string;
   readonly server: string;
+}
+
+/**
+ * The token of a user that names a token file (`tokenFile`, as kubectl writes and reads it),
+ * which client-node does not read; a relative path is relative to the kubeconfig, as for kubectl.
+ */
+function tokenOfFile(kubeconfigPath: string, userName: string): string | undefined {
+  let users: unknown;
+  try {
+    users = (parseYaml(readFileSync(kubeconfigPath, 'utf8')) as { users?: unknown } | null)?.users;
+  } catch {
+    return undefined;
+  }
+  const entry = Array.isArray(users)
+    ? (users as Array<{ name?: unknown; user?: Record<string, unknown> }>).find((u) => u?.name === userName)
+    : undefined;
+  const file = entry?.user?.['tokenFile'] ?? entry?.user?.['token-file'];
+  if (typeof file !== 'string' || !file) return undefined;
+  const tokenPath = resolve(dirname(kubeconfigPath), file);
+  try {
+    return readFileSync(tokenPath, 'utf8');
+  } catch (error) {
+    throw new K3sVmError(
+      'CONFIG_INVALID',
+      `the token file ${tokenPath} of user "${userName}" in ${kubeconfigPath} cannot be read: ${(error as Error).message}`,
+      {
+        cause: error,
+        hint: "point the user's tokenFile at a readable file, or log in again",
+      },
+    );
+  }
 }
 
 /** Loads the kubeconfig, picks the context and refuses it unless explicitly allowed. Touches nothing. */
@@ -78,12 +112,15 @@ export function selectContext(config: ResolvedConfig): Selected {
     });
   // A kubeconfig of this context alone, so that tests and kubectl cannot reach any other.
   const single = new (clientNode().KubeConfig)();
-  single.loadFromOptions({ clusters: [cluster], users: [user], contexts: [{ ...entry, name: context }], currentContext: context });
+  const token = user.token ?? tokenOfFile(path, user.name);
+  // A token read from a file keeps the file's newline, which no HTTP header may hold.
+  const withToken = token === undefined ? user : { ...user, token: token.trim() };
+  single.loadFromOptions({ clusters: [cluster], users: [withToken], contexts: [{ ...entry, name: context }], currentContext: context });
   return { kubeConfig: single, context, server: cluster.server };
 }
 
 /** The steps for an existing cluster: the kubeconfig, /readyz, and the default ServiceAccount, with the VM's step names. */
-function existingClusterSteps(kubeConfig: KubeConfig, server: string): ReadinessStep[] {
+function existingClusterSteps(kubeConfig: KubeConfig, server: string, contextName: string): ReadinessStep[] {
   const named = (name: string) => k3sReadinessSteps.find((step) => step.name === name)!;
   return [
     {
@@ -95,7 +132,27 @@ function existingClusterSteps(kubeConfig: KubeConfig, server: string): Readiness
         context.apiServerUrl = server;
       },
     },
-    { ...named('API /readyz ok'), hint: `the API server ${server} does not answer /readyz: is the cluster up, and reachable from here?` },
+    {
+      ...named('API /readyz ok'),
+      hint: `the API server ${server} does not answer /readyz: is the cluster up, and reachable from here?`,
+      async check(context) {
+        try {
+          await named('API /readyz ok').check(context);
+        } catch (error) {
+          if (!isCredentialRefusal(error)) throw error;
+          // Credentials that are refused stay refused: no use waiting out the deadline.
+          throw new K3sVmError(
+            'NOT_READY',
+            `the API server ${server} refused the credentials of context "${contextName}" (HTTP ${error.code}${error.code === 401 ? ': not authenticated' : ': not allowed to read /readyz'})`,
+            {
+              cause: error,
+              hint: `renew the credentials of context "${contextName}" in the kubeconfig (an expired token or certificate, a token file that is not the cluster's), or log in again`,
+            },
+          );
+        }
+      },
+      fatal: (error) => isK3sVmError(error, 'NOT_READY'),
+    },
     named('default ServiceAccount exists'),
   ];
 }
@@ -123,20 +180,39 @@ export async function sweepDeadRuns(
   for (const [runId, namespaces] of byRun) {
     const runNamespace = namespaces.find((ns) => ns.metadata?.name === runNamespaceName(runId));
     const heartbeat = Date.parse(runNamespace?.metadata?.annotations?.[heartbeatAnnotation] ?? '');
-    const lastSign = Number.isFinite(heartbeat)
-      ? heartbeat
-      : Math.max(...namespaces.map((ns) => Number(ns.metadata?.labels?.[createdLabel] ?? 0) * 1000));
+    let doomed = namespaces;
+    let lastSign = heartbeat;
+    if (!Number.isFinite(heartbeat)) {
+      // Judged by when each namespace was made; one whose label cannot be read is never deleted on a guess.
+      doomed = namespaces.filter((ns) => {
+        if (createdAtMs(ns) !== undefined) return true;
+        const value = ns.metadata?.labels?.[createdLabel];
+        options.logger.warn(
+          `namespace ${ns.metadata?.name} of run ${runId} is left alone: its ${createdLabel} label is ${value === undefined ? 'missing' : `"${value}", not seconds since the epoch`}; delete it yourself if it is not in use`,
+        );
+        return false;
+      });
+      if (doomed.length === 0) continue;
+      lastSign = Math.max(...doomed.map((ns) => createdAtMs(ns)!));
+    }
     if (now - lastSign < options.sweepAfterSeconds * 1000) continue;
-    for (const namespace of namespaces) {
+    for (const namespace of doomed) {
       const name = namespace.metadata!.name!;
       await api
         .deleteNamespace({ name })
         .catch((error: unknown) => options.logger.warn(`could not delete namespace ${name} of dead run ${runId}: ${apiErrorText(error)}`));
       deleted.push(name);
     }
-    options.logger.progress(`deleted ${namespaces.length} namespace(s) of run ${runId}, silent since ${new Date(lastSign).toISOString()}`);
+    options.logger.progress(`deleted ${doomed.length} namespace(s) of run ${runId}, silent since ${new Date(lastSign).toISOString()}`);
   }
   return deleted;
+}
+
+/** When k3s-vm made the namespace (its created label, in ms), or undefined when the label is missing or not a time. */
+function createdAtMs(namespace: V1Namespace): number | undefined {
+  const value = namespace.metadata?.labels?.[createdLabel];
+  if (value === undefined || !/^\d{1,11}$/.test(value)) return undefined;
+  return Number(value) * 1000;
 }
 
 /** Deletes a run's namespaces without waiting for their finalizers. */
@@ -167,7 +243,7 @@ export async function connectExisting(plan: ConnectPlan): Promise<ConnectedClust
     target: { port: 0, privateKey: '' },
     apiPort: 0,
     deadline: readyStarted + (config.timeoutSeconds ?? existingClusterTimeoutSeconds) * 1000,
-    steps: existingClusterSteps(selected.kubeConfig, selected.server),
+    steps: existingClusterSteps(selected.kubeConfig, selected.server, selected.context),
     logger,
     signal: plan.signal,
     vmGone: () => undefined,

@@ -178,8 +178,12 @@ export interface SnapshotStatus {
   readonly diskPath: string;
 }
 
-/** The recorded snapshot, read without touching QEMU or the disk (status must be quick). */
-export async function snapshotStatus(dir: InstanceDir): Promise<SnapshotStatus | undefined> {
+/**
+ * The recorded snapshot, if the disk still holds it: the record alone can outlive the snapshot
+ * (the disk replaced, `qemu-img snapshot -d`). The disk's list is read with qemu-img
+ * --force-share (tens of milliseconds, also while QEMU runs); without qemu-img nothing is shown.
+ */
+export async function snapshotStatus(dir: InstanceDir, pathVariable: string | undefined): Promise<SnapshotStatus | undefined> {
   const record = await readRecord(dir);
   if (!record || record === 'damaged' || !record.disk) return undefined;
   const exists = await stat(dir.file(files.disk)).then(
@@ -187,7 +191,12 @@ export async function snapshotStatus(dir: InstanceDir): Promise<SnapshotStatus |
     () => false,
   );
   if (!exists) return undefined;
-  return { record, vmStateBytes: record.disk.vmStateBytes, diskPath: dir.file(files.disk) };
+  const build = await currentBuild(dir).catch(() => undefined);
+  const inDisk = await listInternalSnapshots(dir.file(files.disk), build?.runScript ?? '', pathVariable).catch(() => undefined);
+  const found = inDisk?.find((entry) => entry.name === record.tag);
+  if (!found || found.id !== record.disk.id || found.dateSec !== record.disk.dateSec || found.dateNsec !== record.disk.dateNsec)
+    return undefined;
+  return { record, vmStateBytes: found.vmStateBytes, diskPath: dir.file(files.disk) };
 }
 
 export function formatMiB(bytes: number): string {

@@ -1,16 +1,19 @@
 // Status: what the instance is doing, derived from its files and process liveness (never stored).
-import { stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError } from '../errors.js';
 import { apiReady } from '../guest/kubeconfig.js';
 import { buildPathOf } from '../nix/build-vm.js';
 import { files } from '../state/files.js';
-import { InstanceDir } from '../state/instance-dir.js';
+import { InstanceDir, stateIoError } from '../state/instance-dir.js';
 import { liveLeases } from '../state/leases.js';
 import { deriveStatus, type InstanceStatus, type RuntimeRecord } from '../state/status.js';
 import type { ClusterOptions } from './options.js';
 import { selectContext } from './existing.js';
 import { configOf } from './prepare.js';
+import { environment } from '../config/resolve-config.js';
 import { snapshotStatus } from './snapshot.js';
 
 /** How long status waits for /readyz. */
@@ -60,7 +63,7 @@ export async function clusterStatus(options: ClusterOptions & { probeApi?: boole
     serialLogPath: dir.file(files.serialLog),
     buildPath: buildPathOf(dir),
     diskBytes: disk ? disk.blocks * 512 : undefined,
-    snapshot: await snapshotStatus(dir).then(
+    snapshot: await snapshotStatus(dir, environment(options.env)['PATH']).then(
       (found) => found && { savedAt: found.record.savedAt, vmStateBytes: found.vmStateBytes, storePath: found.record.key.storePath },
     ),
     users: running ? (await liveLeases(dir)).length : 0,
@@ -113,15 +116,40 @@ async function existingClusterStatus(config: ResolvedConfig): Promise<ClusterSta
   };
 }
 
-/** How kubectl reaches the cluster: the kubeconfig file and the arguments that pin the context. */
-export async function kubectlTarget(options: ClusterOptions = {}): Promise<{ kubeconfigPath: string; args: string[] }> {
+/** How kubectl reaches the cluster: a kubeconfig of the one cluster it may reach, and what to do once kubectl is done. */
+export interface KubectlTarget {
+  readonly kubeconfigPath: string;
+  readonly args: string[];
+  /** Removes what was written for this kubectl run (the existing cluster's one-context kubeconfig). */
+  readonly cleanup: () => Promise<void>;
+}
+
+/**
+ * How kubectl reaches the cluster. For an existing cluster it gets a kubeconfig of the allowed
+ * context alone, written 0600 into a private folder of its own: never the user's file, so that
+ * `--context` cannot reach a context the allow-list refuses, `config view --raw` shows no other
+ * credentials and `config use-context` cannot rewrite the user's file.
+ */
+export async function kubectlTarget(options: ClusterOptions = {}): Promise<KubectlTarget> {
   const config = configOf(options);
-  if (config.kubeconfig) return { kubeconfigPath: config.kubeconfig, args: ['--context', selectContext(config).context] };
+  if (config.kubeconfig) {
+    const selected = selectContext(config);
+    const folder = await mkdtemp(join(tmpdir(), 'k3s-vm-kubectl-'));
+    const kubeconfigPath = join(folder, 'kubeconfig');
+    const cleanup = () => rm(folder, { recursive: true, force: true });
+    try {
+      await writeFile(kubeconfigPath, `${selected.kubeConfig.exportConfig()}\n`, { mode: 0o600, flag: 'wx' });
+    } catch (error) {
+      await cleanup();
+      throw stateIoError(error, kubeconfigPath);
+    }
+    return { kubeconfigPath, args: [], cleanup };
+  }
   const status = await runningCluster(options);
   if (!status.kubeconfigPath) {
     throw new K3sVmError('NOT_READY', 'the VM runs but has no kubeconfig yet (it did not become ready)', {
       hint: 'k3s-vm logs shows the serial console',
     });
   }
-  return { kubeconfigPath: status.kubeconfigPath, args: [] };
+  return { kubeconfigPath: status.kubeconfigPath, args: [], cleanup: async () => undefined };
 }

@@ -1,9 +1,11 @@
 // Reads an image archive once: its sha256, its compression, its format and the image names its own index gives.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
+import { pipeline, Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { K3sVmError } from '../errors.js';
+import tarStream, { type Extract } from 'tar-stream';
+import { abortError, K3sVmError } from '../errors.js';
 
 /** docker-archive: `docker save`, `podman save`, nixpkgs' dockerTools. oci-archive: an OCI image layout in a tar. */
 export type ImageArchiveFormat = 'docker-archive' | 'oci-archive';
@@ -21,106 +23,26 @@ export interface ImageArchive {
   readonly names: readonly string[];
 }
 
-/** Members of an image archive that say what is in it; anything else is only skipped over. */
+/** Members of an image archive that say what is in it; anything else is only read past. */
 const indexMembers = new Set(['manifest.json', 'index.json', 'oci-layout', 'repositories']);
 /** An index member larger than this is not one. */
 const maxIndexBytes = 4 * 1024 * 1024;
+/** The end of a tar archive: two blocks of zeros after the last member. */
+const endOfArchiveBytes = 1024;
+
+const remedy = 'give a docker-archive (docker save, podman save, nixpkgs dockerTools) or an OCI archive, as .tar or .tar.gz';
 
 const notAnArchive = (path: string, found: string) =>
-  new K3sVmError('WORKLOAD_INVALID', `${path} is not an image archive: ${found}`, {
-    hint: 'give a docker-archive (docker save, podman save, nixpkgs dockerTools) or an OCI archive, as .tar or .tar.gz',
+  new K3sVmError('WORKLOAD_INVALID', `${path} is not an image archive: ${found}`, { hint: remedy });
+
+const cutOff = (path: string, found: string) =>
+  new K3sVmError('WORKLOAD_INVALID', `image archive ${path} is incomplete: ${found}`, {
+    hint: 'the file was cut off (a download or a copy that did not finish, or a full disk while it was written): write it again',
   });
 
-/**
- * A streaming reader of tar headers (ustar, GNU long names, pax paths) that keeps the
- * content of the index members and skips over everything else without buffering it.
- */
-class TarIndexReader {
-  readonly members = new Map<string, Buffer>();
-  #pending = Buffer.alloc(0);
-  /** Bytes of the current member's data (and padding) still to come. */
-  #skip = 0;
-  #collect: { name: string; size: number; chunks: Buffer[] } | undefined;
-  #nextName: string | undefined;
-  #longName: { size: number; chunks: Buffer[]; pax: boolean } | undefined;
-  headers = 0;
-  ended = false;
-  error: string | undefined;
-
-  push(chunk: Buffer): void {
-    if (this.ended || this.error) return;
-    let data = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : chunk;
-    this.#pending = Buffer.alloc(0);
-    while (data.length > 0 && !this.ended && !this.error) {
-      if (this.#skip > 0) {
-        const take = Math.min(this.#skip, data.length);
-        const part = data.subarray(0, take);
-        const target = this.#collect ?? this.#longName;
-        if (target) {
-          const wanted = target.size - target.chunks.reduce((n, c) => n + c.length, 0);
-          if (wanted > 0) target.chunks.push(part.subarray(0, Math.min(wanted, part.length)));
-        }
-        this.#skip -= take;
-        data = data.subarray(take);
-        if (this.#skip === 0) this.#finishMember();
-        continue;
-      }
-      if (data.length < 512) {
-        this.#pending = Buffer.from(data);
-        return;
-      }
-      this.#header(data.subarray(0, 512));
-      data = data.subarray(512);
-    }
-  }
-
-  #finishMember(): void {
-    if (this.#collect) {
-      this.members.set(this.#collect.name, Buffer.concat(this.#collect.chunks));
-      this.#collect = undefined;
-    }
-    if (this.#longName) {
-      const text = Buffer.concat(this.#longName.chunks).toString('utf8');
-      if (this.#longName.pax) {
-        const path = /(?:^|\n)\d+ path=([^\n]*)\n/.exec(text);
-        if (path) this.#nextName = path[1];
-      } else this.#nextName = text.replace(/\0.*$/s, '');
-      this.#longName = undefined;
-    }
-  }
-
-  #header(block: Buffer): void {
-    if (block.every((byte) => byte === 0)) {
-      this.ended = true;
-      return;
-    }
-    const field = (offset: number, length: number) =>
-      block
-        .subarray(offset, offset + length)
-        .toString('latin1')
-        .replace(/\0.*$/s, '');
-    const stored = parseInt(field(148, 8).trim() || 'x', 8);
-    let sum = 0;
-    for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : block[i]!;
-    if (!Number.isFinite(stored) || stored !== sum) {
-      this.error = this.headers === 0 ? 'it is not a tar archive' : `a damaged tar header after ${this.headers} members`;
-      return;
-    }
-    this.headers++;
-    // Sizes of 8 GiB and more are base-256 (GNU): a set high bit, then big-endian bytes.
-    const size = block[124]! & 0x80 ? Number(block.readBigUInt64BE(128)) : parseInt(field(124, 12).trim() || '0', 8);
-    const type = field(156, 1) || '0';
-    const prefix = field(257, 6).startsWith('ustar') ? field(345, 155) : '';
-    const name = (this.#nextName ?? (prefix ? `${prefix}/${field(0, 100)}` : field(0, 100))).replace(/^\.\//, '');
-    this.#skip = Math.ceil(size / 512) * 512;
-    if (type === 'L' || type === 'x') {
-      this.#longName = { size, chunks: [], pax: type === 'x' };
-    } else {
-      this.#nextName = undefined;
-      if ((type === '0' || type === '\0') && indexMembers.has(name) && size <= maxIndexBytes) this.#collect = { name, size, chunks: [] };
-    }
-    if (this.#skip === 0) this.#finishMember();
-  }
+/** Text from an archive as it may be shown on a terminal: control characters (escape sequences, newlines) spelt out. */
+export function printable(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 /** A reference as containerd stores it: `app:1` → `docker.io/library/app:1`. */
@@ -134,6 +56,21 @@ export function normalizeImageName(reference: string): string {
   return ref;
 }
 
+// The grammar of github.com/distribution/reference (what containerd accepts), for a full reference.
+const domainPart = '(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])';
+const domain = `(?:${domainPart}(?:\\.${domainPart})*|\\[[a-fA-F0-9:]+\\])(?::[0-9]+)?`;
+const pathComponent = '[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*';
+const tag = '[\\w][\\w.-]{0,127}';
+const digest = '[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}';
+const fullReference = new RegExp(`^${domain}/${pathComponent}(?:/${pathComponent})*(?::${tag})?(?:@${digest})?$`);
+
+/** Whether a (normalised) name is an image reference containerd takes; names are at most 255 characters before tag and digest. */
+export function isImageReference(reference: string): boolean {
+  if (!fullReference.test(reference)) return false;
+  const name = reference.replace(/@.*$/, '').replace(/:[\w][\w.-]*$/, '');
+  return name.length <= 255;
+}
+
 function parseJson(path: string, member: string, content: Buffer): unknown {
   try {
     return JSON.parse(content.toString('utf8'));
@@ -142,27 +79,63 @@ function parseJson(path: string, member: string, content: Buffer): unknown {
   }
 }
 
-/** The format and image names of an archive from its index members. */
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** The reference an archive names, normalised; WORKLOAD_INVALID (the name shown escaped) when it is not an image reference. */
+function imageName(path: string, member: string, raw: string): string {
+  const name = normalizeImageName(raw);
+  if (!isImageReference(name)) {
+    throw new K3sVmError(
+      'WORKLOAD_INVALID',
+      `image archive ${path} names an image "${printable(raw)}" in its ${member}, which is not an image reference`,
+      {
+        hint: 'tag the image with a valid reference (registry/name:tag: lower-case name, tag of letters, digits, _ . -) and save it again',
+      },
+    );
+  }
+  return name;
+}
+
+/** The format and image names of an archive from its index members; WORKLOAD_INVALID naming the member when one has the wrong shape. */
 export function imagesOfIndex(path: string, members: ReadonlyMap<string, Buffer>): { format: ImageArchiveFormat; names: string[] } {
   const manifest = members.get('manifest.json');
   const index = members.get('index.json');
   if (index && members.has('oci-layout')) {
-    const parsed = parseJson(path, 'index.json', index) as { manifests?: Array<{ annotations?: Record<string, string> }> };
-    const names = (parsed.manifests ?? []).flatMap((entry) => {
-      const annotations = entry.annotations ?? {};
+    const parsed = parseJson(path, 'index.json', index);
+    const wrong = (what: string) => notAnArchive(path, `its index.json is not an OCI image index (${what})`);
+    if (!isObject(parsed)) throw wrong('not a JSON object');
+    const manifests = parsed['manifests'] ?? [];
+    if (!Array.isArray(manifests)) throw wrong('"manifests" is not a list');
+    const names = manifests.flatMap((entry: unknown, i) => {
+      if (!isObject(entry)) throw wrong(`manifests[${i}] is not an object`);
+      const annotations = entry['annotations'] ?? {};
+      if (!isObject(annotations)) throw wrong(`manifests[${i}].annotations is not an object`);
       const full = annotations['io.containerd.image.name'];
       const ref = annotations['org.opencontainers.image.ref.name'];
+      for (const [key, value] of [
+        ['io.containerd.image.name', full],
+        ['org.opencontainers.image.ref.name', ref],
+      ] as const) {
+        if (value !== undefined && typeof value !== 'string') throw wrong(`manifests[${i}].annotations["${key}"] is not a string`);
+      }
       // ref.name is often only a tag ("latest"); it names an image only as a full reference.
-      if (full) return [normalizeImageName(full)];
-      if (ref && /[:/]/.test(ref)) return [normalizeImageName(ref)];
+      if (typeof full === 'string' && full) return [imageName(path, 'index.json', full)];
+      if (typeof ref === 'string' && /[:/]/.test(ref)) return [imageName(path, 'index.json', ref)];
       return [];
     });
     return { format: 'oci-archive', names: [...new Set(names)] };
   }
   if (manifest) {
     const parsed = parseJson(path, 'manifest.json', manifest);
-    if (!Array.isArray(parsed)) throw notAnArchive(path, 'its manifest.json is not a list of images');
-    const names = (parsed as Array<{ RepoTags?: string[] | null }>).flatMap((entry) => (entry.RepoTags ?? []).map(normalizeImageName));
+    const wrong = (what: string) => notAnArchive(path, `its manifest.json is not a docker-archive manifest (${what})`);
+    if (!Array.isArray(parsed)) throw wrong('not a list of images');
+    const names = parsed.flatMap((entry: unknown, i) => {
+      if (!isObject(entry)) throw wrong(`entry ${i + 1} is not an object`);
+      const tags = entry['RepoTags'] ?? [];
+      if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string'))
+        throw wrong(`RepoTags of entry ${i + 1} is not a list of strings`);
+      return (tags as string[]).map((t) => imageName(path, 'manifest.json', t));
+    });
     return { format: 'docker-archive', names: [...new Set(names)] };
   }
   throw notAnArchive(path, 'a tar archive without manifest.json (docker-archive) or index.json and oci-layout (OCI archive)');
@@ -171,14 +144,36 @@ export function imagesOfIndex(path: string, members: ReadonlyMap<string, Buffer>
 /** Archive facts by file identity, so that an unchanged file is not read again in this process. */
 const inspected = new Map<string, ImageArchive>();
 
+/** The first bytes of a file (fewer if it is shorter). */
+async function headOf(path: string, length: number): Promise<Buffer> {
+  const handle = await open(path, 'r');
+  try {
+    const buffer = Buffer.alloc(length);
+    const { bytesRead } = await handle.read(buffer, 0, length, 0);
+    return buffer.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
+}
+
+const isZlibError = (error: unknown) => /^Z_/.test(String((error as NodeJS.ErrnoException | undefined)?.code ?? ''));
+
+/** Writes a chunk to the tar reader, waiting while it is busy (or until it fails). */
+function writeTo(extract: Extract, chunk: Buffer, failed: Promise<never>): Promise<void> | undefined {
+  if (extract.write(chunk)) return undefined;
+  return Promise.race([new Promise<void>((resolve) => extract.once('drain', () => resolve())), failed]);
+}
+
 /**
- * Reads the archive once: hashes its bytes and, through gunzip if it is compressed, reads
- * its tar headers for the index. Throws WORKLOAD_INVALID naming the file when it is missing
- * or is not an image archive.
+ * Reads the archive once, to its end: hashes its bytes and, through gunzip if it is compressed,
+ * reads every tar member (keeping only the index members), so that an archive cut off
+ * part-way (a member shorter than its header says, no end of archive, no gzip trailer) is
+ * refused here, before anything boots. Throws WORKLOAD_INVALID naming the file when it is
+ * missing, is not an image archive, is incomplete or names images that are not references.
  */
 export async function inspectImageArchive(path: string, signal?: AbortSignal): Promise<ImageArchive> {
-  const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
-    throw new K3sVmError(
+  const unreadable = (error: NodeJS.ErrnoException) =>
+    new K3sVmError(
       'WORKLOAD_INVALID',
       `image archive ${path} ${error.code === 'ENOENT' ? 'does not exist' : `cannot be read: ${error.message}`}`,
       {
@@ -186,54 +181,100 @@ export async function inspectImageArchive(path: string, signal?: AbortSignal): P
         hint: 'check the images option (K3S_VM_IMAGES); relative paths are relative to the project root',
       },
     );
+  const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
+    throw unreadable(error);
   });
   if (!info.isFile()) throw notAnArchive(path, 'it is not a file');
   const identity = `${path}\0${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}`;
   const known = inspected.get(identity);
   if (known) return known;
 
+  const magic = await headOf(path, 4).catch((error: NodeJS.ErrnoException) => {
+    throw unreadable(error);
+  });
+  if (magic.length === 0) throw notAnArchive(path, 'it is empty');
+  if (magic[0] === 0x28 && magic[1] === 0xb5 && magic[2] === 0x2f && magic[3] === 0xfd)
+    throw notAnArchive(path, 'it is zstd-compressed, which is not supported; decompress it (zstd -d) or use gzip');
+  const compression = magic[0] === 0x1f && magic[1] === 0x8b ? 'gzip' : 'none';
+
   const hash = createHash('sha256');
-  const reader = new TarIndexReader();
-  let compression: 'gzip' | 'none' | undefined;
-  let gunzip: ReturnType<typeof createGunzip> | undefined;
-  let gunzipError: Error | undefined;
-  const source = createReadStream(path, { highWaterMark: 1024 * 1024, signal });
-  try {
-    for await (const chunk of source as AsyncIterable<Buffer>) {
+  const hashing = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
       hash.update(chunk);
-      if (compression === undefined) {
-        compression = chunk[0] === 0x1f && chunk[1] === 0x8b ? 'gzip' : 'none';
-        if (compression === 'gzip') {
-          gunzip = createGunzip();
-          gunzip.on('data', (data: Buffer) => reader.push(data));
-          gunzip.on('error', (error) => (gunzipError = error));
-        } else if (chunk[0] === 0x28 && chunk[1] === 0xb5 && chunk[2] === 0x2f && chunk[3] === 0xfd) {
-          throw notAnArchive(path, 'it is zstd-compressed, which is not supported; decompress it (zstd -d) or use gzip');
-        }
+      callback(null, chunk);
+    },
+  });
+  const source = createReadStream(path, { highWaterMark: 1024 * 1024, signal });
+  const plain: AsyncIterable<Buffer> =
+    compression === 'gzip' ? pipeline(source, hashing, createGunzip(), () => {}) : pipeline(source, hashing, () => {});
+
+  const members = new Map<string, Buffer>();
+  const extract = tarStream.extract();
+  let entries = 0;
+  /** Where the last member's data (padded to a block) ends in the tar stream. */
+  let lastEnd = 0;
+  let tarBytes = 0;
+  extract.on('entry', (header, stream, next) => {
+    entries++;
+    const size = header.size;
+    // The member's data follows its header, which starts at stream.offset.
+    lastEnd = stream.offset + 512 + Math.ceil(size / 512) * 512;
+    const name = header.name.replace(/^\.\//, '');
+    const keep = header.type === 'file' && indexMembers.has(name) && size <= maxIndexBytes;
+    const chunks: Buffer[] = [];
+    stream.on('data', (chunk: unknown) => {
+      if (keep) chunks.push(chunk as Buffer);
+    });
+    // A member cut short fails with the archive, which reports it.
+    stream.on('error', () => undefined);
+    stream.once('end', () => {
+      if (keep) members.set(name, Buffer.concat(chunks));
+      next();
+    });
+  });
+  const failed = new Promise<never>((_resolve, reject) => extract.once('error', reject));
+  const finished = Promise.race([new Promise<void>((resolve) => extract.once('finish', () => resolve())), failed]);
+  // Awaited below, or not at all when reading the file failed first.
+  failed.catch(() => undefined);
+  finished.catch(() => undefined);
+  try {
+    try {
+      for await (const chunk of plain) {
+        tarBytes += chunk.length;
+        await writeTo(extract, chunk, failed);
       }
-      // Once the tar has ended (or failed), only the hash still needs the bytes.
-      if (reader.ended || reader.error || gunzipError) continue;
-      if (gunzip) {
-        if (!gunzip.write(chunk)) await new Promise((resolve) => gunzip!.once('drain', resolve));
-      } else reader.push(chunk);
+    } catch (error) {
+      if (extract.destroyed) await failed;
+      throw error;
     }
-    if (gunzip && !reader.ended && !reader.error && !gunzipError) {
-      await new Promise<void>((resolve) => {
-        gunzip!.once('end', resolve);
-        gunzip!.once('error', () => resolve());
-        gunzip!.end();
-      });
-    }
+    extract.end(undefined);
+    await finished;
   } catch (error) {
     if (error instanceof K3sVmError) throw error;
-    throw new K3sVmError('WORKLOAD_INVALID', `image archive ${path} cannot be read: ${(error as Error).message}`, { cause: error });
+    if (signal?.aborted) throw abortError(signal);
+    const message = (error as Error).message;
+    if (isZlibError(error)) {
+      throw /unexpected end of file/i.test(message)
+        ? cutOff(path, 'its gzip stream ends before its end (no gzip trailer)')
+        : notAnArchive(path, `its gzip stream is damaged (${message})`);
+    }
+    if (/Unexpected end of data/.test(message)) {
+      throw entries === 0
+        ? notAnArchive(path, 'it is not a tar archive')
+        : cutOff(path, `it ends inside its member ${entries} (shorter than its tar header says)`);
+    }
+    if (/Invalid tar header|Header exceeds|Invalid header/.test(message)) {
+      throw notAnArchive(path, entries === 0 ? 'it is not a tar archive' : `a damaged tar header after ${entries} members`);
+    }
+    throw new K3sVmError('WORKLOAD_INVALID', `image archive ${path} cannot be read: ${message}`, { cause: error });
   } finally {
-    gunzip?.destroy();
+    source.destroy();
+    extract.destroy();
   }
-  if (compression === undefined) throw notAnArchive(path, 'it is empty');
-  if (gunzipError) throw notAnArchive(path, `its gzip stream is damaged (${gunzipError.message})`);
-  if (reader.error) throw notAnArchive(path, reader.error);
-  const { format, names } = imagesOfIndex(path, reader.members);
+  if (entries === 0 && tarBytes < endOfArchiveBytes) throw notAnArchive(path, 'it is not a tar archive');
+  if (tarBytes - lastEnd < endOfArchiveBytes)
+    throw cutOff(path, `it ends after member ${entries} without the end-of-archive blocks that tar writes`);
+  const { format, names } = imagesOfIndex(path, members);
   const archive: ImageArchive = { path, bytes: info.size, digest: hash.digest('hex'), compression, format, names };
   inspected.set(identity, archive);
   return archive;

@@ -26,6 +26,11 @@ export class ApiStatusError extends Error {
   }
 }
 
+/** Whether the API server refused the credentials (401: not authenticated; 403: not allowed to read /readyz). */
+export function isCredentialRefusal(error: unknown): error is ApiStatusError {
+  return error instanceof ApiStatusError && (error.code === 401 || error.code === 403);
+}
+
 function material(data: string | undefined, file: string | undefined): Buffer | undefined {
   if (data) return Buffer.from(data, 'base64');
   return file ? readFileSync(file) : undefined;
@@ -44,7 +49,8 @@ export function endpointOf(kubeConfig: KubeConfig): ApiEndpoint | undefined {
     ca: material(cluster.caData, cluster.caFile),
     cert,
     key,
-    token: user.token,
+    // A token read from a file (tokenFile) ends in a newline, which is not valid in a header.
+    token: user.token?.trim(),
     insecure: cluster.skipTLSVerify,
   };
 }
@@ -139,12 +145,12 @@ export class KubeHttp {
     return JSON.parse(await this.get(path, query, signal)) as T;
   }
 
-  /** Whether /readyz answers ok. */
+  /** Whether /readyz answers ok; a refusal of the credentials (401, 403) is thrown as the ApiStatusError it is. */
   async readyz(signal?: AbortSignal): Promise<boolean> {
     try {
       return (await this.get('/readyz', undefined, signal)).trim() === 'ok';
     } catch (error) {
-      if (error instanceof ApiStatusError) return false;
+      if (error instanceof ApiStatusError && !isCredentialRefusal(error)) return false;
       throw error;
     }
   }

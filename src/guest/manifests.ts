@@ -1,8 +1,9 @@
 // Manifests into the cluster: files read and checked whole, then server-side applied document by document; CRDs waited for.
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KubeConfig, KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-node';
+import { isScalar, LineCounter, parseAllDocuments } from 'yaml';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import { clientNode } from './client-node.js';
 import { apiErrorText } from './kubeconfig.js';
@@ -35,6 +36,20 @@ export interface ManifestFile {
 const invalid = (message: string, cause?: unknown) =>
   new K3sVmError('WORKLOAD_INVALID', message, { cause, hint: 'fix the manifest; nothing from it was applied' });
 
+/** Whether a symbolic link in a manifest directory leads to a file (a directory is skipped, as a directory is); a dangling one is an error naming it. */
+async function linkedFile(link: string): Promise<boolean> {
+  try {
+    return (await stat(link)).isFile();
+  } catch (error) {
+    const target = await readlink(link).catch(() => '?');
+    throw new K3sVmError(
+      'WORKLOAD_INVALID',
+      `manifest ${link} is a symbolic link to ${target}, which ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read: ${(error as Error).message}`}`,
+      { cause: error, hint: 'fix or remove the link; nothing was applied' },
+    );
+  }
+}
+
 /** Files first-to-last: each file as it is, each directory's manifest files sorted by name (not recursive). */
 export async function expandManifestPaths(paths: readonly string[]): Promise<string[]> {
   const out: string[] = [];
@@ -50,29 +65,25 @@ export async function expandManifestPaths(paths: readonly string[]): Promise<str
       );
     });
     if (info.isDirectory()) {
-      const names = (await readdir(path, { withFileTypes: true }))
-        .filter((entry) => entry.isFile() && manifestExtensions.test(entry.name))
-        .map((entry) => entry.name)
-        .sort();
-      out.push(...names.map((name) => join(path, name)));
+      const names: string[] = [];
+      for (const entry of await readdir(path, { withFileTypes: true })) {
+        if (!manifestExtensions.test(entry.name)) continue;
+        if (entry.isFile()) names.push(entry.name);
+        // Followed, as kubectl does: a directory made by Nix (linkFarm, symlinkJoin) holds only links.
+        else if (entry.isSymbolicLink() && (await linkedFile(join(path, entry.name)))) names.push(entry.name);
+      }
+      out.push(...names.sort().map((name) => join(path, name)));
     } else out.push(path);
   }
   return out;
 }
 
-/** Splits a YAML stream at its `---` lines (as Kubernetes' own YAML reader does), with each part's first line. */
-function splitDocuments(text: string): Array<{ text: string; line: number }> {
-  const lines = text.split(/\r?\n/);
-  const parts: Array<{ text: string; line: number }> = [];
-  let start = 0;
-  for (let i = 0; i <= lines.length; i++) {
-    if (i === lines.length || /^---(\s|$)/.test(lines[i]!)) {
-      parts.push({ text: lines.slice(start, i).join('\n'), line: start + 1 });
-      start = i + 1;
-    }
-  }
-  return parts;
-}
+/**
+ * How many nodes aliases may stand for in one document (the yaml package's count): a
+ * manifest uses a few anchors; a "billion laughs" alias bomb, which expands to gigabytes
+ * once sent, needs many more. Refused while parsing, before anything is touched.
+ */
+export const maxAliasCount = 100;
 
 /** Reads and parses a manifest file whole; a YAML error or an object without kind or name is an error naming the document. */
 export async function readManifestFile(path: string): Promise<ManifestFile> {
@@ -87,26 +98,45 @@ export async function readManifestFile(path: string): Promise<ManifestFile> {
       { cause: error },
     );
   }
+  const lines = new LineCounter();
+  // YAML 1.2 with merge keys (<<), as Kubernetes' reader takes them; duplicate keys are an error.
+  const parsed = parseAllDocuments(content.toString('utf8'), { lineCounter: lines, merge: true, prettyErrors: true });
+  // A stream without documents comes back as an empty list that carries its errors.
+  const streamErrors = 'empty' in parsed ? parsed.errors : [];
+  const parts = [...parsed];
+  const lineOf = (offset: number) => lines.linePos(offset).line || 1;
+  const firstLine = (error: Error) => error.message.split('\n')[0]!;
   const documents: ManifestDocument[] = [];
   let index = 0;
-  for (const part of splitDocuments(content.toString('utf8'))) {
-    // Only comments and blank lines: no document (a trailing `---` is common).
-    if (part.text.split('\n').every((line) => /^\s*(#.*)?$/.test(line))) continue;
+  for (const error of streamErrors) {
+    throw invalid(`manifest ${path} (line ${lineOf(error.pos[0])}): not valid YAML: ${firstLine(error)}`, error);
+  }
+  for (const document of parts) {
+    // Only comments and blank lines (a trailing `---` is common), or an explicit null: no document, as for kubectl.
+    if (document.errors.length === 0 && (document.contents === null || (isScalar(document.contents) && document.contents.value === null)))
+      continue;
     index++;
-    let parsed: unknown;
+    const line = lineOf(document.contents?.range[0] ?? document.range[0]);
+    const where = (at: number) => `manifest ${path}, document ${index} (line ${at})`;
+    const error = document.errors[0];
+    if (error) throw invalid(`${where(lineOf(error.pos[0]))}: not valid YAML: ${firstLine(error)}`, error);
+    let value: unknown;
     try {
-      parsed = clientNode().loadYaml<unknown>(part.text);
+      value = document.toJS({ maxAliasCount });
     } catch (error) {
-      const mark = (error as { mark?: { line?: number } }).mark;
-      const line = mark?.line === undefined ? part.line : part.line + mark.line;
-      const reason = ((error as { reason?: string }).reason ?? (error as Error).message).split('\n')[0];
-      throw invalid(`manifest ${path}, document ${index} (line ${line}): not valid YAML: ${reason}`, error);
+      if (/Excessive alias count/.test((error as Error).message)) {
+        throw invalid(
+          `${where(line)}: its aliases (*name) expand to more than ${maxAliasCount} nodes, which is refused as a resource exhaustion attack (an alias bomb)`,
+          error,
+        );
+      }
+      throw invalid(`${where(line)}: not valid YAML: ${firstLine(error as Error)}`, error);
     }
-    const objects = isList(parsed) ? (parsed as { items: unknown[] }).items : [parsed];
+    const objects = isList(value) ? (value as { items: unknown[] }).items : [value];
     for (const object of objects) {
       const problem = objectProblem(object);
-      if (problem) throw invalid(`manifest ${path}, document ${index} (line ${part.line}): ${problem}`);
-      documents.push({ index, line: part.line, object: object as KubernetesObject });
+      if (problem) throw invalid(`${where(line)}: ${problem}`);
+      documents.push({ index, line, object: object as KubernetesObject });
     }
   }
   return { path, bytes: content.length, digest: createHash('sha256').update(content).digest('hex'), documents };
@@ -239,12 +269,31 @@ function objectApiOf(kubeConfig: KubeConfig): KubernetesObjectApi {
   return api;
 }
 
+/** What a 404 was about: the API server's Status names the kind of what it did not find (`namespaces`). */
+function notFoundKind(error: unknown): string | undefined {
+  const body = (error as { body?: unknown }).body;
+  let status: unknown = body;
+  if (typeof body === 'string') {
+    try {
+      status = JSON.parse(body);
+    } catch {
+      return undefined;
+    }
+  }
+  const kind = (status as { details?: { kind?: unknown } } | null)?.details?.kind;
+  return typeof kind === 'string' ? kind : undefined;
+}
+
 /** Why an apply was refused, for the error's hint. */
-function refusalHint(code: number | undefined): string {
+function refusalHint(code: number | undefined, error: unknown, object: KubernetesObject): string {
   if (code === 409)
     return `another field manager owns those fields; change them through their owner, or drop them from the manifest (k3s-vm applies as field manager "${fieldManager}" without force)`;
   if (code === 422 || code === 400) return 'the API server rejected the object as invalid: fix the manifest';
-  if (code === 404) return 'the API server does not serve this kind: is its CRD applied before it (in an earlier file, or in this one)?';
+  if (code === 404 && notFoundKind(error) === 'namespaces')
+    return `namespace ${object.metadata?.namespace ?? ''} does not exist: apply its Namespace before it (in an earlier file, or earlier in this one), or fix metadata.namespace`;
+  // client-node's own error when the group is served but the kind is not in it.
+  if (code === 404 || /Unrecognized API version and kind/.test((error as Error | undefined)?.message ?? ''))
+    return 'the API server does not serve this kind: is its CRD applied before it (in an earlier file, or in this one)?';
   return 'the cluster is usable; fix the cause and apply again';
 }
 
@@ -281,7 +330,7 @@ export async function applyManifestFile(kubeConfig: KubeConfig, file: ManifestFi
         {
           cause: error,
           details: before,
-          hint: refusalHint(code),
+          hint: refusalHint(code, error, document.object),
         },
       );
     }

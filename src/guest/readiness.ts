@@ -645,7 +645,8 @@ async function failure(
   if (ended.fatal) {
     return new K3sVmError('NOT_READY', `K3s cannot become ready (${label}); error: ${last}`, {
       details,
-      hint: step.hint,
+      // A step's fatal error may know the remedy better than the step.
+      hint: (lastError instanceof K3sVmError && lastError.hint) || step.hint,
       cause: lastError,
     });
   }

@@ -1,5 +1,5 @@
 // SSH into the guest with ssh2 and the instance key: connect, run commands, read files.
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import ssh2, { type Client, type ConnectConfig } from 'ssh2';
 import { abortError } from '../errors.js';
@@ -120,6 +120,8 @@ export class GuestSsh implements GuestShell {
         });
         channel.on('close', () => {
           options.signal?.removeEventListener('abort', onAbort);
+          // A command that ended before its input did (`ssh host ls` reading a terminal) lets go of it.
+          if (options.stdin instanceof Readable) options.stdin.unpipe(channel);
           if (options.signal?.aborted) return reject(abortError(options.signal));
           resolve({ stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), exitCode });
         });

@@ -1,6 +1,6 @@
 // A cross-process lock on the instance: one start, stop or reset at a time.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, realpathSync, rmSync } from 'node:fs';
 import { link, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { K3sVmError, throwIfAborted } from '../errors.js';
@@ -68,9 +68,30 @@ export function parseLockRecord(text: string): LockRecord | undefined {
  */
 export function lockHolderAlive(record: LockRecord, writtenAtMs: number | undefined): boolean {
   if (!isRunning(record.pid)) return false;
+  // Only a k3s-vm run holds the lock: a Node process, as the pid file's holder must be this instance's QEMU.
+  if (!isNodeProcess(record.pid)) return false;
   if (record.startTime !== undefined) return processStartTime(record.pid) === record.startTime;
   const startedAt = processStartedAtMs(record.pid);
   return writtenAtMs === undefined || startedAt === undefined || startedAt <= writtenAtMs + 1000;
+}
+
+/**
+ * Whether the process runs the same program as this one (Node): a lock file whose pid now
+ * belongs to an unrelated process (a shell, an editor) is stale however long that one lives.
+ * When the program cannot be read (another user's process), it counts as ours: no lock is
+ * taken over on a guess.
+ */
+function isNodeProcess(pid: number): boolean {
+  const program = (p: number) => {
+    try {
+      return realpathSync(`/proc/${p}/exe`);
+    } catch {
+      return undefined;
+    }
+  };
+  const theirs = program(pid);
+  if (theirs === undefined) return true;
+  return theirs === program(process.pid) || /(^|\/)node[^/]*$/.test(theirs);
 }
 
 function describeHolder(record: LockRecord): string {

@@ -1,9 +1,12 @@
 // An existing cluster instead of a VM: against the fake K3s API test double on the host (no VM), and a test guest handed over.
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, request as httpsRequest, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeK3sApi } from '../../fixtures/test-guest/fake-k3s-api/server.mjs';
 import { run } from '../../src/adapters/cli/run.js';
 import {
@@ -176,6 +179,28 @@ describe('an existing cluster', () => {
     for (const name of [runNamespaceName('rlive-1'), 't-live-test', 'team-app', 't-old-style']) await core.deleteNamespace({ name });
   });
 
+  it('leaves a namespace whose created label is not a time alone, with a warning, and goes on', async () => {
+    const now = Date.now();
+    const hourAgo = now - 3600_000;
+    const create = (name: string, labels: Record<string, string>) => core.createNamespace({ body: { metadata: { name, labels } } });
+    await create('t-garbled', { ...runLabels('rgarbled-1', hourAgo), 'k3s-vm/created': 'yesterday' });
+    await create('t-garbled-dead', runLabels('rgarbled-1', hourAgo));
+    await create('t-unlabelled-time', { 'app.kubernetes.io/managed-by': 'k3s-vm', 'k3s-vm/run-id': 'rnotime-1' });
+    const logger = recordingLogger();
+    const deleted = await sweepDeadRuns(core, { ownRunId: 'rmine-1', sweepAfterSeconds: 600, logger, now });
+    expect(deleted).toEqual(['t-garbled-dead']);
+    expect(logger.lines).toEqual(
+      expect.arrayContaining([
+        'warning: namespace t-garbled of run rgarbled-1 is left alone: its k3s-vm/created label is "yesterday", not seconds since the epoch; delete it yourself if it is not in use',
+        'warning: namespace t-unlabelled-time of run rnotime-1 is left alone: its k3s-vm/created label is missing; delete it yourself if it is not in use',
+        expect.stringMatching(/^deleted 1 namespace\(s\) of run rgarbled-1, silent since /),
+      ]),
+    );
+    const left = await alive();
+    expect(left).toEqual(expect.arrayContaining(['t-garbled', 't-unlabelled-time']));
+    for (const name of ['t-garbled', 't-unlabelled-time']) await core.deleteNamespace({ name });
+  });
+
   it('serves the CLI: status and kubectl use the allowed context, the VM commands say there is no VM', async () => {
     const out: string[] = [];
     const err: string[] = [];
@@ -205,6 +230,56 @@ describe('an existing cluster', () => {
     expect(err.join('')).toMatch(/there is no VM: K3S_VM_KUBECONFIG names an existing cluster/);
   });
 
+  it('hands kubectl a kubeconfig of the allowed context alone, written 0600 by k3s-vm, and never the user’s file', async () => {
+    // kubectl as the user has it, behind a wrapper that records which file it was given.
+    const bin = mkdtempSync(join(work, 'bin-'));
+    const seen = join(bin, 'seen');
+    writeFileSync(
+      join(bin, 'kubectl'),
+      `#!/bin/sh\nprintf '%s %s\\n' "$KUBECONFIG" "$(stat -c %a "$KUBECONFIG")" >> '${seen}'\nexec /usr/bin/kubectl "$@"\n`,
+      { mode: 0o755 },
+    );
+    const out: string[] = [];
+    const err: string[] = [];
+    const io = {
+      stdout: { write: (c: string) => out.push(c) },
+      stderr: { write: (c: string) => err.push(c) },
+      env: {
+        PATH: `${bin}:${process.env['PATH']}`,
+        HOME: work,
+        K3S_VM_KUBECONFIG: kubeconfigFile,
+        K3S_VM_CONTEXT: 'ci-shared',
+        K3S_VM_ALLOW_CONTEXTS: 'ci-shared',
+      },
+      cwd: repoRoot,
+      interactive: false,
+    };
+    const before = readFileSync(kubeconfigFile, 'utf8');
+    // Before the verb, --context is k3s-vm's own flag, refused by the allow-list; after it, kubectl's, which finds no such context.
+    expect(await run(['kubectl', '--context=prod-eks', 'get', 'namespaces'], io)).toBe(1);
+    expect(err.join('')).toMatch(/will not run tests against context "prod-eks"/);
+    expect(await run(['kubectl', 'get', 'namespaces', '--context=prod-eks'], io)).not.toBe(0);
+    expect(err.join('')).toMatch(/context was not found for specified context: prod-eks|context "prod-eks" does not exist/);
+    out.length = 0;
+    expect(await run(['kubectl', 'config', 'view', '--raw', '-o', 'json'], io)).toBe(0);
+    const shown = JSON.parse(out.join('')) as { contexts: Array<{ name: string }>; users: Array<{ name: string }> };
+    expect(shown.contexts.map((c) => c.name)).toEqual(['ci-shared']);
+    expect(out.join('')).not.toContain('secret');
+    expect(out.join('')).not.toContain('prod');
+    expect(await run(['kubectl', 'config', 'use-context', 'prod-eks'], io)).not.toBe(0);
+    expect(await run(['kubectl', 'config', 'set-context', 'ci-shared', '--namespace=elsewhere'], io)).toBe(0);
+    expect(readFileSync(kubeconfigFile, 'utf8')).toBe(before);
+    const given = readFileSync(seen, 'utf8').trim().split('\n');
+    expect(given).toHaveLength(4); // the refused run never started kubectl
+    for (const line of given) {
+      const [path, mode] = line.split(' ');
+      expect(path).not.toBe(kubeconfigFile);
+      expect(mode).toBe('600');
+      // Removed once kubectl is done.
+      expect(existsSync(path!)).toBe(false);
+    }
+  });
+
   it('runs three suites at once on one cluster, each with its own namespaces, and leaves nothing behind', async () => {
     const project = join(repoRoot, 'fixtures', 'consumer-existing');
     linkPackage(project);
@@ -221,6 +296,111 @@ describe('an existing cluster', () => {
     const runIds = new Set(runs.map((result) => /run (r[0-9a-z]+-[0-9a-f]{8})/.exec(String(result.all))?.[1]));
     expect(runIds.size).toBe(3);
     expect(await managed()).toEqual([]);
+  });
+});
+
+describe('an existing cluster whose user has a token', () => {
+  const token = 'k3s-vm-test-token';
+  let proxy: Server;
+  let ca: string;
+
+  // An authenticating front for the fake API (a test double of an API server's token check):
+  // 401 for an unknown token, 403 for one without rights, else the request passed on.
+  beforeAll(async () => {
+    const tls = join(work, 'proxy-tls');
+    const certs = spawnSync('/bin/sh', [join(repoRoot, 'fixtures', 'test-guest', 'fake-k3s-api', 'gen-certs.sh'), tls], {
+      encoding: 'utf8',
+    });
+    if (certs.status !== 0) throw new Error(`gen-certs.sh failed: ${certs.stderr}`);
+    ca = readFileSync(join(tls, 'ca.crt'), 'utf8');
+    const upstream = new KubeConfig();
+    upstream.loadFromString(api.kubeconfig);
+    const material = (data: string | undefined) => Buffer.from(data ?? '', 'base64');
+    const user = upstream.getCurrentUser()!;
+    proxy = createServer({ cert: readFileSync(join(tls, 'server.crt')), key: readFileSync(join(tls, 'server.key')) }, (req, res) => {
+      const given = req.headers.authorization;
+      if (given !== `Bearer ${token}`) {
+        const code = given === 'Bearer no-rights' ? 403 : 401;
+        const reason = code === 403 ? 'Forbidden' : 'Unauthorized';
+        res.writeHead(code, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', message: reason, reason, code }));
+        return;
+      }
+      const headers = { ...req.headers };
+      delete headers.authorization;
+      delete headers.host;
+      const onward = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port: api.port,
+          path: req.url,
+          method: req.method,
+          headers,
+          servername: 'localhost',
+          ca: material(upstream.getCurrentCluster()!.caData),
+          cert: material(user.certData),
+          key: material(user.keyData),
+        },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
+      onward.once('error', () => res.destroy());
+      req.pipe(onward);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  });
+  afterAll(() => new Promise<void>((resolve) => proxy.close(() => resolve())));
+
+  const kubeconfigWith = (name: string, user: Record<string, unknown>) => {
+    const file = join(work, `${name}.kubeconfig`);
+    const { port } = proxy.address() as AddressInfo;
+    const config = {
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [
+        { name, cluster: { server: `https://127.0.0.1:${port}`, 'certificate-authority-data': Buffer.from(ca).toString('base64') } },
+      ],
+      users: [{ name, user }],
+      contexts: [{ name: `ci-${name}`, context: { cluster: name, user: name } }],
+      'current-context': `ci-${name}`,
+    };
+    writeFileSync(file, JSON.stringify(config), { mode: 0o600 });
+    return file;
+  };
+
+  it('is reached with a tokenFile (relative to the kubeconfig, ending in a newline, as files do)', async () => {
+    const tokenFile = join(work, 'token');
+    writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+    // Relative to the kubeconfig's folder, as kubectl reads it.
+    const file = kubeconfigWith('tokenfile', { tokenFile: 'token' });
+    const cluster = (await openCluster({
+      projectRoot: repoRoot,
+      timeoutSeconds: 20,
+      env: { K3S_VM_KUBECONFIG: file, K3S_VM_ALLOW_CONTEXTS: 'ci-*' },
+    })) as ConnectedCluster;
+    await cluster.stop();
+    expect(cluster.context).toBe('ci-tokenfile');
+  });
+
+  it.each([
+    ['refused (401)', 'wrong', 401],
+    ['without rights (403)', 'no-rights', 403],
+  ])('fails at once when the token is %s, with the status and the context', async (_label, given, code) => {
+    const file = kubeconfigWith(`token-${code}`, { token: given });
+    const started = Date.now();
+    const error = (await openCluster({
+      projectRoot: repoRoot,
+      timeoutSeconds: 60,
+      env: { K3S_VM_KUBECONFIG: file, K3S_VM_ALLOW_CONTEXTS: 'ci-*' },
+    }).catch((e: unknown) => e)) as K3sVmError;
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(error).toBeInstanceOf(K3sVmError);
+    expect(error.code).toBe('NOT_READY');
+    expect(error.message).toContain(`HTTP ${code}`);
+    expect(error.message).toContain(`context "ci-token-${code}"`);
+    expect(error.hint).toMatch(/credentials/);
   });
 });
 

@@ -219,3 +219,39 @@ describe('snapshots on the test guest', () => {
     expect(existsSync(dir.file(files.snapshotRecord))).toBe(false);
   });
 });
+
+describe('the snapshot as status shows it', () => {
+  it('is shown only while the disk holds it: a record whose snapshot is gone from the disk shows none', async () => {
+    const dir = new InstanceDir(dirs.fresh('snapshot-status'));
+    await dir.ensure();
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', dir.file(files.disk), '16M']);
+    execFileSync('qemu-img', ['snapshot', '-c', snapshotTag, dir.file(files.disk)]);
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', dir.file(files.disk)], { encoding: 'utf8' })) as {
+      snapshots: Array<Record<string, string | number>>;
+    };
+    const entry = info.snapshots[0]!;
+    const saved: SnapshotRecord = {
+      tag: snapshotTag,
+      key: { storePath: '/nix/store/x', qemuVersion: 'QEMU', memoryMiB: 1024, cpus: 1, accel: 'tcg', kernelParams: '' },
+      machine: 'pc',
+      disk: {
+        id: String(entry['id']),
+        name: snapshotTag,
+        vmStateBytes: Number(entry['vm-state-size']),
+        dateSec: Number(entry['date-sec']),
+        dateNsec: Number(entry['date-nsec']),
+      },
+      savedAt: '2026-01-01T00:00:00.000Z',
+      saveMs: 300,
+    };
+    writeFileSync(dir.file(files.snapshotRecord), JSON.stringify(saved));
+    const options = { dir: dir.path, env: { PATH: process.env['PATH'] } };
+    expect((await clusterStatus(options)).snapshot).toMatchObject({ savedAt: saved.savedAt });
+    expect((await cli(['snapshot', 'ls'], dir.path)).out).toMatch(/^2026-01-01T00:00:00\.000Z {2}/);
+
+    execFileSync('qemu-img', ['snapshot', '-d', snapshotTag, dir.file(files.disk)]);
+    expect((await clusterStatus(options)).snapshot).toBeUndefined();
+    expect((await cli(['snapshot', 'ls'], dir.path)).out).toMatch(/^no snapshot/);
+    expect((await cli(['status'], dir.path)).out).not.toMatch(/snapshot:/);
+  });
+});

@@ -1,6 +1,6 @@
 // Manifests: read and checked whole, server-side applied in order with CRDs waited for; against the fake K3s API test double on the host (no VM).
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -122,6 +122,45 @@ describe('reading manifests', () => {
     const error = await failure(expandManifestPaths([join(work, 'nowhere')]));
     expect(error.message).toBe(`manifest ${join(work, 'nowhere')} does not exist`);
   });
+  it("follows symbolic links in a directory, as kubectl does (Nix's linkFarm and symlinkJoin make such directories), and names a dangling one", async () => {
+    const target = write('link-targets/config.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: linked}\n');
+    mkdirSync(join(work, 'farm'));
+    symlinkSync(target, join(work, 'farm', 'a.yaml'));
+    symlinkSync(join(work, 'link-targets'), join(work, 'farm', 'b.yaml'));
+    write('farm/c.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\n');
+    expect(await expandManifestPaths([join(work, 'farm')])).toEqual([join(work, 'farm', 'a.yaml'), join(work, 'farm', 'c.yaml')]);
+    expect((await readManifestFile(join(work, 'farm', 'a.yaml'))).documents[0]?.object.metadata?.name).toBe('linked');
+
+    symlinkSync(join(work, 'gone.yaml'), join(work, 'farm', 'd.yaml'));
+    const error = await failure(expandManifestPaths([join(work, 'farm')]));
+    expect(error.code).toBe('WORKLOAD_INVALID');
+    expect(error.message).toBe(
+      `manifest ${join(work, 'farm', 'd.yaml')} is a symbolic link to ${join(work, 'gone.yaml')}, which does not exist`,
+    );
+  });
+
+  it('refuses an alias bomb while parsing, at once, naming the document', async () => {
+    const levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'];
+    for (let i = 1; i < 9; i++) {
+      const previous = String.fromCharCode(96 + i);
+      const name = String.fromCharCode(97 + i);
+      levels.push(`${name}: &${name} [${Array(9).fill(`*${previous}`).join(', ')}]`);
+    }
+    const path = write(
+      'bomb.yaml',
+      `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\ndata:\n  ${levels.join('\n  ')}\n`,
+    );
+    const started = Date.now();
+    const error = await failure(readManifestFile(path));
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(error.code).toBe('WORKLOAD_INVALID');
+    expect(error.message).toBe(
+      `manifest ${path}, document 2 (line 5): its aliases (*name) expand to more than 100 nodes, which is refused as a resource exhaustion attack (an alias bomb)`,
+    );
+    // A few aliases, as manifests use them, are fine.
+    const few = write('anchors.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: anchors, labels: &l {app: x}, annotations: *l}\n');
+    expect((await readManifestFile(few)).documents[0]?.object.metadata?.annotations).toEqual({ app: 'x' });
+  });
 });
 
 describe('applying manifests (fake K3s API)', () => {
@@ -179,6 +218,23 @@ describe('applying manifests (fake K3s API)', () => {
     const error = await failure(applyManifestFile(kc, await readManifestFile(path), { deadline: deadline() }));
     expect(error.message).toMatch(/document 1 \(line 1\): applying Pod default\/nothing-to-run failed: HTTP 422: /);
     expect(error.details).toBe(`nothing from ${path} was applied before it`);
+  });
+  it('says so when the namespace of an object does not exist (not that the kind is not served)', async () => {
+    const path = write('elsewhere.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lost, namespace: nowhere}\n');
+    const error = await failure(applyManifestFile(kc, await readManifestFile(path), { deadline: deadline() }));
+    expect(error.message).toMatch(/applying ConfigMap nowhere\/lost failed: HTTP 404: namespaces "nowhere" not found/);
+    expect(error.hint).toBe(
+      'namespace nowhere does not exist: apply its Namespace before it (in an earlier file, or earlier in this one), or fix metadata.namespace',
+    );
+    // A group the server does not serve at all (404 from discovery), and a kind missing from a served group (the CRD test's).
+    for (const apiVersion of ['example.org/v1', 'example.com/v1']) {
+      const unserved = write(
+        `unserved-${apiVersion.replace('/', '-')}.yaml`,
+        `apiVersion: ${apiVersion}\nkind: Gadget\nmetadata: {name: g, namespace: default}\n`,
+      );
+      const refused = await failure(applyManifestFile(kc, await readManifestFile(unserved), { deadline: deadline() }));
+      expect(refused.hint, refused.message).toMatch(/does not serve this kind/);
+    }
   });
 });
 

@@ -1,5 +1,6 @@
 // Faults around a kept VM (one boot shared): interruptions, a damaged kubeconfig, file permissions, the disk format, ssh's arguments.
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -106,6 +107,28 @@ describe('a kept VM', () => {
     expect(all.map(([path]) => path)).toContain(join(dir, files.disk));
     const wrong = all.filter(([path, mode]) => mode !== (statSync(path).isDirectory() ? '700' : '600'));
     expect(wrong).toEqual([]);
+  });
+
+  it('`ssh -- command < file` passes standard input to the command, as OpenSSH does; a command that does not read it ends anyway', async () => {
+    const bin = join(repoRoot, 'dist', 'adapters', 'cli', 'bin.js');
+    const input = join(dir, 'stdin-input');
+    const content = `${'line of input\n'.repeat(5000)}no newline at the end`;
+    writeFileSync(input, content);
+    const copied = await execa('node', [bin, 'ssh', '--', 'cat > /tmp/from-stdin && wc -c < /tmp/from-stdin'], {
+      env,
+      inputFile: input,
+      reject: false,
+    });
+    expect(copied.exitCode, copied.stderr).toBe(0);
+    expect(copied.stdout.trim()).toBe(String(Buffer.byteLength(content)));
+    expect((await cli(['ssh', '--', 'md5sum < /tmp/from-stdin'], env)).out.split(' ')[0]).toBe(
+      createHash('md5').update(content).digest('hex'),
+    );
+    // Standard input open and never written to (a pipe nobody ends, a terminal): the command's end is the end.
+    const child = execa('node', [bin, 'ssh', '--', 'echo done'], { env, reject: false, timeout: 60_000 });
+    const ended = await child;
+    expect(ended.timedOut).toBe(false);
+    expect(ended.stdout).toBe('done');
   });
 
   it('item 4: QEMU is told that the disk is qcow2 instead of guessing', () => {

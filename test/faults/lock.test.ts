@@ -18,6 +18,14 @@ async function unrelatedProcess(): Promise<number> {
   return child.pid!;
 }
 
+/** A live Node process, as a k3s-vm run that holds the lock is. */
+async function k3sVmLikeProcess(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 300_000)'], { stdio: 'ignore' });
+  children.push(child);
+  await new Promise((resolve) => child.once('spawn', resolve));
+  return child.pid!;
+}
+
 function startTimeOf(pid: number): string {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!;
@@ -30,7 +38,7 @@ async function newDir(): Promise<InstanceDir> {
 }
 
 describe('the instance lock', () => {
-  it('item 3: a lock whose pid now belongs to an unrelated process is stale; a held one names its holder; it is never seen empty', async () => {
+  it('item 3: a lock whose pid now belongs to an unrelated process (another start time, or not a Node process) is stale; a held one names its holder; it is never seen empty', async () => {
     const pid = await unrelatedProcess();
     // Written by an earlier owner (a bare pid), long before the process that has the number now started.
     const reused = await newDir();
@@ -44,12 +52,21 @@ describe('the instance lock', () => {
     writeFileSync(mismatched.file(files.lock), `${JSON.stringify({ pid, startTime: '1' })}\n`);
     await (await acquireLock(mismatched, { timeoutMs: 1000 })).release();
 
-    // Really held by a live process: refused, naming the holder and its command.
+    // Pid and start time of a live process that is not a k3s-vm run (a shell's `echo $$ > lock`, a copied state directory): stale.
+    const foreign = await newDir();
+    writeFileSync(foreign.file(files.lock), `${JSON.stringify({ pid, startTime: startTimeOf(pid) })}\n`);
+    await (await acquireLock(foreign, { timeoutMs: 1000 })).release();
+    const bare = await newDir();
+    writeFileSync(bare.file(files.lock), `${pid}\n`);
+    await (await acquireLock(bare, { timeoutMs: 1000 })).release();
+
+    // Really held by a live k3s-vm run (a Node process): refused, naming the holder and its command.
+    const run = await k3sVmLikeProcess();
     const held = await newDir();
-    writeFileSync(held.file(files.lock), `${JSON.stringify({ pid, startTime: startTimeOf(pid) })}\n`);
+    writeFileSync(held.file(files.lock), `${JSON.stringify({ pid: run, startTime: startTimeOf(run) })}\n`);
     const error = await acquireLock(held, { timeoutMs: 300 }).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'LOCK_TIMEOUT' });
-    expect((error as Error).message).toContain(`process ${pid} (sleep 300)`);
+    expect((error as Error).message).toContain(`process ${run} (${process.execPath} -e setTimeout(() => {}, 300_000))`);
     expect(existsSync(held.file(files.lock))).toBe(true);
 
     // Whoever looks while the lock is taken sees the whole record or no file, never an empty one.

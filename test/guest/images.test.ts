@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { K3sVmError } from '../../src/errors.js';
 import { inspectImageArchive, normalizeImageName } from '../../src/guest/image-archive.js';
@@ -82,9 +83,94 @@ describe('reading an image archive', () => {
 
   it('refuses a damaged gzip stream', async () => {
     const path = join(work, 'damaged.tar.gz');
-    const bytes = imageArchiveBytes({ name: 'k3s-vm.test/app:1', gzip: true });
-    writeFileSync(path, bytes.subarray(0, 40));
+    const bytes = Buffer.from(imageArchiveBytes({ name: 'k3s-vm.test/app:1', gzip: true }));
+    bytes.fill(0xa5, 20, 60);
+    writeFileSync(path, bytes);
     expect((await refusal(path)).message).toMatch(/damaged\.tar\.gz is not an image archive: its gzip stream is damaged/);
+  });
+
+  const cases: Array<[string, Buffer, RegExp]> = [];
+  const full = imageArchiveBytes({ name: 'k3s-vm.test/app:1', paddingBytes: 200_000 });
+  // The layer comes before manifest.json; an archive whose index comes first is cut in its layer.
+  const indexFirst = tarOf([
+    { name: 'manifest.json', data: Buffer.from(JSON.stringify([{ Config: 'c.json', RepoTags: ['k3s-vm.test/app:1'], Layers: [] }])) },
+    { name: 'layer.tar', data: Buffer.alloc(200_000, 1) },
+  ]);
+  cases.push(
+    [
+      'cut inside a member',
+      indexFirst.subarray(0, 100_000),
+      /is incomplete: it ends inside its member 2 \(shorter than its tar header says\)/,
+    ],
+    [
+      'cut before its end-of-archive blocks',
+      full.subarray(0, full.length - 1024),
+      /is incomplete: it ends after member 4 without the end-of-archive blocks/,
+    ],
+    [
+      'gzipped, cut before the gzip trailer',
+      gzipSync(full).subarray(0, -8),
+      /is incomplete: its gzip stream ends before its end \(no gzip trailer\)/,
+    ],
+    ['gzipped, cut inside a member', gzipSync(indexFirst.subarray(0, 100_000)), /is incomplete: it ends inside its member 2/],
+  );
+  it.each(cases)('refuses an archive %s, before anything is imported', async (label, bytes, message) => {
+    const path = join(work, `cut-${label.replace(/\W+/g, '-')}.tar`);
+    writeFileSync(path, bytes);
+    const error = await refusal(path);
+    expect(error.code).toBe('WORKLOAD_INVALID');
+    expect(error.message).toContain(path);
+    expect(error.message).toMatch(message);
+    expect(error.hint).toMatch(/cut off/);
+  });
+
+  it.each([
+    ['manifest.json', '[null]', /its manifest\.json is not a docker-archive manifest \(entry 1 is not an object\)/],
+    ['manifest.json', '[{"RepoTags":"app:1"}]', /RepoTags of entry 1 is not a list of strings/],
+    ['manifest.json', '[{"RepoTags":7}]', /RepoTags of entry 1 is not a list of strings/],
+    ['manifest.json', '[{"RepoTags":[null]}]', /RepoTags of entry 1 is not a list of strings/],
+    ['manifest.json', '{"RepoTags":["app:1"]}', /its manifest\.json is not a docker-archive manifest \(not a list of images\)/],
+    ['index.json', '{"manifests":{}}', /its index\.json is not an OCI image index \("manifests" is not a list\)/],
+    ['index.json', '{"manifests":[null]}', /its index\.json is not an OCI image index \(manifests\[0\] is not an object\)/],
+    ['index.json', 'null', /its index\.json is not an OCI image index \(not a JSON object\)/],
+    [
+      'index.json',
+      '{"manifests":[{"annotations":{"io.containerd.image.name":5}}]}',
+      /annotations\["io\.containerd\.image\.name"\] is not a string/,
+    ],
+  ])('refuses a %s of the wrong shape (%s), naming the file', async (member, json, message) => {
+    const path = join(work, `shape-${member}-${createHash('sha256').update(json).digest('hex').slice(0, 8)}.tar`);
+    const extra = member === 'index.json' ? [{ name: 'oci-layout', data: Buffer.from('{"imageLayoutVersion":"1.0.0"}') }] : [];
+    writeFileSync(path, tarOf([...extra, { name: member, data: Buffer.from(json) }]));
+    const error = await refusal(path);
+    expect(error.code).toBe('WORKLOAD_INVALID');
+    expect(error.message).toMatch(new RegExp(`^${path.replace(/[.]/g, '\\.')} is not an image archive: `));
+    expect(error.message).toMatch(message);
+  });
+
+  it('takes an untagged image (RepoTags null, as docker save of an image id writes it) as one without names', async () => {
+    const path = join(work, 'untagged.tar');
+    writeFileSync(path, tarOf([{ name: 'manifest.json', data: Buffer.from('[{"Config":"c.json","RepoTags":null,"Layers":[]}]') }]));
+    expect((await inspectImageArchive(path)).names).toEqual([]);
+  });
+
+  it.each([
+    ['a newline', 'k3s-vm.test/app:1\nk3s-vm: cluster ready', 'k3s-vm.test/app:1\\x0ak3s-vm: cluster ready'],
+    ['an escape sequence', 'k3s-vm.test/app:\u001b[2J1', 'k3s-vm.test/app:\\x1b[2J1'],
+    ['upper case', 'k3s-vm.test/App:1', 'k3s-vm.test/App:1'],
+    ['a space', 'k3s-vm.test/app:1 2', 'k3s-vm.test/app:1 2'],
+  ])('refuses an image name with %s, showing it escaped', async (_label, name, shown) => {
+    for (const format of ['docker', 'oci'] as const) {
+      const path = writeImageArchive(join(work, `name-${format}-${createHash('sha256').update(name).digest('hex').slice(0, 8)}.tar`), {
+        name,
+        format,
+      });
+      const error = await refusal(path);
+      expect(error.code).toBe('WORKLOAD_INVALID');
+      expect(error.message).toContain(`names an image "${shown}"`);
+      expect(error.message).not.toMatch(/[\x00-\x1f]/);
+      expect(error.hint).toMatch(/valid reference/);
+    }
   });
 });
 
@@ -170,6 +256,28 @@ describe("the test guest's fake ctr (a test double of containerd's), under busyb
     ctr(imagesFile, ['images', 'import', '-'], imageArchiveBytes({ name: 'k3s-vm.test/a:1' }));
     ctr(imagesFile, ['images', 'import', '-'], imageArchiveBytes({ name: 'k3s-vm.test/a:1', files: { 'other.txt': 'changed' } }));
     expect(ctr(imagesFile, ['images', 'ls', '-q']).stdout.toString()).toBe('k3s-vm.test/a:1\n');
+  });
+
+  it.each([false, true])('fails on a stream cut off inside a member (gzipped: %s), as containerd does, and records nothing', (gzip) => {
+    const imagesFile = join(work, `ctr-cut-${gzip}`, 'images.txt');
+    // The index first, so that what arrives names an image: only the cut can fail it.
+    const tar = tarOf([
+      { name: 'manifest.json', data: Buffer.from(JSON.stringify([{ Config: 'c.json', RepoTags: ['k3s-vm.test/cut:1'], Layers: [] }])) },
+      { name: 'layer.tar', data: Buffer.alloc(200_000, 1) },
+    ]).subarray(0, 100_000);
+    const result = ctr(imagesFile, ['images', 'import', '-'], gzip ? gzipSync(tar) : tar);
+    expect(result.status).toBe(1);
+    expect(result.stderr.toString()).toMatch(/^ctr: failed to read the image archive: .*short read.* \(unexpected EOF\)$/m);
+    expect(result.stdout.toString()).toBe('');
+    expect(ctr(imagesFile, ['images', 'ls', '-q']).stdout.toString()).toBe('');
+  });
+
+  it('fails on a gzip stream without its trailer', () => {
+    const imagesFile = join(work, 'ctr-trailer', 'images.txt');
+    const result = ctr(imagesFile, ['images', 'import', '-'], imageArchiveBytes({ name: 'k3s-vm.test/cut:1', gzip: true }).subarray(0, -8));
+    expect(result.status).toBe(1);
+    expect(result.stderr.toString()).toMatch(/^ctr: failed to read the image archive: gzip: .* \(unexpected EOF\)$/m);
+    expect(ctr(imagesFile, ['images', 'ls', '-q']).stdout.toString()).toBe('');
   });
 
   it('fails on what is not an image archive, and records nothing', () => {

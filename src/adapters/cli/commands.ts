@@ -192,7 +192,9 @@ export const commands: Record<string, Command> = {
     ownsSigint: true,
     async run({ io, positionals, options }) {
       if (positionals.length > 0) {
-        const result = await execInCluster(positionals, options);
+        // Standard input goes to the command, as with OpenSSH and kubectl exec -i.
+        const result = await execInCluster(positionals, { ...options, stdin: io.stdin });
+        io.stdin?.pause();
         io.stdout.write(result.stdout);
         io.stderr.write(result.stderr);
         return result.exitCode ?? exitCodes.failure;
@@ -255,12 +257,16 @@ export const commands: Record<string, Command> = {
     ownsSigint: true,
     async run({ io, positionals, options }) {
       const target = await kubectlTarget(options);
-      return spawnInherit(
-        'kubectl',
-        [...target.args, ...positionals],
-        { ...io, env: { ...io.env, KUBECONFIG: target.kubeconfigPath } },
-        'kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/ (or use k3s-vm ssh -- k3s kubectl …)',
-      );
+      try {
+        return await spawnInherit(
+          'kubectl',
+          [...target.args, ...positionals],
+          { ...io, env: { ...io.env, KUBECONFIG: target.kubeconfigPath } },
+          'kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/ (or use k3s-vm ssh -- k3s kubectl …)',
+        );
+      } finally {
+        await target.cleanup();
+      }
     },
   },
   images: {

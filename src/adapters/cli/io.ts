@@ -1,8 +1,11 @@
 // What a CLI run may touch: its streams, environment and working directory (so tests need no spawning).
+import type { Readable } from 'node:stream';
 
 export interface CliIo {
   readonly stdout: { write(chunk: string): unknown };
   readonly stderr: { write(chunk: string): unknown };
+  /** Standard input, for commands that pass it on (ssh -- command); none: an empty input. */
+  readonly stdin?: Readable | undefined;
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly cwd: string;
   /** Whether stdin/stdout are a terminal (interactive ssh needs one). */
