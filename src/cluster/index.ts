@@ -51,7 +51,7 @@ export {
   type Condition,
   type ConditionVerdict,
 } from '../kube/conditions.js';
-export { describeTarget, type ObjectTarget, type PodTarget } from '../kube/target.js';
+export { describeTarget, isClusterScopedKind, type ObjectTarget, type PodTarget } from '../kube/target.js';
 export { execInPod, podLogs, type ExecOptions, type ExecResult, type PodLogsOptions } from '../kube/pods.js';
 export { portForward, type PortForwardHandle, type PortForwardOptions } from '../kube/port-forward.js';
 export { collectDiagnostics, type Diagnostics, type DiagnosticsOptions } from '../kube/diagnostics.js';

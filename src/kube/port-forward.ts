@@ -70,7 +70,7 @@ export function podPortFor(pod: V1Pod, port: number | string): number {
 }
 
 function describeServicePort(p: V1ServicePort): string {
-  return `${p.port}${p.name ? ` (${p.name}` : ' ('}→ ${p.targetPort ?? p.port})`.replace('( →', '(→');
+  return `${p.port} (${p.name ? `${p.name} ` : ''}→ ${p.targetPort ?? p.port})`;
 }
 
 /** The port of a Service a port refers to: its number, or its name. An error lists the ports it has. */

@@ -64,6 +64,12 @@ const knownKinds: Readonly<Record<string, KnownKind>> = {
   CustomResourceDefinition: { apiVersion: 'apiextensions.k8s.io/v1', plural: 'customresourcedefinitions', namespaced: false },
 };
 
+/** Whether a kind is one of the built-in cluster-scoped kinds (Node, Namespace, …), which take no namespace. */
+export function isClusterScopedKind(kind: string): boolean {
+  const known = Object.entries(knownKinds).find(([name]) => name.toLowerCase() === kind.toLowerCase())?.[1];
+  return known !== undefined && !known.namespaced;
+}
+
 /** `Pod ns/name` (or `Node name`): how messages name a target. */
 export function describeTarget(target: Pick<ObjectTarget, 'kind' | 'name' | 'namespace'>): string {
   return `${target.kind} ${target.namespace ? `${target.namespace}/` : ''}${target.name}`;
