@@ -1,7 +1,7 @@
 // A namespace of a test's own, shared by the Vitest fixture and the Jest helper.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { clientNode, collectDiagnostics, runLabels, type Diagnostics } from '../cluster/index.js';
+import { clientNode, collectDiagnostics, keptAnnotation, runLabels, type Diagnostics } from '../cluster/index.js';
 import { K3sVmError } from '../errors.js';
 
 /** A namespace for one test; delete it when the test is done. */
@@ -42,8 +42,17 @@ export async function endNamespace(
   const diagnostics =
     failed && onFailure.diagnostics ? await collectDiagnostics(kubeConfig, namespace.name, { budgetMs: diagnosticsBudgetMs }) : undefined;
   const kept = failed && onFailure.keepNamespace;
-  if (!kept) await namespace.delete();
+  if (kept) await markKept(kubeConfig, namespace.name);
+  else await namespace.delete();
   return { diagnostics, kept };
+}
+
+/** Marks a namespace as kept, so the run's teardown on an existing cluster leaves it. */
+export async function markKept(kubeConfig: KubeConfig, name: string): Promise<void> {
+  const api = kubeConfig.makeApiClient(clientNode().CoreV1Api);
+  const found = await api.readNamespace({ name });
+  const annotations = { ...found.metadata?.annotations, [keptAnnotation]: new Date().toISOString() };
+  await api.patchNamespace({ name, body: [{ op: 'add', path: '/metadata/annotations', value: annotations }] }).catch(() => undefined);
 }
 
 /** The lines printed with a failed test: where its namespace is, if kept, and its diagnostics. */

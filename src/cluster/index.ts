@@ -6,6 +6,7 @@ export {
   runIdLabel,
   createdLabel,
   heartbeatAnnotation,
+  keptAnnotation,
   newRunId,
   runLabels,
   runSelector,

@@ -11,6 +11,7 @@ import {
   diagnosticsBudgetMs,
   endNamespace,
   failureReport,
+  markKept,
   type NamespaceEnd,
   type TestNamespace,
 } from '../test-namespace.js';
@@ -202,7 +203,8 @@ function extendTest(options: CreateTestOptions) {
         try {
           await use(state);
         } finally {
-          if (!(state.failed && onFailureOf(options).keepNamespace)) await namespace.delete();
+          if (state.failed && onFailureOf(options).keepNamespace) await markKept(kubeConfig, namespace.name);
+          else await namespace.delete();
         }
       },
       { scope: scope as 'file' },
