@@ -17,6 +17,23 @@ import {
 } from '../test-namespace.js';
 
 export type { ProvidedCluster } from '../session.js';
+export type { BoundHelpers, NamespacedTarget, PodName } from '../bound-helpers.js';
+export {
+  waitFor,
+  podLogs,
+  execInPod,
+  portForward,
+  podRunning,
+  podReady,
+  podSucceeded,
+  deploymentAvailable,
+  jobComplete,
+  jobFailed,
+  deleted,
+  type Condition,
+  type ObjectTarget,
+  type PortForwardHandle,
+} from '../../cluster/index.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
