@@ -4,7 +4,7 @@
   # The same nixpkgs revision as nix/nixpkgs.json (the pin of `nix-build nix/`); update
   # both together. With the revision in the URL, the lock Nix writes on first use records
   # this revision and its hash.
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/b9684918990186f249404b27054ecff597817567";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/f5c082a40f7571c266e74e80ae2e68aadd8a9fc7";
 
   outputs =
     { nixpkgs, ... }:

@@ -519,7 +519,13 @@ interface ReadySample {
 interface Results {
   machine?: Machine;
   boot?: { first: BootSample; firstNixCalls: number; samples: BootSample[]; unchangedStarts: number; nixCallsOnUnchangedStarts: number };
-  build?: { buildClusterMs: number[]; buildClusterInvokedNix: boolean[]; nixNoopMs: number[] };
+  build?: {
+    buildClusterMs: number[];
+    buildClusterInvokedNix: boolean[];
+    nixNoopMs: number[];
+    /** `k3s-vm setup` in a new state directory, then in a second one with the same options. */
+    setups: Array<{ ms: number; builtOrFetched: boolean; storePath: string }>;
+  };
   ready?: { delayMs: number; samples: ReadySample[] };
   imports?: { vitestAdapterMs: number[]; cliMs: number[]; vitestAloneMs: number[] };
   attach?: { warmSetupMs: number[]; warmReadyzMs: number[]; coldSetupMs: number[]; coldReadyzMs: number[]; attachedEveryTime: boolean };
@@ -582,7 +588,7 @@ async function benchBuild(args: Args, base: StartOptions, nix: CountingNixBuild,
   if (outLink < 0) throw new Error('the recorded nix-build call has no --out-link');
   replay[outLink + 1] = join(root, 'noop-result');
   const realNixBuild = execFileSync('sh', ['-c', 'command -v nix-build'], { encoding: 'utf8' }).trim();
-  const build: NonNullable<Results['build']> = { buildClusterMs: [], buildClusterInvokedNix: [], nixNoopMs: [] };
+  const build: NonNullable<Results['build']> = { buildClusterMs: [], buildClusterInvokedNix: [], nixNoopMs: [], setups: [] };
   await runTimed(realNixBuild, replay); // warm-up
   for (let i = 1; i <= args.reps; i++) {
     const started = hostNow();
@@ -591,6 +597,15 @@ async function benchBuild(args: Args, base: StartOptions, nix: CountingNixBuild,
     build.buildClusterInvokedNix.push(result.invokedNix);
     build.nixNoopMs.push(await runTimed(realNixBuild, replay));
     note(`build check ${i}/${args.reps}: buildCluster ${ms(build.buildClusterMs.at(-1)!)}, nix-build no-op ${ms(build.nixNoopMs.at(-1)!)}`);
+  }
+  // One build per machine: a VM name of this run's own (so the first setup really builds the
+  // guest), set up in two new state directories with otherwise the same options.
+  const shared = { ...base, name: `bench-${Date.now().toString(36)}`, logger: silentLogger };
+  for (const label of ['first', 'second']) {
+    const started = hostNow();
+    const result = await buildCluster({ ...shared, dir: mkdtempSync(join(os.tmpdir(), `k3s-vm-bench-setup-${label}-`)) });
+    build.setups.push({ ms: hostNow() - started, builtOrFetched: result.builtOrFetched, storePath: result.storePath });
+    note(`setup in a new state directory (${label}): ${ms(build.setups.at(-1)!.ms)}, ${result.builtOrFetched ? 'built' : 'nothing built'}`);
   }
   results.build = build;
 }
@@ -870,6 +885,21 @@ function report(results: Results, args: Args): string {
       verdict(build.median < noop && invoked === 0),
       String(build.n),
     ]);
+    const [firstSetup, secondSetup] = results.build.setups;
+    if (firstSetup && secondSetup) {
+      const shared = secondSetup.storePath === firstSetup.storePath && !secondSetup.builtOrFetched;
+      rows.push([
+        '3',
+        `one build per machine: setup in a second new state dir (${secondSetup.builtOrFetched ? 'built again' : 'nothing built'}, ${secondSetup.storePath === firstSetup.storePath ? 'same' : 'another'} store path)`,
+        ms(secondSetup.ms),
+        '—',
+        `${ms(firstSetup.ms)} (setup in the first new state dir, ${firstSetup.builtOrFetched ? 'built' : 'nothing built'})`,
+        ratio(secondSetup.ms, firstSetup.ms),
+        '< baseline, nothing built',
+        verdict(shared && secondSetup.ms < firstSetup.ms),
+        '1',
+      ]);
+    }
   }
   if (results.boot) {
     const total = summarize(results.boot.samples.map((s) => s.totalMs));
@@ -1079,6 +1109,11 @@ function mediansOf(results: Results): Record<string, number> {
   if (results.build) {
     medians['buildClusterUnchangedMs'] = median(results.build.buildClusterMs);
     medians['nixBuildNoopMs'] = median(results.build.nixNoopMs);
+    const [firstSetup, secondSetup] = results.build.setups;
+    if (firstSetup && secondSetup) {
+      medians['firstSetupMs'] = firstSetup.ms;
+      medians['secondSetupMs'] = secondSetup.ms;
+    }
   }
   if (results.stops.length > 0) medians['gracefulStopMs'] = median(results.stops.map((s) => s.ms));
   if (results.runs) {
@@ -1111,4 +1146,10 @@ if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_WORKLOAD'] === '1'
 if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_SNAPSHOT'] === '1' && !process.exitCode) {
   const { benchSnapshot, snapshotRows } = await import('./snapshot.js');
   process.stdout.write(`\n${table(['snapshot', 'measured', 'target'], snapshotRows(await benchSnapshot({ log: note })))}\n`);
+}
+
+// The real-Kubernetes test guest (bench/real-kubernetes.ts): K3S_VM_BENCH_REAL=1 npm run bench.
+if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_REAL'] === '1' && !process.exitCode) {
+  const { benchReal, realRows } = await import('./real-kubernetes.js');
+  process.stdout.write(`\n${table(['real-Kubernetes guest', 'measured', 'target'], realRows(await benchReal({ log: note })))}\n`);
 }

@@ -28,12 +28,18 @@ const toReady = (cluster: StartedCluster) =>
   (cluster.timings.launchMs ?? 0) + (cluster.timings.clockMs ?? 0) + (cluster.timings.readyMs ?? 0);
 
 /** Boots its own test guest (snapshots on), measures pairs of cold boot and restore, and stops it. */
-export async function benchSnapshot(options: { samples?: number; log?: (line: string) => void } = {}): Promise<SnapshotBench> {
+export async function benchSnapshot(
+  options: { samples?: number; guest?: 'test' | 'real'; log?: (line: string) => void } = {},
+): Promise<SnapshotBench> {
   const samples = options.samples ?? 3;
   const log = options.log ?? ((line: string) => process.stderr.write(`bench snapshot: ${line}\n`));
   const { startCluster, deleteClusterSnapshot, stopCluster } = await import('../dist/index.js');
   const { testGuestOptions } = await import('../test/helpers/test-guest.js');
-  const options_ = testGuestOptions('bench-snapshot', { memoryMiB: 1024, snapshot: true });
+  const { realGuestOptions } = await import('../test/helpers/real-guest.js');
+  const options_ =
+    options.guest === 'real'
+      ? realGuestOptions('bench-snapshot', { snapshot: true })
+      : testGuestOptions('bench-snapshot', { memoryMiB: 1024, snapshot: true });
   const pairs: Array<{ coldMs: number; restoreMs: number; clockMs: number }> = [];
   const saves: number[] = [];
   let vmStateBytes = 0;

@@ -41,7 +41,7 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
 
 /** Boots its own test guest, measures, and stops it. */
 export async function benchWorkload(
-  options: { samples?: number; archiveMiB?: number; log?: (line: string) => void } = {},
+  options: { samples?: number; archiveMiB?: number; guest?: 'test' | 'real'; log?: (line: string) => void } = {},
 ): Promise<WorkloadBench> {
   const samples = options.samples ?? 3;
   const log = options.log ?? ((line: string) => process.stderr.write(`bench workload: ${line}\n`));
@@ -59,7 +59,10 @@ export async function benchWorkload(
   });
   const archiveBytes = readFileSync(archive).length;
   log(`archive of ${(archiveBytes / 1024 / 1024).toFixed(1)} MiB written; booting a test guest`);
-  const cluster: StartedCluster = await startCluster(testGuestOptions('bench-workload', { memoryMiB: 1024 }));
+  const { realGuestOptions } = await import('../test/helpers/real-guest.js');
+  const cluster: StartedCluster = await startCluster(
+    options.guest === 'real' ? realGuestOptions('bench-workload') : testGuestOptions('bench-workload', { memoryMiB: 1024 }),
+  );
   try {
     const hashMs = await timed(
       () =>

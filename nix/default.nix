@@ -25,7 +25,9 @@
   k3sVersion ? "",
   # JSON array of extra `k3s server` arguments, each reaching K3s as one argument, as given.
   extraK3sFlagsJson ? "[]",
-  # One OpenSSH public key line root accepts; "" for none.
+  # One OpenSSH public key line root accepts, baked into the build; "" for none. k3s-vm
+  # passes none: an instance's key reaches the VM at boot (k3s_vm.ssh_key= on the kernel
+  # command line, see vm.nix), so one build serves every state directory.
   sshPublicKey ? "",
   # JSON array of packaged components to turn off (each becomes --disable=<name>).
   disableJson ? "[\"traefik\"]",

@@ -432,6 +432,46 @@ in
       PermitRootLogin = "prohibit-password";
     };
   };
+  # The instance's key is not part of the build, so that every state directory with the same
+  # options shares one system (and one closure-sized store image): the launcher puts it on the
+  # kernel command line through the run script's QEMU_KERNEL_PARAMS, as
+  # k3s_vm.ssh_key=<base64 of the key line> (src/guest/keys.ts), and this unit writes it where
+  # sshd reads it, before sshd starts, at every boot. /run is a fresh tmpfs each boot, so a key
+  # pair made anew replaces the old one; a snapshot restore keeps the key its boot was given
+  # (src/qemu/snapshot.ts keys the snapshot by it). sshd's StrictModes wants the file and its
+  # folder owned by root and not writable by others: 0755 and 0644.
+  systemd.services.k3s-vm-ssh-key = {
+    description = "k3s-vm: root's SSH key from the kernel command line";
+    wantedBy = [ "sshd.service" ];
+    before = [ "sshd.service" ];
+    unitConfig.DefaultDependencies = false;
+    after = [ "local-fs.target" ];
+    serviceConfig = {
+      Type = "oneshot";
+      RemainAfterExit = true;
+    };
+    path = [ pkgs.coreutils ];
+    script = ''
+      install -d -m 0755 /run/k3s-vm
+      key=
+      for word in $(cat /proc/cmdline); do
+        case "$word" in
+          k3s_vm.ssh_key=*) key=''${word#k3s_vm.ssh_key=} ;;
+        esac
+      done
+      umask 022
+      if [ -n "$key" ] && printf '%s' "$key" | base64 -d > /run/k3s-vm/authorized_keys.new; then
+        echo "k3s-vm: root's SSH key from the kernel command line"
+      else
+        echo "k3s-vm: no SSH key (k3s_vm.ssh_key=) on the kernel command line"
+        : > /run/k3s-vm/authorized_keys.new
+      fi
+      mv /run/k3s-vm/authorized_keys.new /run/k3s-vm/authorized_keys
+    '';
+  };
+  # Read besides the usual files (the option is a list that NixOS merges with its defaults).
+  services.openssh.authorizedKeysFiles = [ "/run/k3s-vm/authorized_keys" ];
+  # A key baked into the build, for those who build nix/ themselves; k3s-vm passes none.
   users.users.root.openssh.authorizedKeys.keys = lib.optional (sshPublicKey != "") sshPublicKey;
 
   # --- Build size and time -----------------------------------------------------------------

@@ -12,12 +12,13 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+self=$root/scripts/build-kubernetes.sh
 src=$root/fixtures/test-guest/real-kubernetes
-cache_root=${K3S_VM_TEST_KUBERNETES_DIR:-/var/cache/k3s-vm/kubernetes}
+cache_root=/var/cache/k3s-vm/kubernetes # where real-kubernetes.nix looks (its kubernetesCache)
 
 say() { echo "build-kubernetes: $*" >&2; }
 
-version=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$src/go.mod")
+version=$(sed -n 's/^[[:space:]]*k8s\.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$src/go.mod")
 if [ -z "$version" ]; then
   say "cannot read the Kubernetes version from $src/go.mod"
   exit 1
@@ -25,12 +26,12 @@ fi
 dir=$cache_root/$version
 
 if ! command -v go >/dev/null 2>&1; then
-  say "Go is not installed: Kubernetes $version is not built, so the tests on the real-Kubernetes test guest will be skipped (install Go 1.24 or newer and run $0)"
+  say "Go is not installed: Kubernetes $version is not built, so the tests on the real-Kubernetes test guest will be skipped (install Go 1.24 or newer and run $self)"
   exit 0
 fi
 
 # The sources that make the build: a change to any of them builds again.
-key=$(cd "$src" && cat go.mod go.sum main.go pause/main.go "$0" | sha256sum | cut -d' ' -f1)
+key=$(cd "$src" && cat go.mod go.sum main.go pause/main.go "$self" | sha256sum | cut -d' ' -f1)
 if [ -f "$dir/stamp" ] && [ "$(sed -n 's/^sources=//p' "$dir/stamp")" = "$key" ] &&
   [ -x "$dir/bin/kube" ] && [ -f "$dir/pause.tar" ]; then
   exit 0

@@ -3,8 +3,8 @@ import { buildParameters, runtimeFingerprint } from '../config/fingerprint.js';
 import { timeoutMsFor } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { throwIfAborted } from '../errors.js';
-import type { KeyPair } from '../guest/keys.js';
-import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../guest/readiness.js';
+import { authorizedKeyKernelParam, type KeyPair } from '../guest/keys.js';
+import { k3sReadinessSteps, requiredApiServicesFor, waitForReady, type ReadinessStep } from '../guest/readiness.js';
 import { restoreReadinessSteps } from '../guest/restore-readiness.js';
 import type { Logger } from '../log.js';
 import { buildVm } from '../nix/build-vm.js';
@@ -53,7 +53,7 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
   const disk = await checkDisk(dir, config, logger);
   const build = await buildVm(dir, {
     nix: config.nix,
-    parameters: buildParameters(config, plan.keys.publicKey),
+    parameters: buildParameters(config),
     nixBuild: config.nixBuild,
     logger,
     signal,
@@ -64,7 +64,16 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
   await settleDisk(dir, disk, { runScript: build.runScript, pathVariable: plan.env['PATH'] }, logger);
 
   const snapshot: SnapshotContext | undefined = config.snapshot
-    ? { dir, config, runScript: build.runScript, storePath: build.storePath, accel, env: plan.env, logger }
+    ? {
+        dir,
+        config,
+        runScript: build.runScript,
+        storePath: build.storePath,
+        sshPublicKey: plan.keys.publicKey,
+        accel,
+        env: plan.env,
+        logger,
+      }
     : undefined;
   const launch = { plan, ports, build, accel, timeoutMs, snapshot };
   if (snapshot && (await planRestore(snapshot)).restore) {
@@ -117,7 +126,8 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
     apiPort: ports.apiPort,
     sshPort: ports.sshPort,
     accel,
-    kernelParams: config.kernelParams,
+    // The instance's key travels on the kernel command line, after the user's parameters.
+    kernelParams: [...config.kernelParams, authorizedKeyKernelParam(plan.keys.publicKey)],
     extraQemuOptions: restore ? restoreOptions() : [],
     env: plan.env,
   });
@@ -172,6 +182,7 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
       contextName: config.name,
       nodeName: config.name,
       bootStartedAt: launchStarted,
+      requiredApiServices: requiredApiServicesFor(config.disable),
       deadline: launchStarted + timeoutMs,
       // After a restore, "node Ready" also believes the node's Lease (src/guest/restore-readiness.ts).
       steps: restore ? restoreReadinessSteps(plan.steps ?? k3sReadinessSteps, launchStarted) : plan.steps,

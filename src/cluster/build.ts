@@ -12,11 +12,12 @@ export async function buildCluster(options: ClusterOptions & { force?: boolean }
   const { config, dir, logger } = await prepare(options);
   const onWait = (pid: number) => logger.progress(`waiting for process ${pid}, which is using the VM`);
   return withLock(dir, { timeoutMs: buildLockTimeoutMs, signal: options.signal, onWait }, async () => {
-    // Under the lock: two first runs must not each make a key pair.
-    const keys = await ensureKeyPair(dir, `k3s-vm@${config.name}`);
+    // Under the lock: two first runs must not each make a key pair. (The build does not use
+    // it: the key reaches the VM at boot; setup makes it so that the first start need not.)
+    await ensureKeyPair(dir, `k3s-vm@${config.name}`);
     return buildVm(dir, {
       nix: config.nix,
-      parameters: buildParameters(config, keys.publicKey),
+      parameters: buildParameters(config),
       nixBuild: config.nixBuild,
       logger,
       signal: options.signal,

@@ -27,6 +27,8 @@ export interface SnapshotContext {
   readonly config: ResolvedConfig;
   readonly runScript: string;
   readonly storePath: string;
+  /** The key the booted guest trusts (given at its boot, src/guest/keys.ts). */
+  readonly sshPublicKey: string;
   readonly accel: 'kvm' | 'tcg';
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly logger: Logger;
@@ -42,6 +44,7 @@ export async function wantedSnapshotKey(context: SnapshotContext): Promise<Snaps
     cpus: config.cpus,
     accel: context.accel,
     kernelParams: config.kernelParams.join(' '),
+    sshPublicKey: context.sshPublicKey,
   };
 }
 

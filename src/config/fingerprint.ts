@@ -17,21 +17,23 @@ export const buildFields = [
   'extraModules',
 ] as const;
 
-/** The parameters the Nix expression receives: a change to any of them means a new build. */
+/**
+ * The parameters the Nix expression receives: a change to any of them means a new build.
+ * Nothing of one instance is among them (its SSH key reaches the VM at boot), so every state
+ * directory with the same options shares one build.
+ */
 export type BuildParameters = Pick<ResolvedConfig, (typeof buildFields)[number]> & {
-  readonly sshPublicKey: string;
   /** Image archives built into the VM; absent when there are none (so earlier builds keep their inputs hash). */
   readonly preloadImages?: readonly string[];
 };
 
-export function buildParameters(config: ResolvedConfig, sshPublicKey: string): BuildParameters {
+export function buildParameters(config: ResolvedConfig): BuildParameters {
   const picked = Object.fromEntries(buildFields.map((field) => [field, config[field]])) as Pick<
     ResolvedConfig,
     (typeof buildFields)[number]
   >;
   return {
     ...picked,
-    sshPublicKey: sshPublicKey.trim(),
     ...(config.preloadImages.length > 0 ? { preloadImages: config.preloadImages } : {}),
   };
 }

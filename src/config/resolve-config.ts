@@ -173,6 +173,30 @@ export function resolveConfig(
     return absolute;
   });
 
+  // Combinations that can never become ready: refused now instead of at the readiness deadline.
+  const offline = value('offline') ?? defaults.offline;
+  const airgapImages = value('airgapImages') ?? defaults.airgapImages;
+  const vm = value('kubeconfig') === undefined;
+  if (vm && offline && !airgapImages) {
+    const offlineLabel = sources.offline?.label ?? 'option offline';
+    const airgapLabel = sources.airgapImages?.label ?? 'option airgapImages';
+    throw new K3sVmError(
+      'CONFIG_INVALID',
+      `${offlineLabel} cuts the VM off from every registry, and ${airgapLabel} is false: K3s's own pods (CoreDNS, the storage provisioner, metrics-server) could never pull their images, so the cluster would never become ready`,
+      { hint: `leave ${airgapLabel} at its default (true), or turn ${offlineLabel} off` },
+    );
+  }
+  const extraK3sFlags = value('extraK3sFlags') ?? [];
+  const disableAgent = extraK3sFlags.find((flag) => /^--disable-agent(?:=(?!false$).*)?$/.test(flag));
+  if (vm && disableAgent !== undefined) {
+    const label = sources.extraK3sFlags?.label ?? 'option extraK3sFlags';
+    throw new K3sVmError(
+      'CONFIG_INVALID',
+      `${label} holds ${JSON.stringify(disableAgent)}: without its agent the K3s server registers no node, so "node Ready" would never pass and no pod could run`,
+      { hint: `remove ${disableAgent} from ${label}` },
+    );
+  }
+
   const cacheHome = env['XDG_CACHE_HOME'] || join(env['HOME'] || homedir(), '.cache');
 
   const kubeconfigValue = value('kubeconfig');
@@ -220,11 +244,11 @@ export function resolveConfig(
     nix,
     nixpkgs,
     k3sVersion: value('k3sVersion') ?? '',
-    offline: value('offline') ?? defaults.offline,
+    offline,
     snapshot: value('snapshot') ?? false,
-    extraK3sFlags: value('extraK3sFlags') ?? [],
+    extraK3sFlags,
     disable: value('disable') ?? defaults.disable,
-    airgapImages: value('airgapImages') ?? defaults.airgapImages,
+    airgapImages,
     extraModules,
     kernelParams: value('kernelParams') ?? [],
     debug: value('debug') ?? defaults.debug,

@@ -26,8 +26,23 @@ export function generateKeyPair(comment = 'k3s-vm'): KeyPair {
 }
 
 /**
+ * The kernel command-line word that gives the VM the instance's public key at boot (the run
+ * script's QEMU_KERNEL_PARAMS): the key is not part of the build, so every state directory with
+ * the same options shares one. The guest (nix/vm.nix, the test guest's rcS) decodes it into
+ * root's authorized keys at each boot. Base64, because a kernel parameter cannot hold the
+ * spaces of a key line; a dotted name, because the kernel hands unknown undotted `name=value`
+ * words to init as environment variables.
+ */
+export function authorizedKeyKernelParam(publicKey: string): string {
+  return `${authorizedKeyParamName}=${Buffer.from(publicKey.trim(), 'utf8').toString('base64')}`;
+}
+
+/** The name of the kernel parameter authorizedKeyKernelParam writes. */
+export const authorizedKeyParamName = 'k3s_vm.ssh_key';
+
+/**
  * Reads the instance key pair, generating it (0600) on first use, or anew when the stored one
- * cannot be read (the VM is then rebuilt with the new public key).
+ * cannot be read (the VM is then given the new public key at its next boot).
  */
 export async function ensureKeyPair(dir: InstanceDir, comment = 'k3s-vm'): Promise<KeyPair> {
   const privateKey = await dir.readText(files.sshKey);

@@ -25,6 +25,8 @@ export interface ReadinessContext {
   readonly nodeName: string | undefined;
   /** When this boot started (epoch ms); a Ready condition last reported before it is stale. */
   readonly bootStartedAt: number | undefined;
+  /** APIServices (`v1beta1.metrics.k8s.io`) that must be registered and answer before the cluster counts as ready. */
+  readonly requiredApiServices: readonly string[];
   /** The overall deadline (epoch ms). */
   readonly deadline: number;
   /** Aborts when the wait ends for any reason: deadline, VM gone, outer abort. */
@@ -83,6 +85,27 @@ function apiOf(context: ReadinessContext): KubeHttp | undefined {
 
 /** Each wait's connection to the API, closed when the wait ends. */
 const connections = new WeakMap<ReadinessContext, KubeHttp>();
+
+/**
+ * Throws unless the aggregated API of the APIService `name` (`<version>.<group>`) answers its
+ * discovery request through the API server now (the aggregator answers 503 while it cannot
+ * reach the service behind it).
+ */
+async function answersDiscovery(context: ReadinessContext, name: string): Promise<void> {
+  const dot = name.indexOf('.');
+  const path = `/apis/${name.slice(dot + 1)}/${name.slice(0, dot)}`;
+  const api = apiOf(context);
+  // A kubeconfig whose user needs client-node (an exec plugin) has no plain GET here; K3s's own
+  // (client certificates) always has one.
+  if (!api) return;
+  try {
+    await api.get(path, undefined, context.signal);
+  } catch (error) {
+    throw new Error(`APIService ${name} reads Available, but its API does not answer yet (GET ${path}: ${(error as Error).message})`, {
+      cause: error,
+    });
+  }
+}
 
 /** Epoch ms of a Kubernetes timestamp: a Date from client-node's typed API, a string from a watch. */
 function timeOf(value: unknown): number | undefined {
@@ -332,12 +355,17 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
     hint: 'an aggregated API (often metrics-server) is not available, which stalls namespace deletion: `k3s-vm kubectl get apiservices` shows which and why',
     async check(context) {
       const registration = kubeConfigOf(context).makeApiClient(clientNode().ApiregistrationV1Api);
+      const required = context.requiredApiServices;
       await listThenWatch(context, {
         path: '/apis/apiregistration.k8s.io/v1/apiservices',
         list: () => registration.listAPIService(),
-        // No aggregation layer at all: nothing can be unavailable.
-        absentMeansMet: true,
+        // No aggregation layer at all: nothing can be unavailable (unless an APIService is required).
+        absentMeansMet: required.length === 0,
         unmet: (services) => {
+          // K3s registers metrics-server's APIService only when its deploy controller applies the
+          // addon, after the API server is up: an empty or partial list is not "all available".
+          const missing = required.find((name) => !services.some((service) => service.metadata?.name === name));
+          if (missing) return `APIService ${missing} is not registered yet`;
           const unavailable = services.filter(
             (service) => conditionOf(service as { status?: { conditions?: Condition[] } }, 'Available')?.status !== 'True',
           );
@@ -348,6 +376,9 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
           return `APIService ${first.metadata?.name} is not Available (${conditionText(available, 'no Available condition')})${others}`;
         },
       });
+      // An Available condition can be the one stored before this boot (a kept disk): only an
+      // answer now from the API behind it shows it is available in this boot.
+      for (const name of required) await answersDiscovery(context, name);
     },
   },
   {
@@ -370,6 +401,14 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
   },
 ];
 
+/** The APIService K3s's packaged metrics-server registers. */
+export const metricsApiService = 'v1beta1.metrics.k8s.io';
+
+/** The APIServices a K3s with these packaged components turned off must have before it is ready. */
+export function requiredApiServicesFor(disable: readonly string[]): readonly string[] {
+  return disable.includes('metrics-server') ? [] : [metricsApiService];
+}
+
 export interface WaitForReadyOptions {
   /** The guest's SSH server: forwarded port and the instance key. */
   readonly target: SshTarget;
@@ -381,6 +420,11 @@ export interface WaitForReadyOptions {
   readonly nodeName?: string | undefined;
   /** When this boot started (Date or epoch ms): older Ready reports are stale. @default no staleness check */
   readonly bootStartedAt?: Date | number | undefined;
+  /**
+   * APIServices that must be registered, Available and answering ("API discovery complete"):
+   * `v1beta1.metrics.k8s.io` unless metrics-server is disabled (requiredApiServicesFor). @default []
+   */
+  readonly requiredApiServices?: readonly string[] | undefined;
   /** The overall deadline (epoch ms). */
   readonly deadline: number;
   /** @default k3sReadinessSteps */
@@ -414,6 +458,7 @@ class StepContext implements ReadinessContext {
     readonly contextName: string | undefined,
     readonly nodeName: string | undefined,
     readonly bootStartedAt: number | undefined,
+    readonly requiredApiServices: readonly string[],
     readonly deadline: number,
     readonly signal: AbortSignal,
   ) {}
@@ -489,6 +534,7 @@ export async function waitForReady(options: WaitForReadyOptions): Promise<ReadyC
     options.contextName,
     options.nodeName,
     bootStartedAt,
+    options.requiredApiServices ?? [],
     options.deadline,
     controller.signal,
   );

@@ -31,6 +31,12 @@ export interface BuildResult {
   readonly runScript: string;
   /** Whether Nix was invoked (false when the last build was reused). */
   readonly invokedNix: boolean;
+  /**
+   * Whether Nix built or downloaded anything: false when it was not invoked, or when it only
+   * evaluated and found every output in the store (another state directory's build of the same
+   * options, say).
+   */
+  readonly builtOrFetched: boolean;
   readonly durationMs: number;
 }
 
@@ -79,9 +85,6 @@ export function nixBuildArgs(nix: string, outLink: string, parameters: BuildPara
     '--argstr',
     'extraModulesJson',
     JSON.stringify(parameters.extraModules),
-    '--argstr',
-    'sshPublicKey',
-    parameters.sshPublicKey,
     // Only when there are any: the same arguments as before the parameter existed otherwise.
     ...(parameters.preloadImages?.length ? ['--argstr', 'preloadImagesJson', JSON.stringify(parameters.preloadImages)] : []),
   ];
@@ -135,7 +138,7 @@ export async function buildVm(dir: InstanceDir, options: BuildOptions): Promise<
   const existing = await currentBuild(dir);
   if (!options.force && stamp?.inputsHash === inputsHash && existing && existing.storePath === stamp.storePath) {
     options.logger.debug(`build inputs unchanged (${inputsHash.slice(0, 12)}); reusing ${existing.storePath}`);
-    return { ...existing, invokedNix: false, durationMs: Date.now() - started };
+    return { ...existing, invokedNix: false, builtOrFetched: false, durationMs: Date.now() - started };
   }
   throwIfAborted(options.signal);
   options.logger.progress(`building the VM with Nix from ${options.nix} (the first build can take a while)`);
@@ -203,8 +206,12 @@ export async function buildVm(dir: InstanceDir, options: BuildOptions): Promise<
     builtAt: new Date().toISOString(),
   } satisfies BuildStamp);
   const durationMs = Date.now() - started;
-  options.logger.progress(`built ${resolved.storePath} in ${(durationMs / 1000).toFixed(1)} s`);
-  return { ...resolved, invokedNix: true, durationMs };
+  options.logger.progress(
+    progress.didWork
+      ? `built ${resolved.storePath} in ${(durationMs / 1000).toFixed(1)} s`
+      : `the VM ${resolved.storePath} was already in the Nix store (checked in ${(durationMs / 1000).toFixed(1)} s)`,
+  );
+  return { ...resolved, invokedNix: true, builtOrFetched: progress.didWork, durationMs };
 }
 
 /** Turns a failed nix-build into an error that says what to do. */

@@ -1,6 +1,6 @@
 // Which nixpkgs a build will use, and whether it is already in the Nix store (answered without the network).
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { packageNixDir } from '../config/resolve-config.js';
 
@@ -59,11 +59,25 @@ const noNetworkEnv = {
 
 /** Resolves a nixpkgs setting ('' = the pinned revision) with nix/parameters.nix itself. */
 export async function nixpkgsSource(spec: string, options: DescribeNixpkgsOptions = {}): Promise<NixpkgsSource> {
-  const parameters = join(options.nixDir ?? packageNixDir, 'parameters.nix');
+  const parameters = resolve(options.nixDir ?? packageNixDir, 'parameters.nix');
+  // Both strings reach Nix as arguments: a path written into the expression would have to be
+  // a valid Nix path literal (a folder with a space or a `#` in its name is not).
   const result = await execa(
     options.nixInstantiate ?? 'nix-instantiate',
-    ['--eval', '--strict', '--json', '-E', `(import ${parameters}).nixpkgsSource (builtins.getEnv "K3S_VM_NIXPKGS_SPEC")`],
-    { reject: false, cancelSignal: options.signal, env: { K3S_VM_NIXPKGS_SPEC: spec } },
+    [
+      '--eval',
+      '--strict',
+      '--json',
+      '-E',
+      '{ parameters, spec }: (import (/. + parameters)).nixpkgsSource spec',
+      '--argstr',
+      'parameters',
+      parameters,
+      '--argstr',
+      'spec',
+      spec,
+    ],
+    { reject: false, cancelSignal: options.signal },
   );
   if (result.exitCode !== 0)
     throw new Error(

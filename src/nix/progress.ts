@@ -38,6 +38,9 @@ const ansi = /\u001b\[[0-9;]*m/g;
 export class NixProgress {
   private built = { done: 0, expected: 0 };
   private fetched = { done: 0, expected: 0 };
+  /** The highest counts of finished builds and fetches seen (Nix may lower them again at the end). */
+  private mostBuilt = 0;
+  private mostFetched = 0;
   private readonly transfers = new Map<number, Transfer>();
   private finishedBytes = 0;
   private expectedBytes = 0;
@@ -98,6 +101,8 @@ export class NixProgress {
     if (kind === ActivityType.Builds) this.built = { done, expected };
     else if (kind === ActivityType.CopyPaths) this.fetched = { done, expected };
     else return undefined;
+    this.mostBuilt = Math.max(this.mostBuilt, this.built.done);
+    this.mostFetched = Math.max(this.mostFetched, this.fetched.done);
     return { kind: 'progress' };
   }
 
@@ -106,6 +111,14 @@ export class NixProgress {
     let bytes = this.finishedBytes;
     for (const transfer of this.transfers.values()) bytes += transfer.done;
     return bytes;
+  }
+
+  /**
+   * Whether a derivation was built, a path fetched or anything downloaded. (Nix may announce a
+   * build of an output that turns out to be in the store: `started` then, never `didWork`.)
+   */
+  get didWork(): boolean {
+    return this.mostBuilt > 0 || this.mostFetched > 0 || this.downloadedBytes > 0;
   }
 
   /** Whether any work has been announced (nothing to show for an evaluation-only run). */

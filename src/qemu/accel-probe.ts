@@ -147,12 +147,21 @@ export async function readCachedProbe(cacheDir: string): Promise<KvmProbeResult 
   return cached && cached.bootId === bootId && bootId !== 'unknown' ? cached : undefined;
 }
 
+/**
+ * How long the loop may take in the probe whose verdict is cached for the whole host boot: a
+ * cold QEMU start on a loaded CI runner (its binary and libraries not yet in the page cache)
+ * can take seconds of its own, and a verdict of "unusable" would then stand until the reboot.
+ * A working KVM finishes the loop in a fraction of a second, so this costs time only where
+ * KVM does not work.
+ */
+export const cachedProbeTimeoutMs = 5000;
+
 /** The probe result for this host boot, from the cache when there is one. */
 export async function probeKvmCached(cacheDir: string, options: ProbeOptions = {}): Promise<KvmProbeResult & { cached: boolean }> {
   const cached = await readCachedProbe(cacheDir);
   if (cached) return { ...cached, cached: true };
   const cacheFile = join(cacheDir, probeCacheFile);
-  const fresh = await probeKvm(options);
+  const fresh = await probeKvm({ ...options, timeoutMs: options.timeoutMs ?? cachedProbeTimeoutMs });
   if (/was not found$/.test(fresh.reason)) return { ...fresh, cached: false };
   await mkdir(cacheDir, { recursive: true })
     .then(() => writeFile(cacheFile, `${JSON.stringify(fresh)}\n`))

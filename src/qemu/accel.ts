@@ -1,4 +1,6 @@
 // Chooses the accelerator: a probe decides `auto`; `kvm` insists; `tcg` forces emulation.
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { emulationTimeoutFactor } from '../config/defaults.js';
 import type { Accel } from '../config/options.js';
 import { K3sVmError } from '../errors.js';
@@ -39,11 +41,33 @@ export async function chooseAccel(options: ChooseAccelOptions): Promise<'kvm' | 
 }
 
 /**
- * Refuses `kvm` at once when this host boot's cached probe already found KVM unusable, so
- * the refusal comes before a build instead of after it. Runs no probe itself.
+ * Refuses `kvm` before a build (which can take many minutes) when KVM can be seen not to work
+ * without the VM's own QEMU: this host boot's cached probe found it unusable, or, with nothing
+ * cached, /dev/kvm is missing or closed to this user, or a QEMU on PATH (where there is one)
+ * cannot run guest code under it. Otherwise the probe with the VM's own QEMU follows the build
+ * (chooseAccel): hosted CI images have no QEMU on PATH.
  */
-export async function refuseKnownDeadKvm(options: Pick<ChooseAccelOptions, 'accel' | 'cacheDir'>): Promise<void> {
+export async function refuseKnownDeadKvm(
+  options: Pick<ChooseAccelOptions, 'accel' | 'cacheDir'> & { readonly devKvm?: string; readonly qemu?: string },
+): Promise<void> {
   if (options.accel !== 'kvm') return;
   const cached = await readCachedProbe(options.cacheDir);
-  if (cached && !cached.usable) throw kvmUnusable(cached.reason);
+  if (cached) {
+    if (!cached.usable) throw kvmUnusable(cached.reason);
+    return;
+  }
+  const devKvm = options.devKvm ?? '/dev/kvm';
+  try {
+    await access(devKvm, constants.R_OK | constants.W_OK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw kvmUnusable(
+      code === 'ENOENT'
+        ? `${devKvm} does not exist (no hardware virtualisation, or the kvm module is not loaded)`
+        : `${devKvm} is not accessible to this user (${code})`,
+    );
+  }
+  // probeKvmCached does not cache a QEMU that was not found; it caches every other verdict.
+  const probe = await probeKvmCached(options.cacheDir, { qemu: options.qemu ?? 'qemu-system-x86_64', devKvm });
+  if (!probe.usable && !/was not found$/.test(probe.reason)) throw kvmUnusable(probe.reason);
 }

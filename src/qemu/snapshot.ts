@@ -32,6 +32,11 @@ export interface SnapshotKey {
   readonly accel: 'kvm' | 'tcg';
   /** The kernel command line is the saved boot's: a restore does not boot. */
   readonly kernelParams: string;
+  /**
+   * The instance's public key, which the saved boot's guest was given on its command line: a
+   * new key pair (the old one was damaged) would not be let in by the restored guest.
+   */
+  readonly sshPublicKey: string;
 }
 
 /** snapshot.json: the key, and which snapshot in the disk it describes. */

@@ -208,6 +208,7 @@ describe('snapshots on the test guest', () => {
       config: configOf({ ...options, kernelParams: ['k3s_fake.node_ready_delay_ms=1'] }),
       runScript: join(storePath, 'bin', 'run-test-guest-vm'),
       storePath,
+      sshPublicKey: readFileSync(dir.file(files.sshPublicKey), 'utf8').trim(),
       accel: 'tcg',
       env: testGuestEnv(),
       logger: damagedLogger,

@@ -118,6 +118,23 @@ describe('resolveConfig', () => {
     expect(error.message).toContain('option memoryMiB=-1');
   });
 
+  it('refuses offline without the air-gap images, naming both settings (the cluster could never pull its own images)', () => {
+    const error = refused({ K3S_VM_OFFLINE: '1' }, { airgapImages: false });
+    expect(error.message).toMatch(/^K3S_VM_OFFLINE cuts the VM off from every registry, and option airgapImages is false: /);
+    expect(error.hint).toBe('leave option airgapImages at its default (true), or turn K3S_VM_OFFLINE off');
+    expect(resolveConfig({ offline: true }, {}, project)).toMatchObject({ offline: true, airgapImages: true });
+    expect(resolveConfig({ airgapImages: false }, {}, project)).toMatchObject({ offline: false, airgapImages: false });
+  });
+
+  it('refuses --disable-agent among the extra K3s flags (no node would ever register)', () => {
+    for (const flag of ['--disable-agent', '--disable-agent=true']) {
+      const error = refused({}, { extraK3sFlags: ['--node-label=a=b', flag] });
+      expect(error.message).toContain(`option extraK3sFlags holds ${JSON.stringify(flag)}: without its agent`);
+      expect(error.hint).toBe(`remove ${flag} from option extraK3sFlags`);
+    }
+    expect(resolveConfig({ extraK3sFlags: ['--disable-agent=false'] }, {}, project).extraK3sFlags).toEqual(['--disable-agent=false']);
+  });
+
   it('refuses the same fixed port for the API and SSH', () => {
     expect(() => resolveConfig({}, { K3S_VM_API_PORT: '20000', K3S_VM_SSH_PORT: '20000' }, project)).toThrow(/both 20000/);
   });

@@ -9,10 +9,10 @@ import { files } from '../../src/state/files.js';
 import { consumerEnv } from '../helpers/consumer.js';
 import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
 
-/** One key pair for the whole suite, so its state directories share one test-guest build per VM name. */
+/** One key pair for the whole suite: its state directories start with the same keys. */
 const sharedKeys = join(tmpdir(), 'k3s-vm-faults-keys');
 
-/** A new state directory that already has the suite's key pair (a key of its own means a build of its own). */
+/** A new state directory that already has the suite's key pair. */
 export function seededStateDir(label: string): string {
   if (!existsSync(join(sharedKeys, files.sshPublicKey))) {
     const staging = mkdtempSync(join(tmpdir(), 'k3s-vm-faults-keys-'));

@@ -13,6 +13,8 @@ import type { Logger } from '../../src/log.js';
 import { guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from '../../src/guest/kubeconfig.js';
 import {
   k3sReadinessSteps,
+  metricsApiService,
+  requiredApiServicesFor,
   waitForReady,
   type ReadinessContext,
   type ReadinessStep,
@@ -402,6 +404,7 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
       nodeName,
       contextName: 'my-vm',
       bootStartedAt: Date.now(),
+      requiredApiServices: requiredApiServicesFor(['traefik']),
       ...overrides,
     });
   }
@@ -580,6 +583,80 @@ describe('the K3s steps against the fake K3s API (a test double)', () => {
     }
   });
 
+  describe("metrics-server's APIService", () => {
+    /** An API server that answers the APIService list and the metrics API's discovery as told. */
+    async function aggregator(services: readonly string[], metricsStatus: () => number) {
+      const { api } = await fakeApi();
+      const server = createHttpsServer(
+        { key: readFileSync(join(tlsDir, 'server.key')), cert: readFileSync(join(tlsDir, 'server.crt')) },
+        (request, response) => {
+          const url = request.url ?? '';
+          if (url.startsWith('/apis/apiregistration.k8s.io/v1/apiservices') && !url.includes('watch=true')) {
+            const items = services.map((name) => ({
+              metadata: { name },
+              status: { conditions: [{ type: 'Available', status: 'True', reason: 'Passed', lastTransitionTime: '2026-01-01T00:00:00Z' }] },
+            }));
+            response.writeHead(200, { 'Content-Type': 'application/json' });
+            response.end(JSON.stringify({ kind: 'APIServiceList', apiVersion: 'apiregistration.k8s.io/v1', metadata: {}, items }));
+          } else if (url.startsWith('/apis/metrics.k8s.io/v1beta1')) {
+            const status = metricsStatus();
+            response.writeHead(status, { 'Content-Type': 'application/json' });
+            response.end(
+              JSON.stringify(status === 200 ? { kind: 'APIResourceList', groupVersion: 'metrics.k8s.io/v1beta1' } : { code: status }),
+            );
+          } else {
+            // A watch that ends at once (the step then tries again).
+            response.writeHead(200, { 'Content-Type': 'application/json' });
+            response.end();
+          }
+        },
+      );
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const port = (server.address() as AddressInfo).port;
+      const close = async () => {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      };
+      return { kubeconfig: rewriteKubeconfig(api.kubeconfig, port).kubeconfig, close };
+    }
+
+    it('is required unless metrics-server is disabled', () => {
+      expect(requiredApiServicesFor(['traefik'])).toEqual(['v1beta1.metrics.k8s.io']);
+      expect(requiredApiServicesFor([])).toEqual(['v1beta1.metrics.k8s.io']);
+      expect(requiredApiServicesFor(['traefik', 'metrics-server'])).toEqual([]);
+    });
+
+    it('must be registered: a list of APIServices that are all Available but lacks it does not pass', async () => {
+      const server = await aggregator(['v1.', 'v1.apps'], () => 200);
+      try {
+        const step = k3sReadinessSteps[5]!;
+        const context = stepContext(server.kubeconfig);
+        await expect(step.check({ ...context, requiredApiServices: [metricsApiService] })).rejects.toThrow(
+          'APIService v1beta1.metrics.k8s.io is not registered yet',
+        );
+        // A cluster with metrics-server disabled has nothing more to wait for.
+        await step.check(stepContext(server.kubeconfig));
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('must answer now: a stored Available condition is not believed while its API answers 503', async () => {
+      let status = 503;
+      const server = await aggregator(['v1.', metricsApiService], () => status);
+      try {
+        const context = { ...stepContext(server.kubeconfig), requiredApiServices: [metricsApiService] };
+        await expect(k3sReadinessSteps[5]!.check(context)).rejects.toThrow(
+          'APIService v1beta1.metrics.k8s.io reads Available, but its API does not answer yet (GET /apis/metrics.k8s.io/v1beta1: HTTP 503)',
+        );
+        status = 200;
+        await k3sReadinessSteps[5]!.check(context);
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
   it('waits for the default ServiceAccount, watching for it', async () => {
     const { api, requests } = await fakeApi({ serviceAccountDelayMs: 1000 });
     await waitForReady(k3sOptions(api));
@@ -617,6 +694,7 @@ function stepContext(kubeconfig: string): ReadinessContext {
     contextName: undefined,
     nodeName: undefined,
     bootStartedAt: undefined,
+    requiredApiServices: [],
     deadline: Date.now() + 60_000,
     signal: new AbortController().signal,
     kubeconfig,

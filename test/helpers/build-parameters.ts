@@ -4,8 +4,22 @@ import type { StartOptions } from '../../src/cluster/index.js';
 import { resolveConfig } from '../../src/config/resolve-config.js';
 import { repoRoot } from './test-guest.js';
 
-/** A small VM's parameters, with a public key of its own (so each call names a new derivation). */
+/**
+ * A small VM's parameters, with a K3s flag of its own (so each call names a new derivation of
+ * test/helpers/tiny-vm.nix, which Nix then really builds).
+ */
 export function testBuildParameters(label: string, options: Partial<StartOptions> = {}): BuildParameters {
-  const config = resolveConfig({ projectRoot: repoRoot, name: label, memoryMiB: 1024, diskSizeMiB: 2048, ...options }, {});
-  return buildParameters(config, `ssh-ed25519 AAAA ${label}-${process.pid}-${Date.now()}`);
+  const unique = `--node-label=k3s-vm-test=${label}-${process.pid}-${Date.now()}`;
+  const config = resolveConfig(
+    {
+      projectRoot: repoRoot,
+      name: label,
+      memoryMiB: 1024,
+      diskSizeMiB: 2048,
+      ...options,
+      extraK3sFlags: [...(options.extraK3sFlags ?? []), unique],
+    },
+    {},
+  );
+  return buildParameters(config);
 }

@@ -10,7 +10,7 @@ export const realGuestNix = join(repoRoot, 'fixtures', 'test-guest', 'real-kuber
 /** The Kubernetes release the real guest runs: the one fixtures/test-guest/real-kubernetes/go.mod pins. */
 export function kubernetesVersion(): string {
   const goMod = readFileSync(join(repoRoot, 'fixtures', 'test-guest', 'real-kubernetes', 'go.mod'), 'utf8');
-  const version = /^require k8s\.io\/kubernetes (v[0-9.]+)$/m.exec(goMod)?.[1];
+  const version = /^\s*k8s\.io\/kubernetes (v[0-9.]+)$/m.exec(goMod)?.[1];
   if (!version) throw new Error('fixtures/test-guest/real-kubernetes/go.mod pins no k8s.io/kubernetes version');
   return version;
 }

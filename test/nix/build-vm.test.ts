@@ -13,7 +13,7 @@ const root = mkdtempSync(join(tmpdir(), 'k3s-vm-nix-'));
 const counter = join(root, 'nix-build-calls');
 const wrapper = join(root, 'nix-build-counting');
 const params = testBuildParameters('tiny', { cpus: 2 });
-// (A key of its own makes this run's derivation new, so Nix really builds and its output streams.)
+// (A K3s flag of its own makes this run's derivation new, so Nix really builds and its output streams.)
 
 const calls = () => (existsSync(counter) ? readFileSync(counter, 'utf8').split('\n').filter(Boolean).length : 0);
 
@@ -36,8 +36,7 @@ describe('buildVm with the real nix-build', () => {
   it('passes the parameters as function arguments, never as pasted text', () => {
     const args = nixBuildArgs('/expr', '/out', {
       ...params,
-      extraK3sFlags: ['--disable=traefik'],
-      sshPublicKey: 'ssh-ed25519 AAAA "quoted" key',
+      extraK3sFlags: ['--disable=traefik', '--node-label=a "quoted" b'],
     });
     expect(args).toEqual([
       '/expr',
@@ -66,7 +65,7 @@ describe('buildVm with the real nix-build', () => {
       'false',
       '--argstr',
       'extraK3sFlagsJson',
-      '["--disable=traefik"]',
+      '["--disable=traefik","--node-label=a \\"quoted\\" b"]',
       '--argstr',
       'disableJson',
       '["traefik"]',
@@ -76,9 +75,6 @@ describe('buildVm with the real nix-build', () => {
       '--argstr',
       'extraModulesJson',
       '[]',
-      '--argstr',
-      'sshPublicKey',
-      'ssh-ed25519 AAAA "quoted" key',
     ]);
   });
 

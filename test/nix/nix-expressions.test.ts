@@ -39,7 +39,7 @@ describe('the Nix expressions', () => {
       expect(config.nix).toBe(packageNixDir);
       const dir = new InstanceDir(freshStateDir('nixos'));
       await dir.ensure();
-      const parameters = { ...buildParameters(config, 'ssh-ed25519 AAAA test'), nixpkgs: '<nixpkgs>' };
+      const parameters = { ...buildParameters(config), nixpkgs: '<nixpkgs>' };
       const error = await buildVm(dir, { nix: config.nix, parameters, logger: recordingLogger() }).catch((e: unknown) => e);
       expect(error).toMatchObject({ code: 'NIXPKGS_MISSING', hint: expect.stringContaining('NIX_PATH') });
     },
@@ -50,7 +50,7 @@ describe('the Nix expressions', () => {
     const dir = new InstanceDir(freshStateDir('nixos'));
     await dir.ensure();
     // The .invalid domain never resolves (RFC 2606), on any host.
-    const parameters = { ...buildParameters(config, 'ssh-ed25519 AAAA test'), nixpkgs: 'https://nixpkgs.invalid/nixpkgs.tar.gz' };
+    const parameters = { ...buildParameters(config), nixpkgs: 'https://nixpkgs.invalid/nixpkgs.tar.gz' };
     const error = await buildVm(dir, { nix: config.nix, parameters, logger: recordingLogger() }).catch((e: unknown) => e);
     expect(error).toMatchObject({
       code: 'NIXPKGS_MISSING',

@@ -1,5 +1,5 @@
 // Which nixpkgs a build uses and whether it is already in the store, told without the network.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -63,6 +63,14 @@ describe('describeNixpkgs', () => {
     expect(searchPath.source).toMatch(/^<nixpkgs> from the Nix search path/);
   });
 
+  it('reads nix/parameters.nix from a folder whose name is no Nix path literal (a space, a #)', async () => {
+    const nixDir = join(root, 'a folder #1', 'nix');
+    mkdirSync(nixDir, { recursive: true });
+    for (const file of ['parameters.nix', 'nixpkgs.json']) copyFileSync(join(repoRoot, 'nix', file), join(nixDir, file));
+    expect(await nixpkgsSource('', { nixDir })).toMatchObject({ kind: 'pinned' });
+    expect(await nixpkgsSource('nixos-25.11', { nixDir })).toMatchObject({ kind: 'channel' });
+  });
+
   it('reports a setting nix/parameters.nix refuses', async () => {
     expect(await describeNixpkgs('25.05')).toMatchObject({
       inStore: undefined,
@@ -72,11 +80,36 @@ describe('describeNixpkgs', () => {
 });
 
 describe('the pin', () => {
-  it('is the same revision in nix/nixpkgs.json and in the flake input', async () => {
-    const { readFileSync } = await import('node:fs');
-    const pin = JSON.parse(readFileSync(join(repoRoot, 'nix', 'nixpkgs.json'), 'utf8')) as { rev: string; branch: string };
+  const pin = JSON.parse(readFileSync(join(repoRoot, 'nix', 'nixpkgs.json'), 'utf8')) as {
+    rev: string;
+    branch: string;
+    sha256: string;
+  };
+
+  it('is the same revision in nix/nixpkgs.json, the flake input, flake.lock and the README', () => {
     expect(pin.rev).toMatch(/^[0-9a-f]{40}$/);
     expect(pin.branch).toMatch(/^nixos-\d\d\.\d\d$/);
     expect(readFileSync(join(repoRoot, 'flake.nix'), 'utf8')).toContain(`inputs.nixpkgs.url = "github:NixOS/nixpkgs/${pin.rev}";`);
+    const lock = JSON.parse(readFileSync(join(repoRoot, 'flake.lock'), 'utf8')) as FlakeLock;
+    const node = lock.nodes[lock.nodes[lock.root]?.inputs?.['nixpkgs'] ?? ''];
+    expect(node?.locked).toMatchObject({ type: 'github', owner: 'NixOS', repo: 'nixpkgs', rev: pin.rev });
+    expect(node?.original).toEqual({ type: 'github', owner: 'NixOS', repo: 'nixpkgs', rev: pin.rev });
+    // What scripts/pin-nixpkgs.mjs replaces when it moves the pin.
+    expect(readFileSync(join(repoRoot, 'README.md'), 'utf8')).toContain(`\`${pin.rev}\`, ${pin.branch}`);
+  });
+
+  it("records one hash for the tarball: nixpkgs.json's sha256 is flake.lock's narHash", async () => {
+    expect(pin.sha256).toMatch(/^[0-9a-z]{52}$/);
+    const lock = JSON.parse(readFileSync(join(repoRoot, 'flake.lock'), 'utf8')) as FlakeLock;
+    const sri = await execa('nix', ['--extra-experimental-features', 'nix-command', 'hash', 'to-sri', '--type', 'sha256', pin.sha256]);
+    expect(lock.nodes['nixpkgs']?.locked?.narHash).toBe(String(sri.stdout).trim());
   });
 });
+
+interface FlakeLock {
+  readonly root: string;
+  readonly nodes: Record<
+    string,
+    { inputs?: Record<string, string>; locked?: Record<string, unknown>; original?: Record<string, unknown> } | undefined
+  >;
+}

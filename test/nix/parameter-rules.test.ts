@@ -107,7 +107,7 @@ describe('nix/default.nix checks its arguments with parameters.nix', () => {
       { projectRoot: repoRoot, memoryMiB: 1024, diskSizeMiB: 2048, k3sVersion: '1.31', offline: true, extraK3sFlags: ['--node-label=a b'] },
       {},
     );
-    const parameters = buildParameters(config, 'ssh-ed25519 AAAA test');
+    const parameters = buildParameters(config);
     // nixBuildArgs' own list, without the expression and the out-link it starts with.
     const args = nixBuildArgs(join(repoRoot, 'nix'), '/unused', parameters).slice(3);
     const result = await execa('nix-instantiate', nixArgs(...args), { reject: false });

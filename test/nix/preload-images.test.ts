@@ -51,12 +51,12 @@ describe('the preloadImages rule', () => {
   it('is a build parameter: passed to nix-build only when there are any', () => {
     const config = resolveConfig({ projectRoot: scratch, preloadImages: ['images/app.tar.gz'] }, {});
     expect(config.preloadImages).toEqual([join(scratch, 'images/app.tar.gz')]);
-    const parameters = buildParameters(config, 'ssh-ed25519 AAAA');
+    const parameters = buildParameters(config);
     expect(nixBuildArgs('/expr', '/out', parameters).slice(-2)).toEqual([
       'preloadImagesJson',
       JSON.stringify([join(scratch, 'images/app.tar.gz')]),
     ]);
-    const none = buildParameters(resolveConfig({ projectRoot: scratch }, {}), 'ssh-ed25519 AAAA');
+    const none = buildParameters(resolveConfig({ projectRoot: scratch }, {}));
     expect(none).not.toHaveProperty('preloadImages');
     expect(nixBuildArgs('/expr', '/out', none)).not.toContain('preloadImagesJson');
   });

@@ -36,6 +36,20 @@ describe('NixProgress', () => {
     expect(progress.summary()).toBe('built 2 of 120 derivations, fetched 450 of 1800 paths, 150 of 1500 MiB downloaded');
   });
 
+  it('tells a run that built something from one that only found its outputs in the store', () => {
+    const start = '@nix {"action":"start","id":2,"level":0,"text":"","type":104}';
+    // What Nix 2.8 writes for an output already in the store: one build announced, none done.
+    const found = readAll([start, '@nix {"action":"result","fields":[0,1,0,0],"id":2,"type":105}']).progress;
+    expect(found.started).toBe(true);
+    expect(found.didWork).toBe(false);
+    const built = readAll([
+      start,
+      '@nix {"action":"result","fields":[1,1,0,0],"id":2,"type":105}',
+      '@nix {"action":"result","fields":[0,0,0,0],"id":2,"type":105}',
+    ]).progress;
+    expect(built.didWork).toBe(true);
+  });
+
   it('turns messages and build output into plain text (no colour codes)', () => {
     const { events } = readAll([
       '@nix {"action":"msg","level":0,"msg":"\\u001b[31;1merror:\\u001b[0m builder for \'/nix/store/x.drv\' failed"}',

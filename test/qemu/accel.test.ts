@@ -1,6 +1,6 @@
 // Choosing the accelerator: the probe decides `auto`, `kvm` insists, `tcg` forces emulation.
 // The probe result is seeded in a cache directory of the test's own, so every branch runs on every host.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -32,6 +32,20 @@ describe('the accelerator', () => {
     // Known before any build: the cached verdict refuses at once.
     await expect(refuseKnownDeadKvm({ accel: 'kvm', cacheDir })).rejects.toMatchObject({ code: 'KVM_UNUSABLE' });
     await expect(refuseKnownDeadKvm({ accel: 'auto', cacheDir })).resolves.toBeUndefined();
+  });
+
+  it('with K3S_VM_ACCEL=kvm and nothing cached, refuses a missing /dev/kvm before any build, and leaves the rest to the probe after it', async () => {
+    const empty = () => mkdtempSync(join(tmpdir(), 'k3s-vm-accel-'));
+    await expect(refuseKnownDeadKvm({ accel: 'kvm', cacheDir: empty(), devKvm: '/nonexistent/kvm' })).rejects.toMatchObject({
+      code: 'KVM_UNUSABLE',
+      message:
+        'K3S_VM_ACCEL=kvm, but KVM is not usable: /nonexistent/kvm does not exist (no hardware virtualisation, or the kvm module is not loaded)',
+    });
+    // No QEMU to probe with before the build (a hosted runner has none on PATH): the VM's own
+    // QEMU is probed after it.
+    const cacheDir = empty();
+    await expect(refuseKnownDeadKvm({ accel: 'kvm', cacheDir, devKvm: '/dev/null', qemu: '/nonexistent/qemu' })).resolves.toBeUndefined();
+    expect(existsSync(join(cacheDir, 'kvm-probe.json'))).toBe(false);
   });
 
   it('falls back to emulation with a warning under auto when KVM is unusable', async () => {

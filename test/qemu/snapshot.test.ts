@@ -16,6 +16,7 @@ const key: SnapshotKey = {
   cpus: 2,
   accel: 'tcg',
   kernelParams: '',
+  sshPublicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOne k3s-vm@test-guest',
 };
 const inDisk = [{ id: '1', name: snapshotTag, vmStateBytes: 155_000_000, dateSec: 1_790_000_000, dateNsec: 5 }];
 const record: SnapshotRecord = {
@@ -39,6 +40,7 @@ describe('whether a snapshot can be restored', () => {
     ['cpus', 4],
     ['accel', 'kvm'],
     ['kernelParams', 'k3s_fake.node_ready_delay_ms=5'],
+    ['sshPublicKey', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITwo k3s-vm@test-guest'],
   ] as const)('is not when %s differs, and the reason names it with both values', (field, value) => {
     const reason = whyNotRestorable(record, { ...key, [field]: value }, inDisk);
     expect(reason).toContain(`${field}: ${String(key[field])} → ${String(value)}`);
