@@ -22,7 +22,7 @@ import {
   waitFor,
 } from '../../src/cluster/index.js';
 import { K3sVmError } from '../../src/errors.js';
-import { consumerVitestProject, envWithoutK3sVm, linkPackage, runIn } from '../helpers/consumer.js';
+import { consumerJestProject, consumerVitestProject, envWithoutK3sVm, linkPackage, runIn } from '../helpers/consumer.js';
 import { writeImageArchive } from '../helpers/image-archive.js';
 import { describeReal, realGuest, realKubeConfig } from '../helpers/real-cluster.js';
 import { recordingLogger, repoRoot } from '../helpers/test-guest.js';
@@ -354,5 +354,28 @@ describeReal('diagnostics of a failed test in a Vitest project', () => {
     const namespace = await realKubeConfig().makeApiClient(CoreV1Api).readNamespace({ name: kept! });
     expect(namespace.status?.phase).toBe('Active');
     await realKubeConfig().makeApiClient(CoreV1Api).deleteNamespace({ name: kept! });
+  });
+});
+
+describeReal('diagnostics of a failed test in a Jest project', () => {
+  const project = consumerJestProject;
+  beforeAll(() => linkPackage(project));
+
+  it('prints them with the failure under k3s-vm/jest/environment, and nothing for the passing test', async () => {
+    const result = await runIn(project, 'jest', ['--config', 'jest.diagnostics.config.js', '--runInBand'], {
+      ...envWithoutK3sVm(),
+      PATH: `${join(repoRoot, 'node_modules', '.bin')}:${process.env['PATH'] ?? ''}`,
+      NODE_OPTIONS: '--experimental-vm-modules --no-warnings',
+      K3S_VM_KUBECONFIG: realGuest()!.provided.kubeconfigPath,
+      K3S_VM_ALLOW_CONTEXTS: '*',
+      DIAGNOSTICS_IMAGE: image,
+      NO_COLOR: '1',
+    });
+    expect(result.exitCode, result.all).toBe(1);
+    expect(result.all).toMatch(/Tests:\s+1 failed, 1 passed, 2 total/);
+    expect(result.all).toMatch(/Expected: "healthy"\s+Received: "degraded"/);
+    const reports = result.all.match(/k3s-vm diagnostics of namespace t-a-failing-jest-test-[a-z0-9-]+ \(collected in \d+\.\d+ s\)/g) ?? [];
+    expect(reports, result.all).toHaveLength(1);
+    expect(result.all).toMatch(/ {2}talker\/app:\n\s+boom from the jest test/);
   });
 });
