@@ -9,7 +9,7 @@ import { consumerEnv, consumerVitestProject as project, linkPackage, qemuProcess
 import { interruptDuringTests } from '../helpers/interrupt.js';
 import { readQemuPid, useStateDirs } from '../helpers/state-dirs.js';
 import { repoRoot } from '../helpers/test-guest.js';
-import { examplesNeedingPods } from '../../fixtures/consumer-vitest/examples-needing-pods.js';
+import { examplesNeedingPods } from '../../fixtures/consumer-vitest/examples-needing-pods.ts';
 
 const dirs = useStateDirs();
 beforeAll(() => linkPackage(project));
