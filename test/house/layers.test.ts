@@ -20,7 +20,10 @@ describe('the layer order', () => {
   it('keeps the Kubernetes layer below the cluster API, and adapters out of it', async () => {
     const up = await problemsOf('src/kube/example.ts', "import { startCluster } from '../cluster/index.js';\nvoid startCluster;\n");
     expect(up).toEqual([expect.stringMatching(/src\/kube is below cluster, adapters/)]);
-    const reaching = await problemsOf('src/adapters/vitest/example.ts', "import { waitFor } from '../../kube/wait-for.js';\nvoid waitFor;\n");
+    const reaching = await problemsOf(
+      'src/adapters/vitest/example.ts',
+      "import { waitFor } from '../../kube/wait-for.js';\nvoid waitFor;\n",
+    );
     expect(reaching).toEqual([expect.stringMatching(/adapters use only the cluster API/)]);
   });
 
