@@ -31,6 +31,9 @@ export type K3sVmErrorCode =
   | 'WORKLOAD_INVALID'
   | 'IMAGE_IMPORT_FAILED'
   | 'APPLY_FAILED'
+  | 'SNAPSHOT_REFUSED'
+  | 'REWIND_FAILED'
+  | 'VM_IN_USE'
   | 'ABORTED';
 
 export interface K3sVmErrorOptions {

@@ -15,6 +15,8 @@ export { stopCluster, type StopClusterResult } from './stop.js';
 export { clusterStatus, kubectlTarget, runningCluster, type ClusterStatus } from './status.js';
 export { resetCluster } from './reset.js';
 export { deleteClusterSnapshot } from './snapshot.js';
+export { rewindCluster, rewindCluster as rewind, type RewindOptions, type RewindResult } from './rewind.js';
+export { deleteNamedSnapshot, listSnapshots, saveNamedSnapshot, type SnapshotEntry } from './named-snapshots.js';
 export { buildCluster, type BuildResult } from './build.js';
 export { diagnose, type Check } from './doctor.js';
 export { execInCluster, sshClientArgs } from './connect.js';

@@ -79,7 +79,7 @@ async function startVm(options: StartOptions, resolved: ResolvedConfig, startedA
     return { keys, acquired };
   });
 
-  return withConfiguredWorkload(createStartedCluster({ config, dir, keys, acquired, startedAt, logger }), logger, signal);
+  return withConfiguredWorkload(createStartedCluster({ config, dir, keys, acquired, startedAt, logger, env: environment(options.env) }), logger, signal);
 }
 
 /**

@@ -85,14 +85,15 @@ export function whyNotRestorable(
   record: SnapshotRecord | undefined,
   wanted: SnapshotKey,
   inDisk: readonly InternalSnapshot[],
+  tag: string = snapshotTag,
 ): string | undefined {
-  const found = inDisk.find((entry) => entry.name === snapshotTag);
+  const found = inDisk.find((entry) => entry.name === tag);
   if (!record)
     return found
       ? 'the disk holds a snapshot without a record of what it was saved from (a save that did not finish)'
       : 'there is no snapshot yet';
   if (
-    record.tag !== snapshotTag ||
+    record.tag !== tag ||
     typeof record.key !== 'object' ||
     record.key === null ||
     typeof record.disk !== 'object' ||
@@ -155,11 +156,16 @@ export async function listInternalSnapshots(
   return parseInternalSnapshots(await readImageInfo(await qemuImgFor(runScript, pathVariable), disk));
 }
 
-/** Deletes the snapshot from a disk no QEMU has open. */
-export async function deleteInternalSnapshot(disk: string, runScript: string, pathVariable: string | undefined): Promise<void> {
+/** Deletes a snapshot (by default the ready-state one) from a disk no QEMU has open. */
+export async function deleteInternalSnapshot(
+  disk: string,
+  runScript: string,
+  pathVariable: string | undefined,
+  tag: string = snapshotTag,
+): Promise<void> {
   const qemuImg = await qemuImgFor(runScript, pathVariable);
-  const result = await execa(qemuImg, ['snapshot', '-d', snapshotTag, disk], { reject: false, env: { LC_ALL: 'C' } });
-  if (result.exitCode !== 0) throw new Error(`qemu-img snapshot -d ${snapshotTag} ${disk} failed: ${String(result.stderr ?? '').trim()}`);
+  const result = await execa(qemuImg, ['snapshot', '-d', tag, disk], { reject: false, env: { LC_ALL: 'C' } });
+  if (result.exitCode !== 0) throw new Error(`qemu-img snapshot -d ${tag} ${disk} failed: ${String(result.stderr ?? '').trim()}`);
 }
 
 /**
@@ -167,13 +173,58 @@ export async function deleteInternalSnapshot(disk: string, runScript: string, pa
  * runs on after it). QEMU answers a failed savevm with text, not a QMP error: any text is one.
  * Returns the machine type QEMU runs.
  */
-export async function saveInternalSnapshot(qmpSocket: string): Promise<{ machine: string }> {
+export async function saveInternalSnapshot(qmpSocket: string, tag: string = snapshotTag): Promise<{ machine: string }> {
   const qmp = await QmpClient.connect(qmpSocket);
   try {
-    const output = await qmp.execute<string>('human-monitor-command', { 'command-line': `savevm ${snapshotTag}` });
+    const output = await qmp.execute<string>('human-monitor-command', { 'command-line': `savevm ${tag}` });
     if (typeof output === 'string' && output.trim()) throw new Error(output.trim());
     const machine = await qmp.execute<string>('qom-get', { path: '/machine', property: 'type' }).catch(() => 'unknown');
     return { machine: String(machine) };
+  } finally {
+    qmp.close();
+  }
+}
+
+/** Why QEMU would not load a snapshot into the running VM, and whether the VM was touched by then. */
+export class LoadSnapshotError extends Error {
+  constructor(
+    message: string,
+    /** QEMU's run state after the refusal (`paused`, `restore-vm`, …), or undefined when it could not be read. */
+    readonly runState: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Returns the running VM to an internal snapshot of its disk (HMP loadvm through QMP): QEMU
+ * stops the VM, reverts the disk and loads memory and device state, then lets it run. Chosen
+ * over QMP's snapshot-load job by measurement (README "Rewind"): both run the same
+ * load_snapshot underneath, the job adds node-name lookups and job events to wait on.
+ * A refused loadvm leaves the VM stopped (QEMU restarts it only after a load that
+ * succeeded), possibly with its disk already reverted: the caller must not let it run on.
+ */
+export async function loadInternalSnapshot(qmpSocket: string, tag: string): Promise<void> {
+  const qmp = await QmpClient.connect(qmpSocket);
+  try {
+    const output = await qmp.execute<string>('human-monitor-command', { 'command-line': `loadvm ${tag}` });
+    if (typeof output === 'string' && output.trim()) {
+      const status = await qmp.execute<{ status?: string }>('query-status').catch(() => undefined);
+      throw new LoadSnapshotError(output.trim(), status?.status);
+    }
+    const status = await qmp.execute<{ status?: string; running?: boolean }>('query-status');
+    if (!status.running) throw new LoadSnapshotError(`QEMU loaded the snapshot but the VM is ${status.status ?? 'not running'}`, status.status);
+  } finally {
+    qmp.close();
+  }
+}
+
+/** Deletes a snapshot from the disk of a running VM (HMP delvm: QEMU holds the disk open). */
+export async function deleteInternalSnapshotRunning(qmpSocket: string, tag: string): Promise<void> {
+  const qmp = await QmpClient.connect(qmpSocket);
+  try {
+    const output = await qmp.execute<string>('human-monitor-command', { 'command-line': `delvm ${tag}` });
+    if (typeof output === 'string' && output.trim()) throw new Error(output.trim());
   } finally {
     qmp.close();
   }
