@@ -13,6 +13,7 @@ import {
   whyNotRestorable,
   type SnapshotKey,
   type SnapshotRecord,
+  type SnapshotWorkload,
 } from '../qemu/snapshot.js';
 import { currentBuild } from '../nix/build-vm.js';
 import { files } from '../state/files.js';
@@ -104,7 +105,9 @@ export async function removeSnapshot(context: Pick<SnapshotContext, 'dir' | 'run
  * warning: the run goes on with the VM it has. The record is written last, so a save cut
  * short leaves a snapshot without a record, which the next start deletes.
  */
-export async function saveSnapshot(context: SnapshotContext & { readonly qmpSocket: string }): Promise<SnapshotRecord | undefined> {
+export async function saveSnapshot(
+  context: SnapshotContext & { readonly qmpSocket: string; readonly workload?: SnapshotWorkload | undefined },
+): Promise<SnapshotRecord | undefined> {
   const { dir, logger } = context;
   const started = Date.now();
   try {
@@ -115,10 +118,19 @@ export async function saveSnapshot(context: SnapshotContext & { readonly qmpSock
     const inDisk = await listInternalSnapshots(dir.file(files.disk), context.runScript, context.env['PATH']);
     const disk = inDisk.find((entry) => entry.name === snapshotTag);
     if (!disk) throw new Error(`QEMU reported no error, but the disk holds no snapshot ${snapshotTag}`);
-    const record: SnapshotRecord = { tag: snapshotTag, key, machine, disk, savedAt: new Date(started).toISOString(), saveMs };
+    const { workload } = context;
+    const record: SnapshotRecord = {
+      tag: snapshotTag,
+      key,
+      machine,
+      disk,
+      savedAt: new Date(started).toISOString(),
+      saveMs,
+      ...(workload ? { workload } : {}),
+    };
     await dir.writeJson(files.snapshotRecord, record);
     logger.progress(
-      `saved the ready VM (${formatMiB(disk.vmStateBytes)} of VM state, in ${(saveMs / 1000).toFixed(1)} s); later starts restore it`,
+      `saved the ready VM${workload ? ' with its workload' : ''} (${formatMiB(disk.vmStateBytes)} of VM state, in ${(saveMs / 1000).toFixed(1)} s); later starts restore it`,
     );
     return record;
   } catch (error) {

@@ -45,6 +45,25 @@ export interface SnapshotRecord {
   readonly savedAt: string;
   /** How long the save paused the VM. */
   readonly saveMs: number;
+  /** The workload loaded when it was saved (absent: none, the empty ready cluster). */
+  readonly workload?: SnapshotWorkload;
+}
+
+/** The workload a snapshot holds, by content: a start with other digests loads what changed and saves again. */
+export interface SnapshotWorkload {
+  /** sha256 of each image archive imported, in order. */
+  readonly images: readonly string[];
+  /** sha256 of each manifest file applied, in order. */
+  readonly manifests: readonly string[];
+  /** Whether the save waited for the manifests' Deployments to roll out. */
+  readonly waitForRollout: boolean;
+}
+
+/** Whether a snapshot's workload is the one wanted now. */
+export function sameWorkload(saved: SnapshotWorkload | undefined, wanted: SnapshotWorkload): boolean {
+  if (!saved) return false;
+  const same = (a: readonly string[] | undefined, b: readonly string[]) => a?.length === b.length && a.every((value, i) => value === b[i]);
+  return same(saved.images, wanted.images) && same(saved.manifests, wanted.manifests) && saved.waitForRollout === wanted.waitForRollout;
 }
 
 /** One internal snapshot as `qemu-img info --output=json` lists it. */
