@@ -32,7 +32,7 @@ export {
   type WorkloadResult,
 } from './workload.js';
 export { fieldManager } from '../guest/manifests.js';
-export { stderrLogger } from './prepare.js';
+export { stderrLogger, configOf as clusterConfig } from './prepare.js';
 export type { Cluster, ClusterOptions, ConnectedCluster, StartOptions, StartedCluster, StartTimings } from './options.js';
 export { clientNode } from '../guest/client-node.js';
 export { flagDefinitions, flagHelpLines, optionOfFlag } from '../config/option-table.js';

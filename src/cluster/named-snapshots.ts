@@ -186,4 +186,3 @@ export async function deleteNamedSnapshot(name: string, options: ClusterOptions 
     return { removed };
   });
 }
-

@@ -5,7 +5,14 @@ import { K3sVmError } from '../errors.js';
 import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../guest/readiness.js';
 import { restoreReadinessSteps } from '../guest/restore-readiness.js';
 import type { Logger } from '../log.js';
-import { listInternalSnapshots, loadInternalSnapshot, LoadSnapshotError, snapshotTag, whyNotRestorable, type SnapshotRecord } from '../qemu/snapshot.js';
+import {
+  listInternalSnapshots,
+  loadInternalSnapshot,
+  LoadSnapshotError,
+  snapshotTag,
+  whyNotRestorable,
+  type SnapshotRecord,
+} from '../qemu/snapshot.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
 import { liveLeases } from '../state/leases.js';
@@ -95,12 +102,16 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
             : 'there is none by that name (k3s-vm snapshot ls lists them)'
           : whyNotRestorable(record, await runningVmKey(runtime, runScript, env['PATH']), inDisk, name);
     if (why) {
-      throw new K3sVmError('SNAPSHOT_REFUSED', `cannot rewind to ${label}: ${why.replace(/^the VM changed since/, 'the running VM differs from what it was when')}; the VM was not touched`, {
-        hint:
-          name === snapshotTag
-            ? 'restart the VM with K3S_VM_SNAPSHOT=1 to save a snapshot of this VM'
-            : `save it again from this VM: k3s-vm snapshot save ${name}`,
-      });
+      throw new K3sVmError(
+        'SNAPSHOT_REFUSED',
+        `cannot rewind to ${label}: ${why.replace(/^the VM changed since/, 'the running VM differs from what it was when')}; the VM was not touched`,
+        {
+          hint:
+            name === snapshotTag
+              ? 'restart the VM with K3S_VM_SNAPSHOT=1 to save a snapshot of this VM'
+              : `save it again from this VM: k3s-vm snapshot save ${name}`,
+        },
+      );
     }
 
     const started = Date.now();
@@ -128,13 +139,12 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
     const timeoutMs = Math.min(timeoutMsFor(config.timeoutSeconds, runtime.accel), rewindTimeoutMs);
     const target = { port: runtime.sshPort, privateKey: (await dir.readText(files.sshKey)) ?? '' };
     const vmGone = () => (isRunning(status.pid!) ? undefined : `QEMU (pid ${status.pid}) exited`);
-    let clockMs = 0;
     try {
       await correctGuestClock(target, started + timeoutMs, { signal: options.signal, logger, vmGone });
-      clockMs = Date.now() - started - loadMs;
     } catch (error) {
       return fail('the guest clock could not be set', error);
     }
+    const clockMs = Date.now() - started - loadMs;
     const readyStarted = Date.now();
     let steps: ReadonlyArray<{ name: string; ms: number }>;
     try {

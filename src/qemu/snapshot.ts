@@ -232,7 +232,8 @@ export async function loadInternalSnapshot(qmpSocket: string, tag: string): Prom
       throw new LoadSnapshotError(output.trim(), status?.status);
     }
     const status = await qmp.execute<{ status?: string; running?: boolean }>('query-status');
-    if (!status.running) throw new LoadSnapshotError(`QEMU loaded the snapshot but the VM is ${status.status ?? 'not running'}`, status.status);
+    if (!status.running)
+      throw new LoadSnapshotError(`QEMU loaded the snapshot but the VM is ${status.status ?? 'not running'}`, status.status);
   } finally {
     qmp.close();
   }

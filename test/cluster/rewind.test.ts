@@ -215,7 +215,9 @@ describe('rewinding the running VM on the test guest', () => {
     );
     const failed = await cluster.rewind('disk-only').catch((error: unknown) => error);
     expect(isK3sVmError(failed, 'REWIND_FAILED')).toBe(true);
-    expect((failed as Error).message).toMatch(/^rewinding to snapshot disk-only failed: QEMU refused to load it.*disk-only.*; the VM was stopped$/);
+    expect((failed as Error).message).toMatch(
+      /^rewinding to snapshot disk-only failed: QEMU refused to load it.*disk-only.*; the VM was stopped$/,
+    );
     expect(qemuProcessesUsing(options.dir)).toEqual([]);
     expect((await clusterStatus(options)).state).toBe('stopped');
     expect((await cluster.stop()).stoppedVm).toBe(false);

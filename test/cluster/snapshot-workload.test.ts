@@ -39,7 +39,10 @@ spec:
 `,
 );
 const gadget = (colour: string) =>
-  write('manifests/20-gadget.yaml', `apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: one, namespace: default}\nspec: {colour: ${colour}}\n`);
+  write(
+    'manifests/20-gadget.yaml',
+    `apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: one, namespace: default}\nspec: {colour: ${colour}}\n`,
+  );
 gadget('blue');
 write(
   'manifests/30-app.yaml',
@@ -95,13 +98,25 @@ describe('a snapshot with the workload in it', () => {
     expect(await listImages(options)).toContain('k3s-vm.test/app:1');
     const custom = restored.kubeConfig().makeApiClient(CustomObjectsApi);
     const read = () =>
-      custom.getNamespacedCustomObject({ group: 'example.com', version: 'v1', namespace: 'default', plural: 'gadgets', name: 'one' }) as Promise<{
+      custom.getNamespacedCustomObject({
+        group: 'example.com',
+        version: 'v1',
+        namespace: 'default',
+        plural: 'gadgets',
+        name: 'one',
+      }) as Promise<{
         spec: { colour: string };
       }>;
     expect((await read()).spec.colour).toBe('blue');
     // A rewind goes back to the state with the workload, not to the empty cluster.
     await restored.exec('true');
-    await custom.deleteNamespacedCustomObject({ group: 'example.com', version: 'v1', namespace: 'default', plural: 'gadgets', name: 'one' });
+    await custom.deleteNamespacedCustomObject({
+      group: 'example.com',
+      version: 'v1',
+      namespace: 'default',
+      plural: 'gadgets',
+      name: 'one',
+    });
     await restored.rewind();
     expect((await read()).spec.colour).toBe('blue');
     await restored.stop();

@@ -170,7 +170,8 @@ export const commands: Record<string, Command> = {
     },
   },
   snapshot: {
-    summary: 'snapshots in the disk: list them (ls), save the running VM (save NAME), return it to one (restore NAME), delete one (rm [NAME])',
+    summary:
+      'snapshots in the disk: list them (ls), save the running VM (save NAME), return it to one (restore NAME), delete one (rm [NAME])',
     usage: 'snapshot [ls] | snapshot save NAME | snapshot restore NAME | snapshot rm [NAME]',
     positionals: true,
     async run({ io, positionals, options }) {

@@ -2,9 +2,9 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { inject, test as baseTest } from 'vitest';
 import type { TestProject } from 'vitest/node';
-import { loadKubeConfig, type StartOptions } from '../../cluster/index.js';
+import { clusterConfig, loadKubeConfig, type RewindResult, type StartOptions } from '../../cluster/index.js';
 import { K3sVmError } from '../../errors.js';
-import { closeSession, openSession, type ProvidedCluster } from '../session.js';
+import { closeSession, openSession, rewindProvided, type ProvidedCluster } from '../session.js';
 import { createNamespaceFor } from '../test-namespace.js';
 
 export type { ProvidedCluster } from '../session.js';
@@ -21,7 +21,20 @@ declare module 'vitest' {
  * `globalSetup: ['./k3s.setup.ts']` with `export default createGlobalSetup({ memoryMiB: 2048 })`.
  */
 export function createGlobalSetup(options: StartOptions = {}) {
-  return async function setup(project: Pick<TestProject, 'provide'>): Promise<() => Promise<void>> {
+  return async function setup(
+    project: Pick<TestProject, 'provide'> & { readonly config?: { readonly maxWorkers?: number } },
+  ): Promise<() => Promise<void>> {
+    const maxWorkers = project.config?.maxWorkers ?? 1;
+    if (clusterConfig(options).rewind === 'file' && maxWorkers > 1) {
+      // Refused before the VM starts: a rewind before one file would undo what files running beside it do.
+      throw new K3sVmError(
+        'CONFIG_INVALID',
+        `rewind 'file' (K3S_VM_REWIND) needs the test files to run one at a time, and Vitest runs up to ${maxWorkers} at once`,
+        {
+          hint: 'set fileParallelism: false in the test section of your vitest.config (or run vitest with --no-file-parallelism)',
+        },
+      );
+    }
     const session = await openSession(options);
     project.provide('k3sVm', session.provided);
     return closeSession;
@@ -48,6 +61,16 @@ export function useKubeConfig(): KubeConfig {
   return loadKubeConfig(useK3sVm().kubeconfig);
 }
 
+/**
+ * Returns the VM to its snapshot (or to a named one) without a reboot: what tests created
+ * since, namespaced or cluster-scoped, is gone. Refused (VM_IN_USE) while another run uses
+ * the VM. With K3S_VM_REWIND=file, k3s-vm's `test` does this before each file by itself;
+ * files that use Vitest's own `test` can call it in `beforeAll`.
+ */
+export function rewind(to?: string): Promise<RewindResult> {
+  return rewindProvided(useK3sVm(), to);
+}
+
 export interface K3sVmFixtures {
   /** A client-node KubeConfig for the cluster. */
   kubeConfig: KubeConfig;
@@ -55,8 +78,21 @@ export interface K3sVmFixtures {
   namespace: string;
 }
 
+interface K3sVmFileFixtures {
+  /** With K3S_VM_REWIND=file: the file's rewind, done before its first test (set up automatically). */
+  rewoundForFile: RewindResult | undefined;
+}
+
 function extendTest() {
-  return baseTest.extend<K3sVmFixtures>({
+  return baseTest.extend<K3sVmFixtures & K3sVmFileFixtures>({
+    rewoundForFile: [
+      // eslint-disable-next-line no-empty-pattern
+      async ({}, use) => {
+        const provided = useK3sVm();
+        await use(provided.rewind === 'file' ? await rewindProvided(provided) : undefined);
+      },
+      { scope: 'file', auto: true },
+    ],
     // eslint-disable-next-line no-empty-pattern
     kubeConfig: async ({}, use) => {
       await use(useKubeConfig());
