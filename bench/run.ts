@@ -1112,3 +1112,9 @@ if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_SNAPSHOT'] === '1'
   const { benchSnapshot, snapshotRows } = await import('./snapshot.js');
   process.stdout.write(`\n${table(['snapshot', 'measured', 'target'], snapshotRows(await benchSnapshot({ log: note })))}\n`);
 }
+
+// Rewinds (bench/rewind.ts), on test guests of their own: K3S_VM_BENCH_REWIND=1 npm run bench.
+if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_REWIND'] === '1' && !process.exitCode) {
+  const { benchRewind, rewindRows } = await import('./rewind.js');
+  process.stdout.write(`\n${table(['rewind', 'measured', 'target'], rewindRows(await benchRewind({ log: note })))}\n`);
+}
