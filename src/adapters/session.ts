@@ -147,6 +147,8 @@ export async function rewindProvided(provided: ProvidedCluster, to?: string): Pr
       hint: 'rewind needs the VM and its snapshot (K3S_VM_SNAPSHOT=1); leave K3S_VM_KUBECONFIG out, or isolate tests with namespaces',
     });
   }
-  const options = { dir: provided.dir };
+  // The run resolved its options already (some may have come from code, out of this process's
+  // reach): only the state directory is needed, and the rewind option must not be judged again.
+  const options = { dir: provided.dir, rewind: 'off' } as const;
   return rewindCluster({ ...options, logger: stderrLogger(options), ownLeases: [provided.leaseId], ...(to === undefined ? {} : { to }) });
 }
