@@ -304,7 +304,7 @@ export const optionTable: OptionTable = {
   rewind: {
     variable: 'K3S_VM_REWIND',
     defaultText: '`off`',
-    help: '`file`: the Vitest adapter rewinds the VM to its snapshot before each test file (needs `K3S_VM_SNAPSHOT`, files run one at a time, no other run on the VM; see Rewind)',
+    help: '`file`: the Vitest adapter rewinds the VM to its snapshot before each test file (needs `K3S_VM_SNAPSHOT`, files run one at a time, no other run on the VM; see Snapshots)',
     parse: oneOf<'off' | 'file'>(['off', 'file']),
   },
   extraK3sFlags: {
