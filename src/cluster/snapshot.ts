@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
-import { GuestSsh, type SshTarget } from '../guest/ssh.js';
+import { GuestSsh, type GuestShell, type SshTarget } from '../guest/ssh.js';
 import type { Logger } from '../log.js';
 import {
   deleteInternalSnapshot,
@@ -159,12 +159,7 @@ export async function correctGuestClock(
     let ssh: GuestSsh | undefined;
     try {
       ssh = await GuestSsh.connect(target, Math.max(1, Math.min(5000, deadline - Date.now())), signal);
-      // The host's time is read as late as possible: the command runs right after.
-      const seconds = (Date.now() / 1000).toFixed(3);
-      const result = await ssh.exec(`date -u -s @${seconds.split('.')[0]} >/dev/null && date -u +%s`, { signal });
-      if (result.exitCode !== 0) throw new Error(`date -s failed: ${result.stderr.trim() || result.stdout.trim()}`);
-      const guestSeconds = Number(result.stdout.trim());
-      logger.debug(`guest clock set to the host's (guest now ${guestSeconds}, host ${Math.floor(Date.now() / 1000)})`);
+      await setGuestClock(ssh, signal, logger);
       return;
     } catch (error) {
       if (signal?.aborted) throw error;
@@ -177,6 +172,16 @@ export async function correctGuestClock(
   throw new Error(`could not set the guest's clock after the restore: ${(lastError as Error | undefined)?.message ?? 'deadline passed'}`, {
     cause: lastError,
   });
+}
+
+/** Sets the guest's clock to the host's over an open connection (`date -u -s @SECONDS`). */
+export async function setGuestClock(ssh: GuestShell, signal: AbortSignal | undefined, logger: Logger): Promise<void> {
+  // The host's time is read as late as possible: the command runs right after.
+  const seconds = (Date.now() / 1000).toFixed(3);
+  const result = await ssh.exec(`date -u -s @${seconds.split('.')[0]} >/dev/null && date -u +%s`, { signal });
+  if (result.exitCode !== 0) throw new Error(`date -s failed: ${result.stderr.trim() || result.stdout.trim()}`);
+  const guestSeconds = Number(result.stdout.trim());
+  logger.debug(`guest clock set to the host's (guest now ${guestSeconds}, host ${Math.floor(Date.now() / 1000)})`);
 }
 
 /** What `status` shows about the snapshot. */
