@@ -114,6 +114,13 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
       );
     }
 
+    const privateKey = await dir.readText(files.sshKey);
+    if (privateKey === undefined) {
+      throw new K3sVmError('STATE_INVALID', `the instance key ${dir.file(files.sshKey)} is missing; the VM was not touched`, {
+        hint: 'stop the VM and start it again (k3s-vm stop; k3s-vm start): a start makes a new key',
+      });
+    }
+    const target = { port: runtime.sshPort, privateKey };
     const started = Date.now();
     const vmName = runtime.fingerprint['name'] ?? config.name;
     const fail = async (what: string, error: unknown): Promise<never> => {
@@ -137,7 +144,6 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
     }
     const loadMs = Date.now() - started;
     const timeoutMs = Math.min(timeoutMsFor(config.timeoutSeconds, runtime.accel), rewindTimeoutMs);
-    const target = { port: runtime.sshPort, privateKey: (await dir.readText(files.sshKey)) ?? '' };
     const vmGone = () => (isRunning(status.pid!) ? undefined : `QEMU (pid ${status.pid}) exited`);
     // The clock is set on the connection of the first readiness step, before "node Ready"
     // looks at heartbeats: one SSH handshake less than a restore at start makes (under
