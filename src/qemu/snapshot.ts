@@ -218,9 +218,10 @@ export class LoadSnapshotError extends Error {
 /**
  * Returns the running VM to an internal snapshot of its disk (HMP loadvm through QMP): QEMU
  * stops the VM, reverts the disk and loads memory and device state, then lets it run. HMP
- * rather than QMP's snapshot-load job, by measurement (bench/rewind.ts, test guest, TCG: median
- * 0.26 s against 0.36 s, alternating on one VM): both run QEMU's load_snapshot, the job adds a
- * node-name lookup and a job to poll and dismiss.
+ * rather than QMP's snapshot-load job: measured alike (bench/rewind.ts, test guest, TCG, eight
+ * alternating pairs on one VM over two runs: medians 0.32 s and 0.33 s, both 0.2–1.1 s on a
+ * loaded host), as both run QEMU's load_snapshot; the job needs a node-name lookup and a job
+ * to poll and dismiss, the HMP command is one request.
  * A refused loadvm leaves the VM stopped (QEMU restarts it only after a load that
  * succeeded), possibly with its disk already reverted: the caller must not let it run on.
  */
