@@ -121,7 +121,7 @@ spec:
 kind: Deployment
 metadata: {name: web, namespace: ${namespace}}
 spec:
-  replicas: 2
+  replicas: 1
   selector: {matchLabels: {app: web}}
   template:
     metadata: {labels: {app: web}}
@@ -133,7 +133,7 @@ spec:
     );
     await applyManifests([path], { dir, waitForRollout: true });
     const deployment = await realKubeConfig().makeApiClient(AppsV1Api).readNamespacedDeployment({ name: 'web', namespace });
-    expect(deployment.status?.availableReplicas).toBe(2);
-    expect(deployment.status?.updatedReplicas).toBe(2);
+    expect(deployment.status?.availableReplicas).toBe(1);
+    expect(deployment.status?.updatedReplicas).toBe(1);
   });
 });
