@@ -39,9 +39,6 @@ export type K3sVmErrorCode =
   | 'EXEC_FAILED'
   | 'PORT_FORWARD_FAILED'
   | 'TEST_DIAGNOSTICS'
-  | 'SNAPSHOT_REFUSED'
-  | 'REWIND_FAILED'
-  | 'VM_IN_USE'
   | 'ABORTED';
 
 export interface K3sVmErrorOptions {
