@@ -15,8 +15,9 @@ const nodeNeverReady = ['k3s_fake.node_ready_delay_ms=3600000'];
 describe.concurrent('readiness on the test guest', () => {
   it('names the step that did not pass, its last error and the serial log', async ({ expect }) => {
     // Long enough for the guest to reach step 5 under emulation beside other boots (about 6 s
-    // alone; 20 s was once too short with the cores busy); the rest is idle waiting.
-    const opts = dirs.options('not-ready', { kernelParams: nodeNeverReady, timeoutSeconds: 45 });
+    // alone; 20 s was once too short and 45 s too short with the cores busy beside other boots:
+    // the deadline must outlast the slowest boot to step 5); the rest is idle waiting.
+    const opts = dirs.options('not-ready', { kernelParams: nodeNeverReady, timeoutSeconds: 90 });
     const error = (await startCluster(opts).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code).toBe('NOT_READY');
     expect(error.message).toMatch(
