@@ -318,7 +318,10 @@ export const optionTable: OptionTable = {
     flagValue: 'NAMES',
     defaultText: "`['traefik']`",
     help: 'packaged components to disable, comma-separated (`traefik,metrics-server`); replaces the default list',
-    parse: commaList(/^[a-z0-9][a-z0-9-]*$/, 'K3s component names such as traefik or metrics-server (comma-separated in a variable or flag)'),
+    parse: commaList(
+      /^[a-z0-9][a-z0-9-]*$/,
+      'K3s component names such as traefik or metrics-server (comma-separated in a variable or flag)',
+    ),
   },
   airgapImages: {
     defaultText: '`true`',

@@ -232,7 +232,7 @@ describe('the snapshot as status shows it', () => {
     const entry = info.snapshots[0]!;
     const saved: SnapshotRecord = {
       tag: snapshotTag,
-      key: { storePath: '/nix/store/x', qemuVersion: 'QEMU', memoryMiB: 1024, cpus: 1, accel: 'tcg', kernelParams: '' },
+      key: { storePath: '/nix/store/x', qemuVersion: 'QEMU', memoryMiB: 1024, cpus: 1, accel: 'tcg', kernelParams: '', sshPublicKey: '' },
       machine: 'pc',
       disk: {
         id: String(entry['id']),
