@@ -174,6 +174,8 @@ export async function sweepDeadRuns(
   for (const namespace of await namespacesOf(api, runSelector())) {
     const runId = namespace.metadata?.labels?.[runIdLabel];
     if (!runId || runId === options.ownRunId) continue;
+    // Already being deleted (a sweep or a teardown that does not wait for finalizers): not again.
+    if (namespace.metadata?.deletionTimestamp) continue;
     byRun.set(runId, [...(byRun.get(runId) ?? []), namespace]);
   }
   const deleted: string[] = [];
