@@ -72,7 +72,9 @@ describe('a Vitest project with globalSetup: k3s-vm/vitest', () => {
     expect(isRunning(restarted)).toBe(true);
     await stopCluster({ dir, env: {} });
     expect(isRunning(restarted)).toBe(false);
-  });
+    // Four consumer runs, two of them boots, each a Vitest start-up: 95–150 s alone, past the
+    // default 180 s when the suite's other files boot beside it.
+  }, 360_000);
 
   it('leaves no QEMU behind when the run gets SIGTERM during boot', async () => {
     const dir = dirs.fresh('vitest-term');
