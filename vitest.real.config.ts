@@ -5,6 +5,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
+import { LastIsRestore } from './test/real/sequencer.ts';
 
 const cacheHome = mkdtempSync(join(tmpdir(), 'k3s-vm-test-cache-'));
 
@@ -17,7 +18,7 @@ export default defineConfig({
     // One file at a time: the guest's two emulated CPUs are the limit, not the host's workers;
     // test/real/sequencer.ts runs the file that stops and restores the guest last.
     fileParallelism: false,
-    sequence: { sequencer: (await import('./test/real/sequencer.ts')).LastIsRestore },
+    sequence: { sequencer: LastIsRestore },
     reporters: ['default'],
     env: {
       NIX_CONFIG: 'substituters =',

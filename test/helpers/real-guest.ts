@@ -15,7 +15,7 @@ export function kubernetesVersion(): string {
   return version;
 }
 
-/** Where scripts/build-kubernetes.sh puts that release (its default; the tests use the default). */
+/** Where scripts/build-kubernetes.sh puts that release (the folder real-kubernetes.nix reads by default). */
 export function kubernetesBuildDir(): string {
   return join('/var/cache/k3s-vm/kubernetes', kubernetesVersion());
 }

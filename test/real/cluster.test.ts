@@ -4,7 +4,7 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CoreV1Api } from '@kubernetes/client-node';
+import { CoordinationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { beforeAll, expect, it } from 'vitest';
 import { execInCluster, importImages } from '../../src/cluster/index.js';
 import { writeImageArchive } from '../helpers/image-archive.js';
@@ -37,7 +37,7 @@ describeReal('the real-Kubernetes test guest', () => {
     expect(info.containerRuntimeVersion).toMatch(/^containerd:\/\/1\./);
     expect(nodes[0]!.status!.conditions!.find((c) => c.type === 'Ready')?.status).toBe('True');
     const lease = await realKubeConfig()
-      .makeApiClient((await import('@kubernetes/client-node')).CoordinationV1Api)
+      .makeApiClient(CoordinationV1Api)
       .readNamespacedLease({ name: 'real-guest', namespace: 'kube-node-lease' });
     expect(lease.spec?.holderIdentity).toBe('real-guest');
   });
