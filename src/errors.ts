@@ -31,6 +31,14 @@ export type K3sVmErrorCode =
   | 'WORKLOAD_INVALID'
   | 'IMAGE_IMPORT_FAILED'
   | 'APPLY_FAILED'
+  | 'TARGET_INVALID'
+  | 'OBJECT_NOT_FOUND'
+  | 'KUBE_REQUEST_FAILED'
+  | 'WAIT_TIMEOUT'
+  | 'WAIT_FAILED'
+  | 'EXEC_FAILED'
+  | 'PORT_FORWARD_FAILED'
+  | 'TEST_DIAGNOSTICS'
   | 'ABORTED';
 
 export interface K3sVmErrorOptions {

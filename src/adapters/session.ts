@@ -17,6 +17,8 @@ export type ProvidedCluster = Pick<
 > & {
   /** The VM's forwarded SSH port; undefined on an existing cluster. */
   readonly sshPort: number | undefined;
+  /** What the namespace fixtures do when a test fails (the diagnostics and keepFailedNamespaces options). */
+  readonly onFailure: { readonly diagnostics: boolean; readonly keepNamespace: boolean };
 };
 
 export interface Session {
@@ -112,6 +114,7 @@ async function createSession(options: StartOptions, givenLogger: Logger | undefi
     apiPort: cluster.apiPort,
     sshPort: cluster.kind === 'vm' ? cluster.sshPort : undefined,
     booted: cluster.booted,
+    onFailure: { diagnostics: cluster.config.diagnostics, keepNamespace: cluster.config.keepFailedNamespaces },
   };
   return { provided, release };
 }

@@ -1,13 +1,66 @@
 // A namespace of a test's own, shared by the Vitest fixture and the Jest helper.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { clientNode, runLabels } from '../cluster/index.js';
+import { clientNode, collectDiagnostics, keptAnnotation, runLabels, type Diagnostics } from '../cluster/index.js';
 import { K3sVmError } from '../errors.js';
 
 /** A namespace for one test; delete it when the test is done. */
 export interface TestNamespace {
   readonly name: string;
   delete(): Promise<void>;
+}
+
+/** What the namespace fixtures do when a test fails (from the diagnostics and keepFailedNamespaces options). */
+export interface OnFailure {
+  /** Collect the namespace's diagnostics. */
+  readonly diagnostics: boolean;
+  /** Keep the namespace instead of deleting it. */
+  readonly keepNamespace: boolean;
+}
+
+/** How long the diagnostics of a failed test may take (the issue's bound is 2 s, this leaves room for the report). */
+export const diagnosticsBudgetMs = 1_500;
+
+/** What became of a test's namespace at its end. */
+export interface NamespaceEnd {
+  /** The diagnostics, when the test failed and they were asked for. */
+  readonly diagnostics: Diagnostics | undefined;
+  /** The namespace was kept (the test failed and keepNamespace was set). */
+  readonly kept: boolean;
+}
+
+/**
+ * Ends a test's namespace: when the test failed, first collects its diagnostics (if asked),
+ * then deletes it, or keeps it when asked to keep a failed test's namespace.
+ */
+export async function endNamespace(
+  namespace: TestNamespace,
+  kubeConfig: KubeConfig,
+  failed: boolean,
+  onFailure: OnFailure,
+): Promise<NamespaceEnd> {
+  const diagnostics =
+    failed && onFailure.diagnostics ? await collectDiagnostics(kubeConfig, namespace.name, { budgetMs: diagnosticsBudgetMs }) : undefined;
+  const kept = failed && onFailure.keepNamespace;
+  if (kept) await markKept(kubeConfig, namespace.name);
+  else await namespace.delete();
+  return { diagnostics, kept };
+}
+
+/** Marks a namespace as kept, so the run's teardown on an existing cluster leaves it. */
+export async function markKept(kubeConfig: KubeConfig, name: string): Promise<void> {
+  const api = kubeConfig.makeApiClient(clientNode().CoreV1Api);
+  const found = await api.readNamespace({ name });
+  const annotations = { ...found.metadata?.annotations, [keptAnnotation]: new Date().toISOString() };
+  await api.patchNamespace({ name, body: [{ op: 'add', path: '/metadata/annotations', value: annotations }] }).catch(() => undefined);
+}
+
+/** The lines printed with a failed test: where its namespace is, if kept, and its diagnostics. */
+export function failureReport(namespace: string, end: NamespaceEnd): string {
+  const kept = end.kept
+    ? `k3s-vm kept the failed test's namespace ${namespace}: \`k3s-vm kubectl -n ${namespace} get all,events\`; delete it with \`k3s-vm kubectl delete namespace ${namespace}\`\n`
+    : '';
+  return `${kept}${end.diagnostics?.text ?? ''}`;
 }
 
 /** How long a new namespace may take to get its `default` ServiceAccount (seconds under emulation). */

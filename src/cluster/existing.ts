@@ -14,7 +14,16 @@ import { apiErrorText } from '../guest/kubeconfig.js';
 import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../guest/readiness.js';
 import type { Logger } from '../log.js';
 import type { ConnectedCluster } from './options.js';
-import { createdLabel, heartbeatAnnotation, newRunId, runIdLabel, runLabels, runNamespaceName, runSelector } from './run-labels.js';
+import {
+  createdLabel,
+  heartbeatAnnotation,
+  keptAnnotation,
+  newRunId,
+  runIdLabel,
+  runLabels,
+  runNamespaceName,
+  runSelector,
+} from './run-labels.js';
 
 /** How often a run on an existing cluster renews its heartbeat. */
 const heartbeatIntervalMs = 30_000;
@@ -221,6 +230,10 @@ function createdAtMs(namespace: V1Namespace): number | undefined {
 async function deleteRunNamespaces(api: CoreV1Api, runId: string, logger: Logger): Promise<void> {
   for (const namespace of await namespacesOf(api, runSelector(runId))) {
     const name = namespace.metadata!.name!;
+    if (namespace.metadata?.annotations?.[keptAnnotation]) {
+      logger.progress(`leaving namespace ${name}: kept after its test failed`);
+      continue;
+    }
     await api
       .deleteNamespace({ name })
       .catch((error: unknown) => logger.warn(`could not delete namespace ${name}: ${apiErrorText(error)}`));

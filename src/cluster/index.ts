@@ -6,6 +6,7 @@ export {
   runIdLabel,
   createdLabel,
   heartbeatAnnotation,
+  keptAnnotation,
   newRunId,
   runLabels,
   runSelector,
@@ -37,3 +38,22 @@ export { flagDefinitions, flagHelpLines, optionOfFlag } from '../config/option-t
 export { loadKubeConfig } from '../guest/kubeconfig.js';
 export { k3sReadinessSteps, type ReadinessStep, type ReadinessContext } from '../guest/readiness.js';
 export type { GuestSsh } from '../guest/ssh.js';
+// After the cluster: waits, logs, exec, port-forward and a failed test's diagnostics (src/kube).
+export { waitFor, defaultWaitTimeoutMs, type WaitOptions } from '../kube/wait-for.js';
+export {
+  podRunning,
+  podReady,
+  podSucceeded,
+  deploymentAvailable,
+  jobComplete,
+  jobFailed,
+  deleted,
+  describeState,
+  type Condition,
+  type ConditionVerdict,
+} from '../kube/conditions.js';
+export { describeTarget, isClusterScopedKind, type ObjectTarget, type PodTarget } from '../kube/target.js';
+export { execInPod, podLogs, type ExecOptions, type ExecResult, type PodLogsOptions } from '../kube/pods.js';
+export { portForward, type PortForwardHandle, type PortForwardOptions } from '../kube/port-forward.js';
+export { collectDiagnostics, type Diagnostics, type DiagnosticsOptions } from '../kube/diagnostics.js';
+export type { KubeObject } from '../kube/watch.js';

@@ -9,6 +9,8 @@ export const runIdLabel = 'k3s-vm/run-id';
 export const createdLabel = 'k3s-vm/created';
 /** On a run's own namespace on an existing cluster: the run's last sign of life (ISO time). */
 export const heartbeatAnnotation = 'k3s-vm/heartbeat';
+/** On a failed test's namespace kept for inspection: its run's teardown leaves it (a later sweep of dead runs still deletes it). */
+export const keptAnnotation = 'k3s-vm/kept-after-failure';
 
 /** A new run id: sortable by start time, unique, and a valid label value. */
 export function newRunId(now = Date.now()): string {

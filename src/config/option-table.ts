@@ -287,6 +287,18 @@ export const optionTable: OptionTable = {
     help: 'after applying manifests, wait until their Deployments have rolled out',
     parse: boolean,
   },
+  diagnostics: {
+    variable: 'K3S_VM_DIAGNOSTICS',
+    defaultText: 'on',
+    help: "when a test that used a namespace fixture fails, attach its namespace's events, pod states and log tails to the test's report",
+    parse: boolean,
+  },
+  keepFailedNamespaces: {
+    variable: 'K3S_VM_KEEP_FAILED_NAMESPACES',
+    defaultText: 'off',
+    help: "keep a failed test's namespace for inspection instead of deleting it (its name is printed)",
+    parse: boolean,
+  },
   preloadImages: {
     variable: 'K3S_VM_PRELOAD_IMAGES',
     defaultText: '`[]`',

@@ -86,6 +86,14 @@ export interface K3sVmOptions {
   /** After applying manifests, wait until their Deployments have rolled out (`K3S_VM_WAIT_FOR_ROLLOUT`). @default false */
   readonly waitForRollout?: boolean;
   /**
+   * When a test that used a namespace fixture fails, collect that namespace's events, pod
+   * states and container log tails before it is deleted and attach them to the test's report
+   * (`K3S_VM_DIAGNOSTICS`). @default true
+   */
+  readonly diagnostics?: boolean;
+  /** Keep a failed test's namespace for inspection instead of deleting it; its name is printed (`K3S_VM_KEEP_FAILED_NAMESPACES`). @default false */
+  readonly keepFailedNamespaces?: boolean;
+  /**
    * Image archives built into the VM by Nix (nixpkgs' `services.k3s.images`): K3s imports them
    * at every start (`K3S_VM_PRELOAD_IMAGES`, comma-separated). A change means a new build. @default []
    */
@@ -140,6 +148,8 @@ export interface ResolvedConfig {
   /** Absolute paths. */
   readonly manifests: readonly string[];
   readonly waitForRollout: boolean;
+  readonly diagnostics: boolean;
+  readonly keepFailedNamespaces: boolean;
   /** Absolute paths. */
   readonly preloadImages: readonly string[];
   readonly nixBuild: string;

@@ -260,6 +260,8 @@ export function resolveConfig(
     images: (value('images') ?? []).map(fromRoot),
     manifests: (value('manifests') ?? []).map(fromRoot),
     waitForRollout: value('waitForRollout') ?? false,
+    diagnostics: value('diagnostics') ?? true,
+    keepFailedNamespaces: value('keepFailedNamespaces') ?? false,
     preloadImages: (value('preloadImages') ?? []).map(fromRoot),
     cacheDir: join(cacheHome, 'k3s-vm'),
   };

@@ -9,12 +9,13 @@ import { consumerEnv, consumerVitestProject as project, linkPackage, qemuProcess
 import { interruptDuringTests } from '../helpers/interrupt.js';
 import { readQemuPid, useStateDirs } from '../helpers/state-dirs.js';
 import { repoRoot } from '../helpers/test-guest.js';
+import { examplesNeedingPods } from '../../fixtures/consumer-vitest/examples-needing-pods.ts';
 
 const dirs = useStateDirs();
 beforeAll(() => linkPackage(project));
 
 /** The README's example suites, which one consumer run includes (vitest.examples.config.ts). */
-const examples = readdirSync(join(repoRoot, 'examples')).filter((name) => name.endsWith('.test.ts'));
+const examples = readdirSync(join(repoRoot, 'examples')).filter((name) => name.endsWith('.test.ts') && !examplesNeedingPods.includes(name));
 
 function readdirOrEmpty(path: string): string[] {
   return existsSync(path) ? readdirSync(path) : [];

@@ -14,7 +14,17 @@ describe('the layer order', () => {
   it('refuses an import of a higher layer', async () => {
     const problems = await problemsOf('src/guest/example.ts', "import { startCluster } from '../cluster/index.js';\nvoid startCluster;\n");
     expect(problems).toHaveLength(1);
-    expect(problems[0]).toMatch(/src\/guest is below cluster, adapters/);
+    expect(problems[0]).toMatch(/src\/guest is below kube, cluster, adapters/);
+  });
+
+  it('keeps the Kubernetes layer below the cluster API, and adapters out of it', async () => {
+    const up = await problemsOf('src/kube/example.ts', "import { startCluster } from '../cluster/index.js';\nvoid startCluster;\n");
+    expect(up).toEqual([expect.stringMatching(/src\/kube is below cluster, adapters/)]);
+    const reaching = await problemsOf(
+      'src/adapters/vitest/example.ts',
+      "import { waitFor } from '../../kube/wait-for.js';\nvoid waitFor;\n",
+    );
+    expect(reaching).toEqual([expect.stringMatching(/adapters use only the cluster API/)]);
   });
 
   it('allows an import of a lower layer', async () => {

@@ -1,13 +1,34 @@
 // k3s-vm/jest: test-side helpers for Jest; the cluster arrives from k3s-vm/jest/setup through the environment.
 import type { KubeConfig } from '@kubernetes/client-node';
-import { loadKubeConfig } from '../../cluster/index.js';
+import { loadKubeConfig, type PortForwardHandle } from '../../cluster/index.js';
 import { K3sVmError } from '../../errors.js';
 import type { ProvidedCluster } from '../session.js';
 import { readHandoff } from './handoff.js';
-import { createNamespaceFor, type TestNamespace } from '../test-namespace.js';
+import { bindHelpers, type BoundHelpers } from '../bound-helpers.js';
+import { createNamespaceFor, markKept, type TestNamespace } from '../test-namespace.js';
+import { jestRegistry } from './failures.js';
 
 export type { ProvidedCluster } from '../session.js';
-export type { TestNamespace } from '../test-namespace.js';
+export type { BoundHelpers, NamespacedTarget, PodName } from '../bound-helpers.js';
+export {
+  waitFor,
+  podLogs,
+  execInPod,
+  portForward,
+  podRunning,
+  podReady,
+  podSucceeded,
+  deploymentAvailable,
+  jobComplete,
+  jobFailed,
+  deleted,
+  type Condition,
+  type ObjectTarget,
+  type PortForwardHandle,
+} from '../../cluster/index.js';
+
+/** A test's namespace with the helpers bound to it; `delete()` also closes its port-forwards. */
+export interface JestTestNamespace extends TestNamespace, BoundHelpers {}
 
 /** The cluster the global setup provided; throws a clear error if it is not configured. */
 export function useK3sVm(): ProvidedCluster {
@@ -25,7 +46,28 @@ export function useKubeConfig(): KubeConfig {
   return loadKubeConfig(useK3sVm().kubeconfig);
 }
 
-/** Creates a uniquely named namespace from a label such as the test's name: create it in beforeEach, delete it in afterEach. */
-export function createTestNamespace(label = 'test', kubeConfig: KubeConfig = useKubeConfig()): Promise<TestNamespace> {
-  return createNamespaceFor(label, kubeConfig, useK3sVm().runId);
+/**
+ * Creates a uniquely named namespace from a label such as the test's name: create it in
+ * beforeEach, delete it in afterEach. It carries the helpers (`exec`, `logs`, `portForward`,
+ * `waitFor`) bound to it. Under `testEnvironment: 'k3s-vm/jest/environment'`, a failed test's
+ * namespace diagnostics are printed with its failure, and `delete()` keeps the namespace when
+ * keepFailedNamespaces is set.
+ */
+export async function createTestNamespace(label = 'test', kubeConfig: KubeConfig = useKubeConfig()): Promise<JestTestNamespace> {
+  const provided = useK3sVm();
+  const namespace = await createNamespaceFor(label, kubeConfig, provided.runId);
+  const onFailure = provided.onFailure ?? { diagnostics: true, keepNamespace: false };
+  const registered = { name: namespace.name, kubeconfig: provided.kubeconfig, onFailure };
+  jestRegistry()?.namespaces.push(registered);
+  const forwards = new Set<PortForwardHandle>();
+  const helpers = bindHelpers(kubeConfig, namespace.name, { track: (forward) => forwards.add(forward) });
+  return {
+    ...helpers,
+    name: namespace.name,
+    delete: async () => {
+      await Promise.all([...forwards].map((forward) => forward.close()));
+      if (jestRegistry()?.failed && onFailure.keepNamespace) await markKept(kubeConfig, namespace.name);
+      else await namespace.delete();
+    },
+  };
 }
