@@ -1153,3 +1153,9 @@ if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_REAL'] === '1' && 
   const { benchReal, realRows } = await import('./real-kubernetes.js');
   process.stdout.write(`\n${table(['real-Kubernetes guest', 'measured', 'target'], realRows(await benchReal({ log: note })))}\n`);
 }
+
+// Rewinds (bench/rewind.ts), on test guests of their own: K3S_VM_BENCH_REWIND=1 npm run bench.
+if (process.argv[2] !== '--cold' && process.env['K3S_VM_BENCH_REWIND'] === '1' && !process.exitCode) {
+  const { benchRewind, rewindRows } = await import('./rewind.js');
+  process.stdout.write(`\n${table(['rewind', 'measured', 'target'], rewindRows(await benchRewind({ log: note })))}\n`);
+}

@@ -39,6 +39,9 @@ export type K3sVmErrorCode =
   | 'EXEC_FAILED'
   | 'PORT_FORWARD_FAILED'
   | 'TEST_DIAGNOSTICS'
+  | 'SNAPSHOT_REFUSED'
+  | 'REWIND_FAILED'
+  | 'VM_IN_USE'
   | 'ABORTED';
 
 export interface K3sVmErrorOptions {

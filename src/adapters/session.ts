@@ -1,7 +1,9 @@
 // One cluster per test-runner process: started once, released once, and cleaned up on Ctrl-C or SIGTERM.
 import {
   openCluster,
+  rewindCluster,
   stderrLogger,
+  type RewindResult,
   type Cluster,
   type ConnectedCluster,
   type StartedCluster,
@@ -19,6 +21,11 @@ export type ProvidedCluster = Pick<
   readonly sshPort: number | undefined;
   /** What the namespace fixtures do when a test fails (the diagnostics and keepFailedNamespaces options). */
   readonly onFailure: { readonly diagnostics: boolean; readonly keepNamespace: boolean };
+  /** The VM's state directory and the lease this run holds on it (what a rewind from a test worker needs); undefined on an existing cluster. */
+  readonly dir: string | undefined;
+  readonly leaseId: string | undefined;
+  /** The resolved `rewind` option (K3S_VM_REWIND). */
+  readonly rewind: 'off' | 'file';
 };
 
 export interface Session {
@@ -115,6 +122,9 @@ async function createSession(options: StartOptions, givenLogger: Logger | undefi
     sshPort: cluster.kind === 'vm' ? cluster.sshPort : undefined,
     booted: cluster.booted,
     onFailure: { diagnostics: cluster.config.diagnostics, keepNamespace: cluster.config.keepFailedNamespaces },
+    dir: cluster.kind === 'vm' ? cluster.config.dir : undefined,
+    leaseId: cluster.kind === 'vm' ? cluster.leaseId : undefined,
+    rewind: cluster.config.rewind,
   };
   return { provided, release };
 }
@@ -128,4 +138,20 @@ export async function closeSession(): Promise<void> {
   slot.current = undefined;
   const session = await entry.promise.catch(() => undefined);
   await session?.release();
+}
+
+/**
+ * Rewinds the provided VM from a test process (a worker of the run that holds it): this run's
+ * lease is its own, any other run's refuses the rewind (VM_IN_USE).
+ */
+export async function rewindProvided(provided: ProvidedCluster, to?: string): Promise<RewindResult> {
+  if (provided.dir === undefined || provided.leaseId === undefined) {
+    throw new K3sVmError('NOT_RUNNING', `k3s-vm: there is no VM to rewind: the run uses the existing cluster ${provided.name}`, {
+      hint: 'rewind needs the VM and its snapshot (K3S_VM_SNAPSHOT=1); leave K3S_VM_KUBECONFIG out, or isolate tests with namespaces',
+    });
+  }
+  // The run resolved its options already (some may have come from code, out of this process's
+  // reach): only the state directory is needed, and the rewind option must not be judged again.
+  const options = { dir: provided.dir, rewind: 'off' } as const;
+  return rewindCluster({ ...options, logger: stderrLogger(options), ownLeases: [provided.leaseId], ...(to === undefined ? {} : { to }) });
 }

@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import { buildVm } from '../nix/build-vm.js';
 import { chooseAccel, refuseKnownDeadKvm } from '../qemu/accel.js';
 import { launchVm } from '../qemu/launch.js';
-import { restoreOptions } from '../qemu/snapshot.js';
+import { restoreOptions, type SnapshotRecord } from '../qemu/snapshot.js';
 import { choosePorts } from '../qemu/ports.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
@@ -30,6 +30,11 @@ export interface Acquired {
   readonly booted: boolean;
   readonly timings: Omit<StartTimings, 'totalMs'>;
   readonly kubeconfig: string;
+  /**
+   * Set when this start launched the VM with snapshots on: what a later save needs, and the
+   * record restored (undefined after a cold boot).
+   */
+  readonly snapshot?: { readonly context: SnapshotContext; readonly restored: SnapshotRecord | undefined } | undefined;
 }
 
 export interface BootPlan {
@@ -42,6 +47,11 @@ export interface BootPlan {
   readonly signal?: AbortSignal | undefined;
   /** The environment the run script starts from. */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /**
+   * Save the snapshot as soon as the cluster is ready. False when a workload follows: the
+   * start saves it after the workload is loaded, so that the snapshot holds it. @default true
+   */
+  readonly saveWhenReady?: boolean;
 }
 
 /** Boots the VM and waits for readiness. On any failure the VM is stopped and the original error rethrown. */
@@ -76,9 +86,10 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
       }
     : undefined;
   const launch = { plan, ports, build, accel, timeoutMs, snapshot };
-  if (snapshot && (await planRestore(snapshot)).restore) {
+  const planned = snapshot ? await planRestore(snapshot) : { restore: false as const };
+  if (snapshot && planned.restore) {
     try {
-      return await launchAndWait({ ...launch, restore: true });
+      return await launchAndWait({ ...launch, restore: true, restored: planned.record });
     } catch (error) {
       // Ctrl-C ends the start; the snapshot was only read, so it stays for the next one.
       if (signal?.aborted) throw error;
@@ -90,7 +101,7 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
       );
     }
   }
-  return launchAndWait({ ...launch, restore: false });
+  return launchAndWait({ ...launch, restore: false, restored: undefined });
 }
 
 /** How long a restore may take to be ready before it counts as failed and the VM boots instead. */
@@ -105,6 +116,8 @@ interface LaunchPlanOfBoot {
   readonly snapshot: SnapshotContext | undefined;
   /** Restore the snapshot (-loadvm) instead of booting; otherwise boot and, with snapshots on, save once ready. */
   readonly restore: boolean;
+  /** The snapshot's record when restoring it. */
+  readonly restored: SnapshotRecord | undefined;
 }
 
 /** Launches QEMU (booting, or restoring the snapshot) and waits for readiness. On any failure the VM is stopped and the original error rethrown. */
@@ -194,7 +207,7 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
     });
     const readyMs = Date.now() - readyStarted;
     await dir.writeAtomic(files.kubeconfig, ready.kubeconfig, 0o600);
-    if (snapshot && !restore) await saveSnapshot({ ...snapshot, qmpSocket });
+    if (snapshot && !restore && plan.saveWhenReady !== false) await saveSnapshot({ ...snapshot, qmpSocket });
     const lease = await takeLease(dir);
     logger.progress(
       `cluster ready in ${((launchMs + (clockMs ?? 0) + readyMs) / 1000).toFixed(1)} s${restore ? ' (restored from the snapshot)' : ''}; kubeconfig: ${dir.file(files.kubeconfig)}`,
@@ -212,6 +225,7 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
         ...(clockMs === undefined ? {} : { clockMs }),
       },
       kubeconfig: ready.kubeconfig,
+      ...(snapshot ? { snapshot: { context: snapshot, restored: launch.restored } } : {}),
     };
   } catch (error) {
     // Clean up, report cleanup problems separately, and rethrow the original error.

@@ -16,6 +16,8 @@ export { stopCluster, type StopClusterResult } from './stop.js';
 export { clusterStatus, kubectlTarget, runningCluster, type ClusterStatus } from './status.js';
 export { resetCluster } from './reset.js';
 export { deleteClusterSnapshot } from './snapshot.js';
+export { rewindCluster, rewindCluster as rewind, type RewindOptions, type RewindResult } from './rewind.js';
+export { deleteNamedSnapshot, listSnapshots, saveNamedSnapshot, type SnapshotEntry } from './named-snapshots.js';
 export { buildCluster, type BuildResult } from './build.js';
 export { diagnose, type Check } from './doctor.js';
 export { execInCluster, sshClientArgs } from './connect.js';
@@ -31,7 +33,7 @@ export {
   type WorkloadResult,
 } from './workload.js';
 export { fieldManager } from '../guest/manifests.js';
-export { stderrLogger } from './prepare.js';
+export { stderrLogger, configOf as clusterConfig } from './prepare.js';
 export type { Cluster, ClusterOptions, ConnectedCluster, StartOptions, StartedCluster, StartTimings } from './options.js';
 export { clientNode } from '../guest/client-node.js';
 export { flagDefinitions, flagHelpLines, optionOfFlag } from '../config/option-table.js';

@@ -5,6 +5,7 @@ import type { K3sVmOptions, ResolvedConfig } from '../config/options.js';
 import type { ReadinessStep } from '../guest/readiness.js';
 import type { GuestSsh } from '../guest/ssh.js';
 import type { Logger } from '../log.js';
+import type { RewindResult } from './rewind.js';
 
 /** Options of every lifecycle operation: the config options plus where to report and how to cancel. */
 export interface ClusterOptions extends K3sVmOptions {
@@ -90,6 +91,13 @@ export interface StartedCluster extends Cluster {
   readonly accel: 'kvm' | 'tcg';
   /** A new SSH connection to the guest as root; close it when done. */
   ssh(): Promise<GuestSsh>;
+  /** This run's lease on the VM (what rewinds from its test workers name as theirs). */
+  readonly leaseId: string;
+  /**
+   * Returns the VM to its ready-state snapshot, or to a named one, without a reboot (see
+   * rewindCluster). Refused while another run uses the VM.
+   */
+  rewind(snapshot?: string): Promise<RewindResult>;
   /** Runs one command in the guest over SSH (calls in quick succession share a connection). */
   exec(command: string): Promise<{ stdout: string; stderr: string; exitCode: number | null }>;
   /**

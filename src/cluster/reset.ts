@@ -27,8 +27,9 @@ export async function resetCluster(
     const deletedDisk = dir.exists(files.disk);
     await dir.remove(files.disk);
     await dir.remove(files.diskRecord);
-    // The snapshot lives inside the disk: its record goes with it.
+    // The snapshots live inside the disk: their records go with it.
     await dir.remove(files.snapshotRecord);
+    await dir.remove(files.snapshotsDir);
     await dir.remove(files.tmpDir);
     logger.progress(
       deletedDisk

@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
-import { GuestSsh, type SshTarget } from '../guest/ssh.js';
+import { GuestSsh, type GuestShell, type SshTarget } from '../guest/ssh.js';
 import type { Logger } from '../log.js';
 import {
   deleteInternalSnapshot,
@@ -13,6 +13,7 @@ import {
   whyNotRestorable,
   type SnapshotKey,
   type SnapshotRecord,
+  type SnapshotWorkload,
 } from '../qemu/snapshot.js';
 import { currentBuild } from '../nix/build-vm.js';
 import { files } from '../state/files.js';
@@ -107,7 +108,9 @@ export async function removeSnapshot(context: Pick<SnapshotContext, 'dir' | 'run
  * warning: the run goes on with the VM it has. The record is written last, so a save cut
  * short leaves a snapshot without a record, which the next start deletes.
  */
-export async function saveSnapshot(context: SnapshotContext & { readonly qmpSocket: string }): Promise<SnapshotRecord | undefined> {
+export async function saveSnapshot(
+  context: SnapshotContext & { readonly qmpSocket: string; readonly workload?: SnapshotWorkload | undefined },
+): Promise<SnapshotRecord | undefined> {
   const { dir, logger } = context;
   const started = Date.now();
   try {
@@ -118,10 +121,19 @@ export async function saveSnapshot(context: SnapshotContext & { readonly qmpSock
     const inDisk = await listInternalSnapshots(dir.file(files.disk), context.runScript, context.env['PATH']);
     const disk = inDisk.find((entry) => entry.name === snapshotTag);
     if (!disk) throw new Error(`QEMU reported no error, but the disk holds no snapshot ${snapshotTag}`);
-    const record: SnapshotRecord = { tag: snapshotTag, key, machine, disk, savedAt: new Date(started).toISOString(), saveMs };
+    const { workload } = context;
+    const record: SnapshotRecord = {
+      tag: snapshotTag,
+      key,
+      machine,
+      disk,
+      savedAt: new Date(started).toISOString(),
+      saveMs,
+      ...(workload ? { workload } : {}),
+    };
     await dir.writeJson(files.snapshotRecord, record);
     logger.progress(
-      `saved the ready VM (${formatMiB(disk.vmStateBytes)} of VM state, in ${(saveMs / 1000).toFixed(1)} s); later starts restore it`,
+      `saved the ready VM${workload ? ' with its workload' : ''} (${formatMiB(disk.vmStateBytes)} of VM state, in ${(saveMs / 1000).toFixed(1)} s); later starts restore it`,
     );
     return record;
   } catch (error) {
@@ -150,12 +162,7 @@ export async function correctGuestClock(
     let ssh: GuestSsh | undefined;
     try {
       ssh = await GuestSsh.connect(target, Math.max(1, Math.min(5000, deadline - Date.now())), signal);
-      // The host's time is read as late as possible: the command runs right after.
-      const seconds = (Date.now() / 1000).toFixed(3);
-      const result = await ssh.exec(`date -u -s @${seconds.split('.')[0]} >/dev/null && date -u +%s`, { signal });
-      if (result.exitCode !== 0) throw new Error(`date -s failed: ${result.stderr.trim() || result.stdout.trim()}`);
-      const guestSeconds = Number(result.stdout.trim());
-      logger.debug(`guest clock set to the host's (guest now ${guestSeconds}, host ${Math.floor(Date.now() / 1000)})`);
+      await setGuestClock(ssh, signal, logger);
       return;
     } catch (error) {
       if (signal?.aborted) throw error;
@@ -168,6 +175,16 @@ export async function correctGuestClock(
   throw new Error(`could not set the guest's clock after the restore: ${(lastError as Error | undefined)?.message ?? 'deadline passed'}`, {
     cause: lastError,
   });
+}
+
+/** Sets the guest's clock to the host's over an open connection (`date -u -s @SECONDS`). */
+export async function setGuestClock(ssh: GuestShell, signal: AbortSignal | undefined, logger: Logger): Promise<void> {
+  // The host's time is read as late as possible: the command runs right after.
+  const seconds = (Date.now() / 1000).toFixed(3);
+  const result = await ssh.exec(`date -u -s @${seconds.split('.')[0]} >/dev/null && date -u +%s`, { signal });
+  if (result.exitCode !== 0) throw new Error(`date -s failed: ${result.stderr.trim() || result.stdout.trim()}`);
+  const guestSeconds = Number(result.stdout.trim());
+  logger.debug(`guest clock set to the host's (guest now ${guestSeconds}, host ${Math.floor(Date.now() / 1000)})`);
 }
 
 /** What `status` shows about the snapshot. */

@@ -16,6 +16,8 @@ import { configOf, prepare, startLockTimeoutMs } from './prepare.js';
 import { createStartedCluster } from './started-cluster.js';
 import { stopInstance } from './stop.js';
 import { checkWorkload, withConfiguredWorkload } from './workload.js';
+import { saveSnapshot } from './snapshot.js';
+import { sameWorkload, type SnapshotWorkload } from '../qemu/snapshot.js';
 
 /**
  * Starts the VM or attaches to the one already running for this state directory, waits until
@@ -41,7 +43,8 @@ async function startVm(options: StartOptions, resolved: ResolvedConfig, startedA
   const { config, dir, logger } = await prepare(options, resolved);
   const signal = options.signal;
   // A missing archive or a broken manifest is reported before anything boots.
-  await checkWorkload(config, signal);
+  const checked = await checkWorkload(config, signal);
+  const workload = workloadOf(checked, config.waitForRollout);
   const onWait = (pid: number) => logger.progress(`waiting for process ${pid}, which is starting or stopping the VM`);
 
   const { keys, acquired } = await withLock(dir, { timeoutMs: startLockTimeoutMs, signal, onWait }, async () => {
@@ -75,11 +78,56 @@ async function startVm(options: StartOptions, resolved: ResolvedConfig, startedA
       logger.warn(`cleaning up after the last VM: ${status.reasons.join('; ')}`);
       await stopInstance(dir, status, logger, true);
     }
-    acquired ??= await boot({ config, dir, keys, keep, steps: options.readiness, logger, signal, env: environment(options.env) });
+    acquired ??= await boot({
+      config,
+      dir,
+      keys,
+      keep,
+      steps: options.readiness,
+      logger,
+      signal,
+      env: environment(options.env),
+      // With a workload, the snapshot is saved once it is loaded (below), so that it holds it.
+      saveWhenReady: workload === undefined,
+    });
     return { keys, acquired };
   });
 
-  return withConfiguredWorkload(createStartedCluster({ config, dir, keys, acquired, startedAt, logger }), logger, signal);
+  const snapshot = workload ? acquired.snapshot : undefined;
+  if (snapshot?.restored) {
+    logger.progress(
+      sameWorkload(snapshot.restored.workload, workload!)
+        ? `the restored snapshot holds the workload (${describeWorkload(workload!)}): nothing is imported or applied`
+        : `the workload changed since the snapshot was saved: what changed is loaded into the restored cluster, then the snapshot saved again`,
+    );
+  }
+  const cluster = await withConfiguredWorkload(
+    createStartedCluster({ config, dir, keys, acquired, startedAt, logger, env: environment(options.env) }),
+    logger,
+    signal,
+  );
+  if (snapshot && !sameWorkload(snapshot.restored?.workload, workload!)) {
+    // Under the lock, as at boot: no other start attaches or rewinds while the VM is paused for it.
+    await withLock(dir, { timeoutMs: startLockTimeoutMs, signal, onWait }, () =>
+      saveSnapshot({ ...snapshot.context, qmpSocket: acquired.runtime.qmpSocket, workload }),
+    );
+  }
+  return cluster;
+}
+
+/** What the snapshot records of the workload; undefined when there is none. */
+function workloadOf(checked: Awaited<ReturnType<typeof checkWorkload>>, waitForRollout: boolean): SnapshotWorkload | undefined {
+  if (checked.archives.length === 0 && checked.manifests.length === 0) return undefined;
+  return {
+    images: checked.archives.map((archive) => archive.digest),
+    manifests: checked.manifests.map((manifest) => manifest.digest),
+    waitForRollout,
+  };
+}
+
+function describeWorkload(workload: SnapshotWorkload): string {
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  return `${count(workload.images.length, 'image')}, ${count(workload.manifests.length, 'manifest file')}`;
 }
 
 /**

@@ -10,6 +10,7 @@ import { releaseLeaseAtExit } from '../state/leases.js';
 import type { Acquired } from './boot.js';
 import type { StartedCluster } from './options.js';
 import { releaseLease } from './release.js';
+import { rewindCluster } from './rewind.js';
 import { newRunId } from './run-labels.js';
 
 export interface HandlePlan {
@@ -20,6 +21,8 @@ export interface HandlePlan {
   /** When the start began (for the total time). */
   readonly startedAt: number;
   readonly logger: Logger;
+  /** The environment the start read (a rewind reads the same). */
+  readonly env: Readonly<Record<string, string | undefined>>;
 }
 
 export function createStartedCluster(plan: HandlePlan): StartedCluster {
@@ -49,6 +52,19 @@ export function createStartedCluster(plan: HandlePlan): StartedCluster {
     timings: { ...acquired.timings, totalMs: Date.now() - plan.startedAt },
     kubeConfig: () => loadKubeConfig(kubeconfig),
     ssh: () => GuestSsh.connect(target),
+    leaseId: acquired.lease.id,
+    rewind: async (snapshot) => {
+      // The guest's TCP connections are rewound too: the shared one would be a dead end.
+      shared.close();
+      try {
+        return await rewindCluster(
+          { env: plan.env, logger, ownLeases: [acquired.lease.id], ...(snapshot === undefined ? {} : { to: snapshot }) },
+          config,
+        );
+      } finally {
+        shared.close();
+      }
+    },
     exec: (command) => shared.exec(command),
     stop: () => {
       shared.close();

@@ -313,6 +313,12 @@ export const optionTable: OptionTable = {
     help: 'save the VM once ready and restore that instead of booting (a restore starts from the saved cluster; see Snapshots)',
     parse: boolean,
   },
+  rewind: {
+    variable: 'K3S_VM_REWIND',
+    defaultText: '`off`',
+    help: '`file`: the Vitest adapter rewinds the VM to its snapshot before each test file (needs `K3S_VM_SNAPSHOT`, files run one at a time, no other run on the VM; see Snapshots)',
+    parse: oneOf<'off' | 'file'>(['off', 'file']),
+  },
   extraK3sFlags: {
     defaultText: '`[]`',
     help: "extra `k3s server` flags, such as `['--kubelet-arg=max-pods=200']`",

@@ -104,6 +104,13 @@ export interface K3sVmOptions {
    * state: what earlier runs wrote to the cluster is gone. @default false
    */
   readonly snapshot?: boolean;
+  /**
+   * `'file'`: the Vitest adapter returns the VM to its snapshot before each test file
+   * (`K3S_VM_REWIND=file`), so that nothing one file created, namespaced or cluster-scoped,
+   * is seen by the next. Needs `snapshot`, test files run one at a time, and no other run
+   * using the VM. @default 'off'
+   */
+  readonly rewind?: 'off' | 'file';
   /** The nix-build program. @default 'nix-build' from PATH */
   readonly nixBuild?: string;
 }
@@ -131,6 +138,7 @@ export interface ResolvedConfig {
   readonly k3sVersion: string;
   readonly offline: boolean;
   readonly snapshot: boolean;
+  readonly rewind: 'off' | 'file';
   readonly extraK3sFlags: readonly string[];
   readonly disable: readonly string[];
   readonly airgapImages: boolean;

@@ -61,6 +61,7 @@ const vmOnlyOptions: readonly OptionKey[] = [
   'images',
   'preloadImages',
   'snapshot',
+  'rewind',
 ];
 
 /** The folder npm would call the project root: the nearest one upwards that has a package.json. */
@@ -229,6 +230,16 @@ export function resolveConfig(
     });
   }
 
+  const snapshot = value('snapshot') ?? false;
+  const rewind = value('rewind') ?? 'off';
+  if (rewind !== 'off' && !snapshot) {
+    throw new K3sVmError(
+      'CONFIG_INVALID',
+      `${sources.rewind?.label}=${rewind} rewinds the VM to its snapshot, but snapshots are off (${sources.snapshot?.label ?? 'K3S_VM_SNAPSHOT'} is not on)`,
+      { hint: 'turn snapshots on too (K3S_VM_SNAPSHOT=1 or snapshot: true), or leave the rewind out' },
+    );
+  }
+
   return {
     projectRoot,
     dir,
@@ -245,7 +256,8 @@ export function resolveConfig(
     nixpkgs,
     k3sVersion: value('k3sVersion') ?? '',
     offline,
-    snapshot: value('snapshot') ?? false,
+    snapshot,
+    rewind,
     extraK3sFlags,
     disable: value('disable') ?? defaults.disable,
     airgapImages,

@@ -18,6 +18,8 @@ export const files = {
    * saved from. Written only after a save completes: a snapshot without it is not trusted.
    */
   snapshotRecord: 'snapshot.json',
+  /** Named snapshots (`k3s-vm snapshot save NAME`): one record NAME.json each, written after its save, like snapshotRecord. */
+  snapshotsDir: 'snapshots',
   /** The QEMU process id, written atomically once QEMU is spawned. */
   pid: 'qemu.pid',
   /** QMP control socket (under the temporary directory instead when this path is too long for a socket). */

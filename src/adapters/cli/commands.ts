@@ -6,6 +6,10 @@ import {
   buildCluster,
   clusterStatus,
   deleteClusterSnapshot,
+  deleteNamedSnapshot,
+  listSnapshots,
+  rewindCluster,
+  saveNamedSnapshot,
   execInCluster,
   importImages,
   listImages,
@@ -166,22 +170,54 @@ export const commands: Record<string, Command> = {
     },
   },
   snapshot: {
-    summary: 'the saved ready-state snapshot: show it (ls), or delete it (rm)',
-    usage: 'snapshot [ls|rm]',
+    summary:
+      'snapshots in the disk: list them (ls), save the running VM (save NAME), return it to one (restore NAME), delete one (rm [NAME])',
+    usage: 'snapshot [ls] | snapshot save NAME | snapshot restore NAME | snapshot rm [NAME]',
     positionals: true,
     async run({ io, positionals, options }) {
-      const action = positionals[0] ?? 'ls';
-      if (action === 'rm') {
-        await deleteClusterSnapshot(options);
+      const [action = 'ls', name, ...rest] = positionals;
+      if (rest.length > 0) throw new UsageError(`snapshot ${action} takes one name at most`);
+      const needsName = (verb: string): string => {
+        if (name === undefined) throw new UsageError(`snapshot ${verb} needs a name: k3s-vm snapshot ${verb} NAME`);
+        return name;
+      };
+      if (action === 'save') {
+        await saveNamedSnapshot(needsName('save'), options);
         return exitCodes.ok;
       }
-      if (action !== 'ls') throw new UsageError(`snapshot takes ls or rm, not ${action}`);
-      const status = await clusterStatus(options);
-      io.stdout.write(
-        status.snapshot
-          ? `${status.snapshot.savedAt}  ${formatBytes(status.snapshot.vmStateBytes)}  ${status.snapshot.storePath}\n`
-          : `no snapshot${status.config.snapshot ? '' : ' (K3S_VM_SNAPSHOT is off)'}\n`,
-      );
+      if (action === 'restore') {
+        await rewindCluster({ ...options, to: needsName('restore') });
+        return exitCodes.ok;
+      }
+      if (action === 'rm') {
+        // Without a name: the ready-state snapshot, as before named snapshots existed.
+        if (name === undefined) await deleteClusterSnapshot(options);
+        else await deleteNamedSnapshot(name, options);
+        return exitCodes.ok;
+      }
+      if (action !== 'ls') throw new UsageError(`snapshot takes ls, save, restore or rm, not ${action}`);
+      if (name !== undefined) throw new UsageError('snapshot ls takes no name');
+      const [entries, status] = await Promise.all([listSnapshots(options), clusterStatus(options)]);
+      if (entries.length === 0) {
+        io.stdout.write(`no snapshot${status.config.snapshot ? '' : ' (K3S_VM_SNAPSHOT is off)'}\n`);
+        return exitCodes.ok;
+      }
+      const width = Math.max(...entries.map((entry) => entry.name.length));
+      for (const entry of entries) {
+        io.stdout.write(
+          `${entry.name.padEnd(width)}  ${entry.savedAt}  ${formatBytes(entry.vmStateBytes)}  ${entry.storePath}${entry.automatic ? '  (automatic)' : ''}\n`,
+        );
+      }
+      return exitCodes.ok;
+    },
+  },
+  rewind: {
+    summary: 'return the running VM to its snapshot without a reboot (what was created since is gone); refused while a test run uses it',
+    usage: 'rewind [NAME]',
+    positionals: true,
+    async run({ positionals, options }) {
+      if (positionals.length > 1) throw new UsageError('rewind takes one snapshot name at most');
+      await rewindCluster({ ...options, ...(positionals[0] === undefined ? {} : { to: positionals[0] }) });
       return exitCodes.ok;
     },
   },

@@ -1,8 +1,8 @@
 // k3s-vm/jest: test-side helpers for Jest; the cluster arrives from k3s-vm/jest/setup through the environment.
 import type { KubeConfig } from '@kubernetes/client-node';
-import { loadKubeConfig, type PortForwardHandle } from '../../cluster/index.js';
+import { loadKubeConfig, type PortForwardHandle, type RewindResult } from '../../cluster/index.js';
 import { K3sVmError } from '../../errors.js';
-import type { ProvidedCluster } from '../session.js';
+import { rewindProvided, type ProvidedCluster } from '../session.js';
 import { readHandoff } from './handoff.js';
 import { bindHelpers, type BoundHelpers } from '../bound-helpers.js';
 import { createNamespaceFor, markKept, type TestNamespace } from '../test-namespace.js';
@@ -70,4 +70,14 @@ export async function createTestNamespace(label = 'test', kubeConfig: KubeConfig
       else await namespace.delete();
     },
   };
+}
+
+/**
+ * Returns the VM to its snapshot (or to a named one) without a reboot: what tests created
+ * since, namespaced or cluster-scoped, is gone. Call it in `beforeAll` to start a file from
+ * the snapshot, with the files run one at a time (`--runInBand`: a rewind undoes what files
+ * beside it do). Refused (VM_IN_USE) while another run uses the VM.
+ */
+export function rewind(to?: string): Promise<RewindResult> {
+  return rewindProvided(useK3sVm(), to);
 }

@@ -2,10 +2,17 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { inject, recordArtifact, test as baseTest, type TestArtifactBase } from 'vitest';
 import type { TestProject } from 'vitest/node';
-import { collectDiagnostics, loadKubeConfig, type PortForwardHandle, type StartOptions } from '../../cluster/index.js';
+import {
+  clusterConfig,
+  collectDiagnostics,
+  loadKubeConfig,
+  type PortForwardHandle,
+  type RewindResult,
+  type StartOptions,
+} from '../../cluster/index.js';
 import { bindHelpers, type BoundHelpers } from '../bound-helpers.js';
 import { K3sVmError } from '../../errors.js';
-import { closeSession, openSession, type ProvidedCluster } from '../session.js';
+import { closeSession, openSession, rewindProvided, type ProvidedCluster } from '../session.js';
 import {
   createNamespaceFor,
   diagnosticsBudgetMs,
@@ -47,7 +54,20 @@ declare module 'vitest' {
  * `globalSetup: ['./k3s.setup.ts']` with `export default createGlobalSetup({ memoryMiB: 2048 })`.
  */
 export function createGlobalSetup(options: StartOptions = {}) {
-  return async function setup(project: Pick<TestProject, 'provide'>): Promise<() => Promise<void>> {
+  return async function setup(
+    project: Pick<TestProject, 'provide'> & { readonly config?: { readonly maxWorkers?: number } },
+  ): Promise<() => Promise<void>> {
+    const maxWorkers = project.config?.maxWorkers ?? 1;
+    if (clusterConfig(options).rewind === 'file' && maxWorkers > 1) {
+      // Refused before the VM starts: a rewind before one file would undo what files running beside it do.
+      throw new K3sVmError(
+        'CONFIG_INVALID',
+        `rewind 'file' (K3S_VM_REWIND) needs the test files to run one at a time, and Vitest runs up to ${maxWorkers} at once`,
+        {
+          hint: 'set fileParallelism: false in the test section of your vitest.config (or run vitest with --no-file-parallelism)',
+        },
+      );
+    }
     const session = await openSession(options);
     project.provide('k3sVm', session.provided);
     return closeSession;
@@ -74,6 +94,16 @@ export function useKubeConfig(): KubeConfig {
   return loadKubeConfig(useK3sVm().kubeconfig);
 }
 
+/**
+ * Returns the VM to its snapshot (or to a named one) without a reboot: what tests created
+ * since, namespaced or cluster-scoped, is gone. Refused (VM_IN_USE) while another run uses
+ * the VM. With K3S_VM_REWIND=file, k3s-vm's `test` does this before each file by itself;
+ * files that use Vitest's own `test` can call it in `beforeAll`.
+ */
+export function rewind(to?: string): Promise<RewindResult> {
+  return rewindProvided(useK3sVm(), to);
+}
+
 export interface K3sVmFixtures extends BoundHelpers {
   /** A client-node KubeConfig for the cluster. */
   kubeConfig: KubeConfig;
@@ -98,6 +128,11 @@ declare module 'vitest' {
   interface TestArtifactRegistry {
     'k3s-vm:diagnostics': K3sVmDiagnosticsArtifact;
   }
+}
+
+interface K3sVmFileFixtures {
+  /** With K3S_VM_REWIND=file: the file's rewind, done before its first test (set up automatically). */
+  rewoundForFile: RewindResult | undefined;
 }
 
 export interface CreateTestOptions {
@@ -184,7 +219,15 @@ export function createTest(options: CreateTestOptions = {}): ReturnType<typeof e
 
 function extendTest(options: CreateTestOptions) {
   const scope = options.namespaceScope ?? 'test';
-  const base = baseTest.extend<Pick<K3sVmFixtures, 'kubeConfig'>>({
+  const base = baseTest.extend<Pick<K3sVmFixtures, 'kubeConfig'> & K3sVmFileFixtures>({
+    rewoundForFile: [
+      // eslint-disable-next-line no-empty-pattern
+      async ({}, use) => {
+        const provided = useK3sVm();
+        await use(provided.rewind === 'file' ? await rewindProvided(provided) : undefined);
+      },
+      { scope: 'file', auto: true },
+    ],
     // eslint-disable-next-line no-empty-pattern
     kubeConfig: async ({}, use) => {
       await use(useKubeConfig());
