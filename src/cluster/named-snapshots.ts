@@ -152,15 +152,23 @@ export async function listSnapshots(options: ClusterOptions = {}): Promise<Snaps
     .filter((file) => file.endsWith('.json'))
     .map((file) => file.slice(0, -'.json'.length))
     .sort();
+  // A record can outlive its snapshot (the disk replaced, qemu-img snapshot -d): only what the
+  // disk still holds, the same save (id and date), is listed.
+  const build = await currentBuild(dir).catch(() => undefined);
+  const env = environment(options.env);
+  const inDisk = await listInternalSnapshots(dir.file(files.disk), build?.runScript ?? '', env['PATH']).catch(() => []);
   const entries: SnapshotEntry[] = [];
   for (const name of [snapshotTag, ...names]) {
     const record = await readSnapshotRecord(dir, name);
     if (!record || record === 'damaged' || !record.disk || !record.key) continue;
+    const saved = record.disk;
+    const found = inDisk.find((entry) => entry.name === name);
+    if (!found || found.id !== saved.id || found.dateSec !== saved.dateSec || found.dateNsec !== saved.dateNsec) continue;
     entries.push({
       name,
       automatic: name === snapshotTag,
       savedAt: record.savedAt,
-      vmStateBytes: record.disk.vmStateBytes,
+      vmStateBytes: found.vmStateBytes,
       storePath: record.key.storePath,
     });
   }

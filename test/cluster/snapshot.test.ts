@@ -247,7 +247,7 @@ describe('the snapshot as status shows it', () => {
     writeFileSync(dir.file(files.snapshotRecord), JSON.stringify(saved));
     const options = { dir: dir.path, env: { PATH: process.env['PATH'] } };
     expect((await clusterStatus(options)).snapshot).toMatchObject({ savedAt: saved.savedAt });
-    expect((await cli(['snapshot', 'ls'], dir.path)).out).toMatch(/^2026-01-01T00:00:00\.000Z {2}/);
+    expect((await cli(['snapshot', 'ls'], dir.path)).out).toMatch(/^k3s-vm-ready {2}2026-01-01T00:00:00\.000Z {2}/);
 
     execFileSync('qemu-img', ['snapshot', '-d', snapshotTag, dir.file(files.disk)]);
     expect((await clusterStatus(options)).snapshot).toBeUndefined();
