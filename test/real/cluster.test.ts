@@ -102,9 +102,14 @@ describeReal('the real-Kubernetes test guest', () => {
       const log = await core.readNamespacedPodLog({ name: 'hello', namespace, container: 'hello' });
       expect(log).toContain('uid=0');
       expect(log).toContain(pod.status!.podIP!);
-      // The container's process is runc's: its cgroup is under the kubelet's kubepods.
-      const cgroups = await execInCluster(['sh', '-c', 'cat /proc/$(pidof sleep | cut -d" " -f1)/cgroup'], { dir });
-      expect(cgroups.stdout).toMatch(/kubepods/);
+      // The container's process is runc's: seen from the guest, in a cgroup of the kubelet's
+      // kubepods for this pod (inside the container, its cgroup namespace shows only "/").
+      const uid = pod.metadata!.uid!;
+      const inPod = await execInCluster(
+        ['sh', '-c', `for p in /proc/[0-9]*; do grep -q "kubepods.*pod${uid}" "$p/cgroup" 2>/dev/null && cat "$p/comm"; done; true`],
+        { dir },
+      );
+      expect(inPod.stdout.split('\n')).toContain('sleep');
     } finally {
       await core.deleteNamespace({ name: namespace, gracePeriodSeconds: 0 }).catch(() => undefined);
     }

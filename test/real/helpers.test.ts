@@ -139,7 +139,8 @@ describeReal('the test helpers on real Kubernetes', () => {
     await core().createNamespacedPod({
       namespace,
       body: {
-        metadata: { name: 'no-image' },
+        // Labelled, so that a Service below selects it and has no ready endpoints.
+        metadata: { name: 'no-image', labels: { app: 'no-image' } },
         spec: { containers: [{ name: 'app', image: 'k3s-vm.test/absent:1', imagePullPolicy: 'Never' }] },
       },
     });
@@ -150,7 +151,8 @@ describeReal('the test helpers on real Kubernetes', () => {
     expect(error.code).toBe('WAIT_TIMEOUT');
     expect(error.message).toMatch(new RegExp(`^Pod ${namespace}/no-image is not Running after 2\\.\\d s; last seen: phase Pending`));
     expect(error.message).toMatch(/containers app waiting \(ErrImageNeverPull/);
-    expect(error.message).toMatch(/its last events:\n {2}\S+ Warning ErrImageNeverPull: /);
+    // Oldest first: the scheduler's Normal event can come before the kubelet's warning.
+    expect(error.message).toMatch(/its last events:(\n {2}.*)*\n {2}\S+ Warning ErrImageNeverPull: /);
   });
 
   it('says what the namespace has when the object never appeared', async () => {
@@ -305,9 +307,16 @@ describeReal('the test helpers on real Kubernetes', () => {
   });
 
   it("collects the namespace's diagnostics within 2 s: pods, events, and the logs' last lines", async () => {
-    const diagnostics = await collectDiagnostics(kc(), namespace, { budgetMs: 1_500 });
-    process.stderr.write(`helpers: diagnostics of ${namespace} collected in ${diagnostics.elapsedMs} ms (${diagnostics.summary})\n`);
-    expect(diagnostics.elapsedMs).toBeLessThan(2_000);
+    // The default budget bounds the collection: what a busy cluster does not answer in time is
+    // named as such, never waited for.
+    const bounded = await collectDiagnostics(kc(), namespace);
+    process.stderr.write(`helpers: diagnostics of ${namespace} collected in ${bounded.elapsedMs} ms (${bounded.summary})\n`);
+    expect(bounded.elapsedMs).toBeLessThan(2_000);
+    expect(bounded.text).toMatch(/^k3s-vm diagnostics of namespace /);
+    for (const line of bounded.text.split('\n').filter((l) => l.includes('not read within')))
+      expect(line).toMatch(/not read within 1500 ms/);
+    // What it holds, given the time to read all of it (the content, not the speed, is checked here).
+    const diagnostics = await collectDiagnostics(kc(), namespace, { budgetMs: 30_000 });
     expect(diagnostics.text).toMatch(/^ {2}web: phase Running; conditions .*Ready=True/m);
     expect(diagnostics.text).toMatch(/^ {2}no-image: phase Pending; .*ErrImageNeverPull/m);
     expect(diagnostics.text).toMatch(/Warning ErrImageNeverPull Pod\/no-image/);
