@@ -1,4 +1,4 @@
-// Lint rules, and the layer order of src/ (DESIGN.md: lower layers never import upper ones;
+// Lint rules, and the layer order of src/ (docs/how-it-works.md: lower layers never import upper ones;
 // adapters use only the cluster API plus errors and logging).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
@@ -15,7 +15,7 @@ const layerRules = layers.map((layer, index) => ({
         patterns: [
           {
             group: layers.slice(index + 1).map((upper) => `**/${upper}/**`),
-            message: `src/${layer} is below ${layers.slice(index + 1).join(', ')} and must not import them (DESIGN.md, Layers).`,
+            message: `src/${layer} is below ${layers.slice(index + 1).join(', ')} and must not import them (docs/how-it-works.md).`,
           },
         ],
       },
@@ -83,7 +83,7 @@ export default tseslint.config(
                 '**/cluster/**',
                 '!**/cluster/index.js',
               ],
-              message: 'adapters use only the cluster API (src/cluster/index.ts), errors and logging (DESIGN.md, Layers).',
+              message: 'adapters use only the cluster API (src/cluster/index.ts), errors and logging (docs/how-it-works.md).',
             },
           ],
         },

@@ -258,7 +258,7 @@ in
   # (K3s, its air-gap images, the system; roughly the closure's size in the store, written
   # once per changed build), instead of nothing with 9p; at run time nothing, and reads from
   # the store no longer go through 9p. Not measured here: no nixpkgs on the machines this is
-  # developed on (README "Snapshots" has the procedure).
+  # developed on (docs/snapshots.md has the procedure).
   virtualisation.mountHostNixStore = false;
   virtualisation.useNixStoreImage = false;
   virtualisation.writableStore = false;

@@ -10,7 +10,7 @@ import { QmpClient } from './qmp.js';
  * more than one: savevm replaces a snapshot of the same name.
  *
  * Internal rather than a migration stream in a file, by measurement (test guest, QEMU 7.2,
- * TCG, 1 GiB, README "Snapshots"): savevm took 0.36 s against 1.04 s for `migrate` to a file,
+ * TCG, 1 GiB, docs/snapshots.md): savevm took 0.36 s against 1.04 s for `migrate` to a file,
  * restore-to-ready 0.67–0.79 s with -loadvm against 0.91–2.8 s with `-incoming "exec:cat …"`,
  * and the size was the same (148 MiB of VM state). What decides it is the disk: a stream in a
  * file holds RAM only and is valid only while the disk is byte for byte what it was at the
