@@ -6,7 +6,9 @@
 // one line and leaves everything else installed. Run after `npm run build`.
 import '../bench/typescript-imports.ts';
 import { startCluster } from '../dist/index.js';
-import { realGuestOptions, realGuestStateDir, realGuestUnavailable } from '../test/helpers/real-guest.ts';
+
+// Imported once the hook above is in place (static imports are all resolved before it runs).
+const { realGuestOptions, realGuestStateDir, realGuestUnavailable } = await import('../test/helpers/real-guest.ts');
 
 const say = (line: string) => process.stderr.write(`setup:real: ${line}\n`);
 
