@@ -16,9 +16,11 @@ import {
   type SnapshotWorkload,
 } from '../qemu/snapshot.js';
 import { currentBuild } from '../nix/build-vm.js';
+import { QmpClient } from '../qemu/qmp.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
 import { withLock } from '../state/lock.js';
+import { isRunning, waitForExit } from '../state/process.js';
 import { deriveStatus } from '../state/status.js';
 import type { ClusterOptions } from './options.js';
 import { prepare, stopLockTimeoutMs } from './prepare.js';
@@ -103,22 +105,34 @@ export async function removeSnapshot(context: Pick<SnapshotContext, 'dir' | 'run
   return removed;
 }
 
+/** What a save needs besides the context: the running QEMU, and the workload it holds. */
+export interface SaveTarget {
+  readonly qmpSocket: string;
+  /** QEMU's pid: a save that fails is judged by whether QEMU still runs. */
+  readonly pid: number;
+  readonly workload?: SnapshotWorkload | undefined;
+}
+
 /**
- * Saves the ready VM into its disk and records what it was saved from. A failed save is a
- * warning: the run goes on with the VM it has. The record is written last, so a save cut
- * short leaves a snapshot without a record, which the next start deletes.
+ * Saves the ready VM into its disk and records what it was saved from. The record is written
+ * last, so a save cut short leaves no record, and a snapshot without one is never restored.
+ *
+ * A save that fails is judged by whether QEMU still runs:
+ * - QEMU is gone: there is no VM to go on with, and the start ends with QEMU_EXITED (the caller
+ *   cleans up the instance); a snapshot the save got to make is deleted from the closed disk.
+ * - QEMU runs: the run goes on with the VM it has, without a snapshot, with a warning.
  */
-export async function saveSnapshot(
-  context: SnapshotContext & { readonly qmpSocket: string; readonly workload?: SnapshotWorkload | undefined },
-): Promise<SnapshotRecord | undefined> {
+export async function saveSnapshot(context: SnapshotContext & SaveTarget): Promise<SnapshotRecord | undefined> {
   const { dir, logger } = context;
+  const diskPath = dir.file(files.disk);
   const started = Date.now();
   try {
     await dir.remove(files.snapshotRecord);
     const key = await wantedSnapshotKey(context);
+    logger.progress(`saving the ready VM into ${diskPath} (the VM pauses for the save)`);
     const { machine } = await saveInternalSnapshot(context.qmpSocket);
     const saveMs = Date.now() - started;
-    const inDisk = await listInternalSnapshots(dir.file(files.disk), context.runScript, context.env['PATH']);
+    const inDisk = await listInternalSnapshots(diskPath, context.runScript, context.env['PATH']);
     const disk = inDisk.find((entry) => entry.name === snapshotTag);
     if (!disk) throw new Error(`QEMU reported no error, but the disk holds no snapshot ${snapshotTag}`);
     const { workload } = context;
@@ -137,9 +151,47 @@ export async function saveSnapshot(
     );
     return record;
   } catch (error) {
-    logger.warn(`could not save a snapshot of the ready VM: ${(error as Error).message}; the next start boots again`);
-    return undefined;
+    return afterFailedSave(context, error);
   }
+}
+
+async function afterFailedSave(context: SnapshotContext & SaveTarget, error: unknown): Promise<undefined> {
+  const { dir, logger } = context;
+  const diskPath = dir.file(files.disk);
+  const reason = (error as Error).message.split('\n').join('; ');
+  const unrecorded = (deleteError: unknown) =>
+    logger.warn(`could not delete the snapshot the failed save left in ${diskPath}: ${(deleteError as Error).message}`);
+  if (await qemuEnded(context)) {
+    // Its disk is closed now: qemu-img may change it.
+    await removeSnapshot(context).catch(unrecorded);
+    throw new K3sVmError(
+      'QEMU_EXITED',
+      `QEMU (pid ${context.pid}) exited while the ready VM was being saved into ${diskPath} (${reason})`,
+      {
+        cause: error,
+        hint: `the VM is gone and nothing of the save was recorded: run again (the next start boots and saves anew); the end of ${dir.file(files.serialLog)} may say why QEMU ended`,
+      },
+    );
+  }
+  await dir.remove(files.snapshotRecord).catch(unrecorded);
+  logger.warn(`could not save a snapshot of the ready VM: ${reason}; the run goes on without one, and the next start boots again`);
+  return undefined;
+}
+
+/**
+ * Whether QEMU has ended (or is ending). A QEMU that is killed closes its control socket just
+ * before the kernel marks it gone, so one that no longer answers there is waited for a moment.
+ */
+async function qemuEnded(target: SaveTarget): Promise<boolean> {
+  if (!isRunning(target.pid)) return true;
+  const answers = await QmpClient.connect(target.qmpSocket, 2000).then(
+    (qmp) => {
+      qmp.close();
+      return true;
+    },
+    () => false,
+  );
+  return !answers && (await waitForExit(target.pid, 5000));
 }
 
 /**
