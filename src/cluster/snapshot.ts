@@ -1,11 +1,12 @@
 // The ready-state snapshot of an instance: whether to restore it, saving it once ready, the clock after a restore, status and removal.
-import { stat } from 'node:fs/promises';
+import { stat, statfs } from 'node:fs/promises';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import { GuestSsh, type GuestShell, type SshTarget } from '../guest/ssh.js';
 import type { Logger } from '../log.js';
 import {
   deleteInternalSnapshot,
+  deleteInternalSnapshotRunning,
   listInternalSnapshots,
   qemuVersionOf,
   saveInternalSnapshot,
@@ -114,17 +115,54 @@ export interface SaveTarget {
 }
 
 /**
+ * Room a run needs on the state directory's file system besides the snapshot: the lease, the
+ * records and the guest's own writes to its disk. Less than this after a failed save means the
+ * save filled the file system.
+ */
+const runningRoomBytes = 32 * 1024 * 1024;
+
+/** The bytes free on the file system that holds path (for this user); undefined when it cannot be read. */
+async function freeBytes(path: string): Promise<number | undefined> {
+  try {
+    const fs = await statfs(path);
+    return fs.bavail * fs.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Saves the ready VM into its disk and records what it was saved from. The record is written
  * last, so a save cut short leaves no record, and a snapshot without one is never restored.
  *
- * A save that fails is judged by whether QEMU still runs:
+ * The save writes up to the VM's memory into the disk image. When its file system has less free
+ * than that (and the room a run needs besides), the save is not tried: the run goes on without a
+ * snapshot and says so. A save that fails is judged by what is left:
  * - QEMU is gone: there is no VM to go on with, and the start ends with QEMU_EXITED (the caller
  *   cleans up the instance); a snapshot the save got to make is deleted from the closed disk.
- * - QEMU runs: the run goes on with the VM it has, without a snapshot, with a warning.
+ * - QEMU runs: a snapshot the save made (it failed after QEMU wrote it) is deleted at once with
+ *   delvm. If the file system is now full, the save filled it, and the start ends with
+ *   SNAPSHOT_FAILED naming it: the guest's next write to its disk, and the run's next state
+ *   file, would fail. Otherwise the run goes on without a snapshot, with a warning.
+ * QEMU writes the VM state into the image before it makes the snapshot's entry, and drops the
+ * state from the image's active layer only once the entry is made: after a save that failed
+ * before that, delvm and qemu-img snapshot -d find no entry to delete, and QEMU has no command
+ * that drops the state written. The next save writes over the same place in the image, so the
+ * disk does not grow by it twice.
  */
 export async function saveSnapshot(context: SnapshotContext & SaveTarget): Promise<SnapshotRecord | undefined> {
   const { dir, logger } = context;
   const diskPath = dir.file(files.disk);
+  const needed = context.config.memoryMiB * 1024 * 1024 + runningRoomBytes;
+  const free = await freeBytes(diskPath);
+  if (free !== undefined && free < needed) {
+    logger.progress(
+      `not saving a snapshot of the ready VM: the file system that holds ${diskPath} has ${formatMiB(free)} free, and the save writes up to the VM's memory (${context.config.memoryMiB} MiB) into it; ` +
+        `the run goes on without one and the next start boots again (free space there, df -h ${dir.path}, or give the VM less memory)`,
+    );
+    await dir.remove(files.snapshotRecord);
+    return undefined;
+  }
   const started = Date.now();
   try {
     await dir.remove(files.snapshotRecord);
@@ -173,7 +211,21 @@ async function afterFailedSave(context: SnapshotContext & SaveTarget, error: unk
       },
     );
   }
+  await deleteUnrecordedSnapshot(context).catch(unrecorded);
   await dir.remove(files.snapshotRecord).catch(unrecorded);
+  const free = await freeBytes(diskPath);
+  if (free !== undefined && free < runningRoomBytes) {
+    throw new K3sVmError(
+      'SNAPSHOT_FAILED',
+      `the ready VM could not be saved: the file system that holds ${diskPath} is full (${formatMiB(free)} free) (${reason})`,
+      {
+        cause: error,
+        hint:
+          `free space on that file system (df -h ${dir.path}) and run again, or start without snapshots (K3S_VM_SNAPSHOT=0); ` +
+          `the save needs up to the VM's memory (${context.config.memoryMiB} MiB). What it wrote stays inside ${diskPath} until the next save writes over it; k3s-vm reset deletes the disk`,
+      },
+    );
+  }
   logger.warn(`could not save a snapshot of the ready VM: ${reason}; the run goes on without one, and the next start boots again`);
   return undefined;
 }
@@ -192,6 +244,12 @@ async function qemuEnded(target: SaveTarget): Promise<boolean> {
     () => false,
   );
   return !answers && (await waitForExit(target.pid, 5000));
+}
+
+/** Deletes the ready-state snapshot from the disk of the running VM if the disk holds one (delvm: QEMU has the disk open). */
+async function deleteUnrecordedSnapshot(context: SnapshotContext & SaveTarget): Promise<void> {
+  const inDisk = await listInternalSnapshots(context.dir.file(files.disk), context.runScript, context.env['PATH']);
+  if (inDisk.some((entry) => entry.name === snapshotTag)) await deleteInternalSnapshotRunning(context.qmpSocket, snapshotTag);
 }
 
 /**
