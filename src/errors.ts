@@ -40,6 +40,7 @@ export type K3sVmErrorCode =
   | 'PORT_FORWARD_FAILED'
   | 'TEST_DIAGNOSTICS'
   | 'SNAPSHOT_REFUSED'
+  | 'SNAPSHOT_FAILED'
   | 'REWIND_FAILED'
   | 'VM_IN_USE'
   | 'ABORTED';

@@ -207,7 +207,7 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
     });
     const readyMs = Date.now() - readyStarted;
     await dir.writeAtomic(files.kubeconfig, ready.kubeconfig, 0o600);
-    if (snapshot && !restore && plan.saveWhenReady !== false) await saveSnapshot({ ...snapshot, qmpSocket });
+    if (snapshot && !restore && plan.saveWhenReady !== false) await saveSnapshot({ ...snapshot, qmpSocket, pid: vm.pid });
     const lease = await takeLease(dir);
     logger.progress(
       `cluster ready in ${((launchMs + (clockMs ?? 0) + readyMs) / 1000).toFixed(1)} s${restore ? ' (restored from the snapshot)' : ''}; kubeconfig: ${dir.file(files.kubeconfig)}`,

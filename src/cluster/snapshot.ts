@@ -1,11 +1,12 @@
 // The ready-state snapshot of an instance: whether to restore it, saving it once ready, the clock after a restore, status and removal.
-import { stat } from 'node:fs/promises';
+import { stat, statfs } from 'node:fs/promises';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import { GuestSsh, type GuestShell, type SshTarget } from '../guest/ssh.js';
 import type { Logger } from '../log.js';
 import {
   deleteInternalSnapshot,
+  deleteInternalSnapshotRunning,
   listInternalSnapshots,
   qemuVersionOf,
   saveInternalSnapshot,
@@ -16,9 +17,11 @@ import {
   type SnapshotWorkload,
 } from '../qemu/snapshot.js';
 import { currentBuild } from '../nix/build-vm.js';
+import { QmpClient } from '../qemu/qmp.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
 import { withLock } from '../state/lock.js';
+import { isRunning, waitForExit } from '../state/process.js';
 import { deriveStatus } from '../state/status.js';
 import type { ClusterOptions } from './options.js';
 import { prepare, stopLockTimeoutMs } from './prepare.js';
@@ -103,22 +106,71 @@ export async function removeSnapshot(context: Pick<SnapshotContext, 'dir' | 'run
   return removed;
 }
 
+/** What a save needs besides the context: the running QEMU, and the workload it holds. */
+export interface SaveTarget {
+  readonly qmpSocket: string;
+  /** QEMU's pid: a save that fails is judged by whether QEMU still runs. */
+  readonly pid: number;
+  readonly workload?: SnapshotWorkload | undefined;
+}
+
 /**
- * Saves the ready VM into its disk and records what it was saved from. A failed save is a
- * warning: the run goes on with the VM it has. The record is written last, so a save cut
- * short leaves a snapshot without a record, which the next start deletes.
+ * Room a run needs on the state directory's file system besides the snapshot: the lease, the
+ * records and the guest's own writes to its disk. Less than this after a failed save means the
+ * save filled the file system.
  */
-export async function saveSnapshot(
-  context: SnapshotContext & { readonly qmpSocket: string; readonly workload?: SnapshotWorkload | undefined },
-): Promise<SnapshotRecord | undefined> {
+const runningRoomBytes = 32 * 1024 * 1024;
+
+/** The bytes free on the file system that holds path (for this user); undefined when it cannot be read. */
+async function freeBytes(path: string): Promise<number | undefined> {
+  try {
+    const fs = await statfs(path);
+    return fs.bavail * fs.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Saves the ready VM into its disk and records what it was saved from. The record is written
+ * last, so a save cut short leaves no record, and a snapshot without one is never restored.
+ *
+ * The save writes up to the VM's memory into the disk image. When its file system has less free
+ * than that (and the room a run needs besides), the save is not tried: the run goes on without a
+ * snapshot and says so. A save that fails is judged by what is left:
+ * - QEMU is gone: there is no VM to go on with, and the start ends with QEMU_EXITED (the caller
+ *   cleans up the instance); a snapshot the save got to make is deleted from the closed disk.
+ * - QEMU runs: a snapshot the save made (it failed after QEMU wrote it) is deleted at once with
+ *   delvm. If the file system is now full, the save filled it, and the start ends with
+ *   SNAPSHOT_FAILED naming it: the guest's next write to its disk, and the run's next state
+ *   file, would fail. Otherwise the run goes on without a snapshot, with a warning.
+ * QEMU writes the VM state into the image before it makes the snapshot's entry, and drops the
+ * state from the image's active layer only once the entry is made: after a save that failed
+ * before that, delvm and qemu-img snapshot -d find no entry to delete, and QEMU has no command
+ * that drops the state written. The next save writes over the same place in the image, so the
+ * disk does not grow by it twice.
+ */
+export async function saveSnapshot(context: SnapshotContext & SaveTarget): Promise<SnapshotRecord | undefined> {
   const { dir, logger } = context;
+  const diskPath = dir.file(files.disk);
+  const needed = context.config.memoryMiB * 1024 * 1024 + runningRoomBytes;
+  const free = await freeBytes(diskPath);
+  if (free !== undefined && free < needed) {
+    logger.progress(
+      `not saving a snapshot of the ready VM: the file system that holds ${diskPath} has ${formatMiB(free)} free, and the save writes up to the VM's memory (${context.config.memoryMiB} MiB) into it; ` +
+        `the run goes on without one and the next start boots again (free space there, df -h ${dir.path}, or give the VM less memory)`,
+    );
+    await dir.remove(files.snapshotRecord);
+    return undefined;
+  }
   const started = Date.now();
   try {
     await dir.remove(files.snapshotRecord);
     const key = await wantedSnapshotKey(context);
+    logger.progress(`saving the ready VM into ${diskPath} (the VM pauses for the save)`);
     const { machine } = await saveInternalSnapshot(context.qmpSocket);
     const saveMs = Date.now() - started;
-    const inDisk = await listInternalSnapshots(dir.file(files.disk), context.runScript, context.env['PATH']);
+    const inDisk = await listInternalSnapshots(diskPath, context.runScript, context.env['PATH']);
     const disk = inDisk.find((entry) => entry.name === snapshotTag);
     if (!disk) throw new Error(`QEMU reported no error, but the disk holds no snapshot ${snapshotTag}`);
     const { workload } = context;
@@ -137,9 +189,67 @@ export async function saveSnapshot(
     );
     return record;
   } catch (error) {
-    logger.warn(`could not save a snapshot of the ready VM: ${(error as Error).message}; the next start boots again`);
-    return undefined;
+    return afterFailedSave(context, error);
   }
+}
+
+async function afterFailedSave(context: SnapshotContext & SaveTarget, error: unknown): Promise<undefined> {
+  const { dir, logger } = context;
+  const diskPath = dir.file(files.disk);
+  const reason = (error as Error).message.split('\n').join('; ');
+  const unrecorded = (deleteError: unknown) =>
+    logger.warn(`could not delete the snapshot the failed save left in ${diskPath}: ${(deleteError as Error).message}`);
+  if (await qemuEnded(context)) {
+    // Its disk is closed now: qemu-img may change it.
+    await removeSnapshot(context).catch(unrecorded);
+    throw new K3sVmError(
+      'QEMU_EXITED',
+      `QEMU (pid ${context.pid}) exited while the ready VM was being saved into ${diskPath} (${reason})`,
+      {
+        cause: error,
+        hint: `the VM is gone and nothing of the save was recorded: run again (the next start boots and saves anew); the end of ${dir.file(files.serialLog)} may say why QEMU ended`,
+      },
+    );
+  }
+  await deleteUnrecordedSnapshot(context).catch(unrecorded);
+  await dir.remove(files.snapshotRecord).catch(unrecorded);
+  const free = await freeBytes(diskPath);
+  if (free !== undefined && free < runningRoomBytes) {
+    throw new K3sVmError(
+      'SNAPSHOT_FAILED',
+      `the ready VM could not be saved: the file system that holds ${diskPath} is full (${formatMiB(free)} free) (${reason})`,
+      {
+        cause: error,
+        hint:
+          `free space on that file system (df -h ${dir.path}) and run again, or start without snapshots (K3S_VM_SNAPSHOT=0); ` +
+          `the save needs up to the VM's memory (${context.config.memoryMiB} MiB). What it wrote stays inside ${diskPath} until the next save writes over it; k3s-vm reset deletes the disk`,
+      },
+    );
+  }
+  logger.warn(`could not save a snapshot of the ready VM: ${reason}; the run goes on without one, and the next start boots again`);
+  return undefined;
+}
+
+/**
+ * Whether QEMU has ended (or is ending). A QEMU that is killed closes its control socket just
+ * before the kernel marks it gone, so one that no longer answers there is waited for a moment.
+ */
+async function qemuEnded(target: SaveTarget): Promise<boolean> {
+  if (!isRunning(target.pid)) return true;
+  const answers = await QmpClient.connect(target.qmpSocket, 2000).then(
+    (qmp) => {
+      qmp.close();
+      return true;
+    },
+    () => false,
+  );
+  return !answers && (await waitForExit(target.pid, 5000));
+}
+
+/** Deletes the ready-state snapshot from the disk of the running VM if the disk holds one (delvm: QEMU has the disk open). */
+async function deleteUnrecordedSnapshot(context: SnapshotContext & SaveTarget): Promise<void> {
+  const inDisk = await listInternalSnapshots(context.dir.file(files.disk), context.runScript, context.env['PATH']);
+  if (inDisk.some((entry) => entry.name === snapshotTag)) await deleteInternalSnapshotRunning(context.qmpSocket, snapshotTag);
 }
 
 /**

@@ -108,9 +108,20 @@ async function startVm(options: StartOptions, resolved: ResolvedConfig, startedA
   );
   if (snapshot && !sameWorkload(snapshot.restored?.workload, workload!)) {
     // Under the lock, as at boot: no other start attaches or rewinds while the VM is paused for it.
-    await withLock(dir, { timeoutMs: startLockTimeoutMs, signal, onWait }, () =>
-      saveSnapshot({ ...snapshot.context, qmpSocket: acquired.runtime.qmpSocket, workload }),
-    );
+    try {
+      await withLock(dir, { timeoutMs: startLockTimeoutMs, signal, onWait }, () =>
+        saveSnapshot({ ...snapshot.context, qmpSocket: acquired.runtime.qmpSocket, pid: acquired.runtime.pid, workload }),
+      );
+    } catch (error) {
+      // QEMU is gone, or the save filled the file system: as after a failed boot, this start's
+      // VM does not outlive it, kept or not.
+      await cluster.stop().catch(() => undefined);
+      await withLock(dir, { timeoutMs: startLockTimeoutMs }, async () => {
+        const status = await deriveStatus(dir);
+        if (status.state !== 'stopped') await stopInstance(dir, status, logger, true);
+      }).catch((cleanupError: unknown) => logger.warn(`cleaning up the failed VM also failed: ${(cleanupError as Error).message}`));
+      throw error;
+    }
   }
   return cluster;
 }

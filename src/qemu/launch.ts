@@ -128,13 +128,28 @@ export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<Laun
     child.once('spawn', () => resolve(child.pid!));
     child.once('error', (error) => reject(startFailed(plan, error)));
   });
+  // Unreferenced: a VM left running (kept, or attached to by later runs) must not keep this
+  // process alive.
   child.unref();
   const terminate = async () => {
-    signalGroup('SIGTERM');
-    const timeout = (ms: number) => new Promise<'timeout'>((resolve) => setTimeout(resolve, ms, 'timeout').unref());
-    if ((await Promise.race([exited, timeout(3000)])) === 'timeout') {
-      signalGroup('SIGKILL');
-      await Promise.race([exited, timeout(3000)]);
+    // Referenced while it is waited for: an unreferenced child's exit, and unreferenced timers,
+    // do not keep the event loop going, so Node would end the process in the middle of the wait
+    // (its top-level await unsettled, exit code 13) before the caller could report anything.
+    child.ref();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = (ms: number) =>
+      new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(resolve, ms, 'timeout');
+      });
+    try {
+      signalGroup('SIGTERM');
+      if ((await Promise.race([exited, timeout(3000)])) === 'timeout') {
+        signalGroup('SIGKILL');
+        await Promise.race([exited, timeout(3000)]);
+      }
+    } finally {
+      clearTimeout(timer);
+      child.unref();
     }
   };
   return { pid, exited, terminate, terminateSync: () => signalGroup('SIGTERM') };
