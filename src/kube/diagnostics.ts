@@ -68,34 +68,37 @@ export async function collectDiagnostics(
   const ns = encodeURIComponent(namespace);
   const failed = (error: unknown) => (signal.aborted ? `not read within ${budgetMs} ms` : apiErrorText(error));
 
-  const [events, pods] = await Promise.all([
-    listEvents(kubeConfig, namespace, { limit: options.events ?? 30, signal }).then(
-      (items) => ({ items, error: undefined }),
-      (error: unknown) => ({ items: [], error: failed(error) }),
-    ),
-    getJson<{ items?: PodLike[] }>(kubeConfig, `/api/v1/namespaces/${ns}/pods`, {}, signal).then(
-      (list) => ({ items: list.items ?? [], error: undefined }),
-      (error: unknown) => ({ items: [] as PodLike[], error: failed(error) }),
+  // The logs are asked for as soon as the pods are known, beside the events (not after them):
+  // on a slow cluster the budget goes to the slowest chain, not to the sum of two.
+  const eventsRead = listEvents(kubeConfig, namespace, { limit: options.events ?? 30, signal }).then(
+    (items) => ({ items, error: undefined }),
+    (error: unknown) => ({ items: [], error: failed(error) }),
+  );
+  const pods = await getJson<{ items?: PodLike[] }>(kubeConfig, `/api/v1/namespaces/${ns}/pods`, {}, signal).then(
+    (list) => ({ items: list.items ?? [], error: undefined }),
+    (error: unknown) => ({ items: [] as PodLike[], error: failed(error) }),
+  );
+  const shown = pods.items.slice(0, maxPods);
+  const [events, logs] = await Promise.all([
+    eventsRead,
+    Promise.all(
+      shown.flatMap((pod) => {
+        const name = pod.metadata?.name ?? '?';
+        const containers = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].map((c) => c.name);
+        return containers.map((container) =>
+          getText(
+            kubeConfig,
+            `/api/v1/namespaces/${ns}/pods/${encodeURIComponent(name)}/log`,
+            { container, tailLines: String(tailLines), limitBytes: String(logBytes * 2) },
+            signal,
+          ).then(
+            (text) => ({ pod: name, container, text: tailOf(text, logBytes), error: undefined }),
+            (error: unknown) => ({ pod: name, container, text: '', error: failed(error) }),
+          ),
+        );
+      }),
     ),
   ]);
-  const shown = pods.items.slice(0, maxPods);
-  const logs = await Promise.all(
-    shown.flatMap((pod) => {
-      const name = pod.metadata?.name ?? '?';
-      const containers = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].map((c) => c.name);
-      return containers.map((container) =>
-        getText(
-          kubeConfig,
-          `/api/v1/namespaces/${ns}/pods/${encodeURIComponent(name)}/log`,
-          { container, tailLines: String(tailLines), limitBytes: String(logBytes * 2) },
-          signal,
-        ).then(
-          (text) => ({ pod: name, container, text: tailOf(text, logBytes), error: undefined }),
-          (error: unknown) => ({ pod: name, container, text: '', error: failed(error) }),
-        ),
-      );
-    }),
-  );
   const elapsedMs = Date.now() - started;
   const lines: string[] = [`k3s-vm diagnostics of namespace ${namespace} (collected in ${(elapsedMs / 1000).toFixed(2)} s)`];
   lines.push(`Pods (${pods.items.length}):`);

@@ -2,7 +2,7 @@
 // ready: after a stop, the next start restores it instead of booting, and "node Ready" is
 // judged against the real kubelet (its status and its Lease in kube-node-lease) after the
 // restore; and a rewind of the running guest to a named snapshot. This file rewinds and stops
-// the shared guest: test/real/sequencer.ts runs it last.
+// the shared guest: vitest.real.config.ts runs it alone, after the rest.
 import { AppsV1Api, CoordinationV1Api, CoreV1Api, type V1Deployment } from '@kubernetes/client-node';
 import { expect, it } from 'vitest';
 import {
