@@ -8,8 +8,11 @@ import './typescript-imports.ts';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchSnapshot, snapshotRows } from './snapshot.js';
-import { benchWorkload, workloadRows } from './workload.js';
+
+// Imported once the hook above is in place (static imports are all resolved before it runs), so
+// that `node bench/real-kubernetes.ts` works alone too.
+const { benchSnapshot, snapshotRows } = await import('./snapshot.js');
+const { benchWorkload, workloadRows } = await import('./workload.js');
 
 export interface RealBench {
   /** Launch to ready of a cold boot, and each readiness step. */
