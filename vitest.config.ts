@@ -2,6 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { configDefaults, defineConfig } from 'vitest/config';
+import { LongestFirst } from './test/helpers/long-first.ts';
 
 // One cache directory per run: the KVM probe runs once and is shared by every test file, and
 // nothing is written into the developer's ~/.cache.
@@ -26,6 +27,7 @@ export default defineConfig({
     // Two since the suite grew: with three, boots beside each other slowed past the tests'
     // deadlines (a boot reached step 4 only after 90 s).
     maxWorkers: 2,
+    sequence: { sequencer: LongestFirst },
     reporters: ['default'],
     env: {
       // The test guest is built from local files only: do not wait on binary caches this

@@ -38,7 +38,9 @@ export function realGuestOptions(label: string, extra: Partial<StartOptions> = {
   return testGuestOptions(label, {
     nix: realGuestNix,
     name: 'real-guest',
-    // etcd, the control plane, the kubelet and containerd, under emulation.
+    // etcd, the control plane, the kubelet and containerd, under emulation: two CPUs (the suite
+    // runs one file at a time on it, and nothing beside it).
+    cpus: 2,
     memoryMiB: 3072,
     diskSizeMiB: 8192,
     // No metrics-server in this guest: readiness must not wait for its APIService.

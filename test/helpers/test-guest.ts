@@ -53,6 +53,9 @@ export function testGuestOptions(label: string, extra: Partial<StartOptions> = {
     dir: freshStateDir(label),
     nix: testGuestNix,
     name: 'test-guest',
+    // One virtual CPU: under emulation each is a host thread, and the suite boots two guests at
+    // a time on two cores.
+    cpus: 1,
     memoryMiB: 1024,
     diskSizeMiB: 2048,
     accel: 'tcg',
