@@ -24,6 +24,7 @@ export default defineConfig({
       NIX_CONFIG: 'substituters =',
       XDG_CACHE_HOME: cacheHome,
     },
+    // Groups 1 and 2, not 0: Vitest runs one-at-a-time files of group 0 after every numbered group.
     projects: [
       {
         extends: true,
@@ -31,10 +32,10 @@ export default defineConfig({
           name: 'real',
           include: ['test/real/**/*.test.ts', 'examples/*.test.ts'],
           exclude: [restoring],
-          sequence: { groupOrder: 0 },
+          sequence: { groupOrder: 1 },
         },
       },
-      { extends: true, test: { name: 'real-restore', include: [restoring], sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: 'real-restore', include: [restoring], sequence: { groupOrder: 2 } } },
     ],
   },
 });
