@@ -8,7 +8,7 @@ import '../bench/typescript-imports.ts';
 import { startCluster } from '../dist/index.js';
 
 // Imported once the hook above is in place (static imports are all resolved before it runs).
-const { realGuestOptions, realGuestStateDir, realGuestUnavailable } = await import('../test/helpers/real-guest.ts');
+const { realGuestStateDir, realGuestUnavailable, suiteRealGuestOptions } = await import('../test/helpers/real-guest.ts');
 
 const say = (line: string) => process.stderr.write(`setup:real: ${line}\n`);
 
@@ -20,7 +20,7 @@ if (unavailable) {
   say(`readying the real-Kubernetes test guest in ${realGuestStateDir} (a cold boot under emulation takes minutes)`);
   try {
     const cluster = await startCluster({
-      ...realGuestOptions('real', { dir: realGuestStateDir, snapshot: true }),
+      ...suiteRealGuestOptions(),
       logger: { progress: say, warn: (line) => say(`warning: ${line}`), debug: () => undefined },
     });
     await cluster.stop();

@@ -33,6 +33,14 @@ export function realGuestUnavailable(): string | undefined {
 /** The state directory of the real-Kubernetes suite's shared guest (test/real/setup.ts): kept between runs. */
 export const realGuestStateDir = '/var/tmp/k3s-vm-real-guest';
 
+/**
+ * The suite's shared guest: in its kept state directory with snapshots on. test/real/setup.ts
+ * starts it for a run; scripts/prepare-real-guest.ts at install, to save the snapshot the run restores.
+ */
+export function suiteRealGuestOptions(): StartOptions & { dir: string } {
+  return realGuestOptions('real', { dir: realGuestStateDir, snapshot: true });
+}
+
 /** Options that boot the real guest in a fresh state directory. */
 export function realGuestOptions(label: string, extra: Partial<StartOptions> = {}): StartOptions & { dir: string } {
   return testGuestOptions(label, {

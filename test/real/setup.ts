@@ -6,7 +6,7 @@ import type { TestProject } from 'vitest/node';
 import { createGlobalSetup } from '../../src/adapters/vitest/index.js';
 import { stopCluster } from '../../src/cluster/index.js';
 import { qemuProcessesUsing } from '../helpers/consumer.js';
-import { realGuestOptions, realGuestStateDir, realGuestUnavailable } from '../helpers/real-guest.js';
+import { realGuestUnavailable, suiteRealGuestOptions } from '../helpers/real-guest.js';
 import type { RealGuest } from '../helpers/real-cluster.js';
 import { recordingLogger } from '../helpers/test-guest.js';
 
@@ -24,7 +24,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   // ready cluster, later runs restore it (the snapshot is keyed by the build, so a change to the
   // guest boots again). The restore is what a kept-snapshot user gets; test/real/snapshot.test.ts
   // checks both paths' outcome. Stopped at the end of each run, as any unkept VM.
-  const options = realGuestOptions('real', { dir: realGuestStateDir, snapshot: true });
+  const options = suiteRealGuestOptions();
   const logger = recordingLogger();
   const started = Date.now();
   let teardown: () => Promise<void>;

@@ -8,24 +8,7 @@ import { bindHelpers, type BoundHelpers } from '../bound-helpers.js';
 import { createNamespaceFor, markKept, type TestNamespace } from '../test-namespace.js';
 import { jestRegistry } from './failures.js';
 
-export type { ProvidedCluster } from '../session.js';
-export type { BoundHelpers, NamespacedTarget, PodName } from '../bound-helpers.js';
-export {
-  waitFor,
-  podLogs,
-  execInPod,
-  portForward,
-  podRunning,
-  podReady,
-  podSucceeded,
-  deploymentAvailable,
-  jobComplete,
-  jobFailed,
-  deleted,
-  type Condition,
-  type ObjectTarget,
-  type PortForwardHandle,
-} from '../../cluster/index.js';
+export * from '../helper-exports.js';
 
 /** A test's namespace with the helpers bound to it; `delete()` also closes its port-forwards. */
 export interface JestTestNamespace extends TestNamespace, BoundHelpers {}

@@ -23,24 +23,7 @@ import {
   type TestNamespace,
 } from '../test-namespace.js';
 
-export type { ProvidedCluster } from '../session.js';
-export type { BoundHelpers, NamespacedTarget, PodName } from '../bound-helpers.js';
-export {
-  waitFor,
-  podLogs,
-  execInPod,
-  portForward,
-  podRunning,
-  podReady,
-  podSucceeded,
-  deploymentAvailable,
-  jobComplete,
-  jobFailed,
-  deleted,
-  type Condition,
-  type ObjectTarget,
-  type PortForwardHandle,
-} from '../../cluster/index.js';
+export * from '../helper-exports.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
