@@ -7,6 +7,8 @@ import { shellQuote } from './shell.js';
 
 /** What ssh2 says when the server would not start a command (it answered the exec request with a failure, or closed the channel first). */
 const execRefused = 'Unable to exec';
+/** What ssh2 throws for a command on a connection that has ended (nothing was sent). */
+const notConnected = 'Not connected';
 /** How often a refused command is asked for in all. */
 const execAttempts = 3;
 
@@ -41,7 +43,16 @@ export interface GuestShell {
 
 /** An open SSH connection to the guest. */
 export class GuestSsh implements GuestShell {
-  private constructor(private readonly client: Client) {}
+  #ended = false;
+
+  private constructor(private readonly client: Client) {
+    client.once('close', () => (this.#ended = true));
+  }
+
+  /** False once the connection has ended, from either side. */
+  get open(): boolean {
+    return !this.#ended;
+  }
 
   /** Connects once; rejects if the guest does not complete the handshake within timeoutMs. */
   static connect(target: SshTarget, timeoutMs = 10_000, signal?: AbortSignal): Promise<GuestSsh> {
@@ -154,17 +165,26 @@ export interface SharedSshOptions {
 }
 
 /**
- * One SSH connection shared by the commands that follow each other (a handshake costs far
- * more than a command), opened on first use and closed after a short idle time, so it never
- * keeps the process alive. A failed connection or command drops it; the next call reconnects.
+ * SSH connections reused by the commands that follow each other (a handshake costs far more
+ * than a command), opened on first use and closed after a short idle time, so they never keep
+ * the process alive. A connection runs one command at a time: a command that comes while
+ * the others are busy gets a connection of its own, kept for reuse like the first. Dropbear
+ * (the test guest's server, up to 2024.85) ends the whole connection now and then when a
+ * session channel opens while another one on it is busy — a failed assertion on its side,
+ * which fails every command on that connection — and one channel per connection never meets it.
+ * A connection the guest ended while idle is not reused; a command that fails drops its
+ * connection.
  */
 export class SharedSsh implements GuestShell {
   readonly #target: SshTarget;
   readonly #idleMs: number;
   readonly #connectTimeoutMs: number;
-  #connection: Promise<GuestSsh> | undefined;
+  /** Open connections no command is using, the most recently used last. */
+  #idle: GuestSsh[] = [];
   #idleTimer: NodeJS.Timeout | undefined;
   #inFlight = 0;
+  /** Counts close() calls: a connection busy at a close() is closed when its command ends. */
+  #closes = 0;
 
   constructor(target: SshTarget, options: SharedSshOptions = {}) {
     this.#target = target;
@@ -175,21 +195,24 @@ export class SharedSsh implements GuestShell {
   async exec(command: string, options: { signal?: AbortSignal | undefined; stdin?: CommandInput | undefined } = {}): Promise<ExecResult> {
     clearTimeout(this.#idleTimer);
     this.#idleTimer = undefined;
-    this.#connection ??= GuestSsh.connect(this.#target, this.#connectTimeoutMs);
-    const connection = this.#connection;
+    const closes = this.#closes;
     this.#inFlight++;
     try {
-      let ssh: GuestSsh;
-      try {
-        ssh = await connection;
-      } catch (error) {
-        this.#drop(connection);
-        throw error;
+      const reused = this.#takeIdle();
+      if (reused) {
+        try {
+          return this.#keep(reused, closes, await reused.exec(command, options));
+        } catch (error) {
+          reused.close();
+          // The guest ended it before we heard so: the command was never sent.
+          if ((error as Error).message !== notConnected) throw error;
+        }
       }
+      const ssh = await GuestSsh.connect(this.#target, this.#connectTimeoutMs);
       try {
-        return await ssh.exec(command, options);
+        return this.#keep(ssh, closes, await ssh.exec(command, options));
       } catch (error) {
-        this.#drop(connection);
+        ssh.close();
         throw error;
       }
     } finally {
@@ -201,30 +224,40 @@ export class SharedSsh implements GuestShell {
     return readFileWith(this, path, options);
   }
 
-  /** Closes the open connection now; a later call opens a new one. */
+  /** Closes the open connections now (a busy one when its command ends); a later call opens a new one. */
   close(): void {
     clearTimeout(this.#idleTimer);
     this.#idleTimer = undefined;
-    if (this.#connection) this.#drop(this.#connection);
+    this.#closes++;
+    this.#closeIdle();
+  }
+
+  /** Keeps a connection whose command ended for the next one, unless close() came meanwhile. */
+  #keep(ssh: GuestSsh, closes: number, result: ExecResult): ExecResult {
+    if (closes === this.#closes && ssh.open) this.#idle.push(ssh);
+    else ssh.close();
+    return result;
+  }
+
+  #takeIdle(): GuestSsh | undefined {
+    for (let ssh = this.#idle.pop(); ssh; ssh = this.#idle.pop()) {
+      if (ssh.open) return ssh;
+      ssh.close();
+    }
+    return undefined;
   }
 
   #closeWhenIdle(): void {
-    const connection = this.#connection;
-    if (!connection) return;
+    if (this.#idle.length === 0) return;
     this.#idleTimer = setTimeout(() => {
       this.#idleTimer = undefined;
-      this.#drop(connection);
+      this.#closeIdle();
     }, this.#idleMs);
     this.#idleTimer.unref();
   }
 
-  /** Forgets the connection (if it is still the current one) and closes it once it is open. */
-  #drop(connection: Promise<GuestSsh>): void {
-    if (this.#connection === connection) this.#connection = undefined;
-    connection.then(
-      (ssh) => ssh.close(),
-      () => undefined,
-    );
+  #closeIdle(): void {
+    for (const ssh of this.#idle.splice(0)) ssh.close();
   }
 }
 

@@ -1,6 +1,10 @@
 // The started-cluster handle, attached to the run's shared test guest: what a user of a running VM gets.
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import type { StartedCluster } from '../../src/cluster/index.js';
+import { SharedSsh } from '../../src/guest/ssh.js';
+import { files } from '../../src/state/files.js';
 import { isRunning } from '../../src/state/process.js';
 import { attachSharedGuest, sharedGuest } from '../helpers/shared-guest.js';
 import { readQemuPid } from '../helpers/state-dirs.js';
@@ -39,9 +43,23 @@ describe('a started cluster (attached to the shared test guest)', () => {
         stderr: 'oops\n',
         exitCode: 7,
       });
-      // Calls in quick succession, and at once.
-      const [a, b] = await Promise.all([cluster.exec('echo a'), cluster.exec('echo b')]);
-      expect([a.stdout, b.stdout]).toEqual(['a\n', 'b\n']);
+      // Calls at once, many times over. The guest's dropbear ends a connection that opens a
+      // session beside a busy one now and then (one round in thirteen here, so twenty rounds
+      // meet it four times in five), failing every command on it.
+      const before = await assertionsInSshdLog(cluster);
+      // A new shared shell each round, as each started cluster has: its first connection is new.
+      const target = { port: cluster.sshPort, privateKey: readFileSync(join(sharedGuest().options.dir, files.sshKey), 'utf8') };
+      for (let round = 0; round < 20; round++) {
+        const shell = new SharedSsh(target);
+        try {
+          expect((await shell.exec('echo first')).stdout).toBe('first\n');
+          const results = await Promise.all(['a', 'b', 'c'].map((word) => shell.exec(`echo ${word}${round}`)));
+          expect(results.map((result) => result.stdout)).toEqual([`a${round}\n`, `b${round}\n`, `c${round}\n`]);
+        } finally {
+          shell.close();
+        }
+      }
+      expect(await assertionsInSshdLog(cluster)).toBe(before);
       const ssh = await cluster.ssh();
       try {
         expect((await ssh.exec('cat /etc/hostname')).stdout.trim()).toBe('test-guest');
@@ -53,3 +71,9 @@ describe('a started cluster (attached to the shared test guest)', () => {
     }
   });
 });
+
+/** How many times the guest's dropbear has ended a connection on a failed assertion. */
+async function assertionsInSshdLog(cluster: StartedCluster): Promise<number> {
+  const result = await cluster.exec("grep -c 'Failed assertion' /var/log/sshd.log || true");
+  return Number(result.stdout.trim());
+}

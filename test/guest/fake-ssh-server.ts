@@ -22,6 +22,8 @@ export interface FakeSshServer {
   readonly commands: string[];
   /** Exec requests refused so far (refuseExecs). */
   readonly refused: number;
+  /** The most session channels one connection has had open at the same time. */
+  readonly mostSessionsAtOnce: number;
   /** Ends every open connection from the server's side. */
   kick(): void;
   /** Resolves when the open connection count drops to `count`. */
@@ -36,6 +38,8 @@ export interface FakeSshServerOptions {
   readonly clientKeys?: KeyPair;
   /** Refuse this many exec requests first (the command is not run), as a busy dropbear now and then does. @default 0 */
   readonly refuseExecs?: number;
+  /** How long each command takes before it answers. @default 0 */
+  readonly answerDelayMs?: number;
 }
 
 /** Starts an SSH server on 127.0.0.1 that accepts one key and answers commands through `answer`. */
@@ -53,6 +57,7 @@ export async function startFakeSshServer(
   const waiters: Array<{ count: number; resolve: () => void }> = [];
   let connections = 0;
   let refused = 0;
+  let mostSessionsAtOnce = 0;
   const settleWaiters = () => {
     for (const waiter of [...waiters]) {
       if (clients.size === waiter.count) {
@@ -75,8 +80,12 @@ export async function startFakeSshServer(
     client.on('ready', () => {
       connections++;
       clients.add(client);
+      let sessions = 0;
       client.on('session', (accept) => {
         const session = accept();
+        sessions++;
+        mostSessionsAtOnce = Math.max(mostSessionsAtOnce, sessions);
+        session.on('close', () => sessions--);
         session.on('exec', (acceptExec, rejectExec, info) => {
           if (refused < (options.refuseExecs ?? 0)) {
             refused++;
@@ -85,10 +94,12 @@ export async function startFakeSshServer(
           const stream = acceptExec();
           commands.push(info.command);
           const result = answer(info.command);
-          if (result.stdout) stream.write(result.stdout);
-          if (result.stderr) stream.stderr.write(result.stderr);
-          stream.exit(result.exitCode ?? 0);
-          stream.end();
+          setTimeout(() => {
+            if (result.stdout) stream.write(result.stdout);
+            if (result.stderr) stream.stderr.write(result.stderr);
+            stream.exit(result.exitCode ?? 0);
+            stream.end();
+          }, options.answerDelayMs ?? 0);
         });
       });
     });
@@ -113,6 +124,9 @@ export async function startFakeSshServer(
     commands,
     get refused() {
       return refused;
+    },
+    get mostSessionsAtOnce() {
+      return mostSessionsAtOnce;
     },
     waitForOpen(count) {
       return new Promise((resolve) => {

@@ -75,14 +75,26 @@ describe('GuestSsh', () => {
 });
 
 describe('SharedSsh', () => {
-  it('serves commands in quick succession over one connection', async () => {
+  it('serves commands that follow each other over one connection', async () => {
     const guest = await server();
     const shell = shared(guest);
-    const results = await Promise.all([shell.exec('a'), shell.exec('b')]);
-    expect(results.map((r) => r.stdout)).toEqual(['ran a\n', 'ran b\n']);
-    expect((await shell.exec('c')).stdout).toBe('ran c\n');
+    expect((await shell.exec('a')).stdout).toBe('ran a\n');
+    expect((await shell.exec('b')).stdout).toBe('ran b\n');
     expect(await shell.readFile('/etc/x')).toBe('file text\n');
     expect(guest.connections).toBe(1);
+  });
+
+  it('never runs two commands at once on one connection: commands at once get a connection each, kept for reuse', async () => {
+    const guest = await server({ answerDelayMs: 100 });
+    const shell = shared(guest);
+    const results = await Promise.all([shell.exec('a'), shell.exec('b'), shell.exec('c')]);
+    expect(results.map((r) => r.stdout)).toEqual(['ran a\n', 'ran b\n', 'ran c\n']);
+    expect(guest.connections).toBe(3);
+    expect(guest.mostSessionsAtOnce).toBe(1);
+    await Promise.all([shell.exec('d'), shell.exec('e')]);
+    expect((await shell.exec('f')).stdout).toBe('ran f\n');
+    expect(guest.connections).toBe(3);
+    expect(guest.mostSessionsAtOnce).toBe(1);
   });
 
   it('closes the connection once it has been idle, and opens a new one for the next command', async () => {
@@ -96,11 +108,16 @@ describe('SharedSsh', () => {
   });
 
   it('does not close a connection a command is still using', async () => {
-    const guest = await server();
+    const guest = await server({ answerDelayMs: 50 });
     const shell = shared(guest, 1);
-    await Promise.all(Array.from({ length: 5 }, (_, i) => shell.exec(`c${i}`)));
-    expect(guest.commands).toEqual(['c0', 'c1', 'c2', 'c3', 'c4']);
+    await shell.exec('a');
+    const slow = shell.exec('b');
+    // The idle time of 'a' has long passed when 'b' answers, and close() came while it ran.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    shell.close();
+    expect((await slow).stdout).toBe('ran b\n');
     expect(guest.connections).toBe(1);
+    await guest.waitForOpen(0);
   });
 
   it('closes the connection on close(), without waiting for the idle time', async () => {
@@ -125,14 +142,24 @@ describe('SharedSsh', () => {
     expect(guest.connections).toBe(1);
   });
 
-  it('drops a connection the guest ended: that command fails, the next one reconnects', async () => {
+  it('does not reuse a connection the guest ended while it was idle: the next command connects again', async () => {
     const guest = await server();
     const shell = shared(guest);
     await shell.exec('a');
     guest.kick();
     await guest.waitForOpen(0);
-    await expect(shell.exec('b')).rejects.toThrow();
-    expect((await shell.exec('c')).stdout).toBe('ran c\n');
+    expect((await shell.exec('b')).stdout).toBe('ran b\n');
+    expect(guest.connections).toBe(2);
+  });
+
+  it('drops a connection whose command failed: the next command connects again', async () => {
+    const guest = await server({ answerDelayMs: 200 });
+    const shell = shared(guest);
+    const cut = shell.exec('a');
+    await expect.poll(() => guest.commands).toEqual(['a']);
+    guest.kick();
+    await expect(cut).resolves.toMatchObject({ exitCode: null });
+    expect((await shell.exec('b')).stdout).toBe('ran b\n');
     expect(guest.connections).toBe(2);
   });
 });
