@@ -94,7 +94,7 @@ describe('a snapshot with the workload in it', () => {
       // Restored: the workload is in it, nothing is loaded, nothing saved.
       const restoredLogger = recordingLogger();
       const restored = await startCluster({ ...options, logger: restoredLogger });
-      expect(restored.timings.restored).toBe(true);
+      expect(restored.timings.restored, restoredLogger.lines.join('\n')).toBe(true);
       expect(restoredLogger.lines).toContainEqual(
         'the restored snapshot holds the workload (1 image, 3 manifest files): nothing is imported or applied',
       );
@@ -131,7 +131,7 @@ describe('a snapshot with the workload in it', () => {
       gadget('red');
       const changedLogger = recordingLogger();
       const changed = await startCluster({ ...options, logger: changedLogger });
-      expect(changed.timings.restored).toBe(true);
+      expect(changed.timings.restored, changedLogger.lines.join('\n')).toBe(true);
       expect(changedLogger.lines).toContainEqual(expect.stringMatching(/^the workload changed since the snapshot was saved/));
       expect(loaded(changedLogger.lines)).toEqual([expect.stringMatching(/^applied manifest \S*manifests\/20-gadget\.yaml/)]);
       expect(changedLogger.lines.some((line) => line.startsWith('saved the ready VM with its workload'))).toBe(true);
@@ -143,7 +143,7 @@ describe('a snapshot with the workload in it', () => {
       // And the next start restores that one.
       const againLogger = recordingLogger();
       const again = await startCluster({ ...options, logger: againLogger });
-      expect(again.timings.restored).toBe(true);
+      expect(again.timings.restored, againLogger.lines.join('\n')).toBe(true);
       expect(loaded(againLogger.lines)).toEqual([]);
       const customAgain = again.kubeConfig().makeApiClient(CustomObjectsApi);
       const gadgetNow = (await customAgain.getNamespacedCustomObject({
