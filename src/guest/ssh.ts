@@ -167,13 +167,10 @@ export interface SharedSshOptions {
 /**
  * SSH connections reused by the commands that follow each other (a handshake costs far more
  * than a command), opened on first use and closed after a short idle time, so they never keep
- * the process alive. A connection runs one command at a time: a command that comes while
- * the others are busy gets a connection of its own, kept for reuse like the first. Dropbear
- * (the test guest's server, up to 2024.85) ends the whole connection now and then when a
- * session channel opens while another one on it is busy — a failed assertion on its side,
- * which fails every command on that connection — and one channel per connection never meets it.
- * A connection the guest ended while idle is not reused; a command that fails drops its
- * connection.
+ * the process alive. Each connection runs one command at a time; a command that comes while
+ * the others are busy gets a connection of its own, kept for reuse. (Dropbear before 2024.85,
+ * the test guest's server, now and then ends a connection that opens a session beside a busy
+ * one.) A connection the guest ended while idle is not reused; one whose command failed is closed.
  */
 export class SharedSsh implements GuestShell {
   readonly #target: SshTarget;
