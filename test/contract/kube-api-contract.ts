@@ -5,6 +5,8 @@
 import { request } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { expect, it } from 'vitest';
+import type { ReadinessContext } from '../../src/guest/readiness.js';
+import { nodeReadyAfterRestore } from '../../src/guest/restore-readiness.js';
 
 // Raw API bodies, read field by field as the server sent them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -131,11 +133,39 @@ export function kubeApiContract(target: () => KubeConfig, waitMs: number): void 
     const groups = await client().call('GET', '/apis');
     expect(groups.body['kind']).toBe('APIGroupList');
     const names = (groups.body['groups'] as Json[]).map((g) => g['name']);
-    expect(names).toEqual(expect.arrayContaining(['apps', 'apiextensions.k8s.io', 'apiregistration.k8s.io']));
+    expect(names).toEqual(expect.arrayContaining(['apps', 'apiextensions.k8s.io', 'apiregistration.k8s.io', 'coordination.k8s.io']));
     const resources = await client().call('GET', '/api/v1');
     expect(resources.body['kind']).toBe('APIResourceList');
     const namespaces = (resources.body['resources'] as Json[]).find((r) => r['name'] === 'namespaces');
     expect(namespaces).toMatchObject({ namespaced: false, kind: 'Namespace' });
+  });
+
+  it("renews the node's Lease in kube-node-lease, the heartbeat a restore's node Ready step believes", async () => {
+    const { call } = client();
+    const nodes = await call('GET', '/api/v1/nodes');
+    const name = (nodes.body['items'] as Json[])[0]!['metadata']['name'] as string;
+    const path = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${name}`;
+    const read = async () => {
+      const reply = await call('GET', path);
+      return reply.status === 200 ? reply.body : undefined;
+    };
+    const first = await eventually(read, `the Lease of node ${name}`, waitMs);
+    expect(first).toMatchObject({ kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', spec: { holderIdentity: name } });
+    expect(first['metadata']['ownerReferences']).toEqual([expect.objectContaining({ apiVersion: 'v1', kind: 'Node', name })]);
+    expect(first['spec']['renewTime']).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    // Renewed again (every 10 s on K3s) with a later time, whatever the Ready condition says.
+    const renewed = await eventually(
+      async () => {
+        const lease = await read();
+        return lease && Date.parse(lease['spec']['renewTime']) > Date.parse(first['spec']['renewTime']) ? lease : undefined;
+      },
+      `a renewal of the Lease of node ${name}`,
+      30_000,
+    );
+    // So the step of a restore passes on it, from a moment after the first renewal seen.
+    const restoredAt = Date.parse(renewed['spec']['renewTime']);
+    const step = nodeReadyAfterRestore(restoredAt);
+    await expect(step.check({ kubeConfig: target(), nodeName: name } as unknown as ReadinessContext)).resolves.toBeUndefined();
   });
 
   it('creates a namespace Active, gives it a default ServiceAccount soon after, and deletes it through Terminating to 404', async () => {
