@@ -1,20 +1,21 @@
 // The fast suite's order: its longest files first, whatever Vitest knows of earlier runs. Without a
 // results cache (a fresh clone, as CI has) Vitest orders by file size, which would start the
-// readiness deadline test, small but two minutes long, last and add its length to the run.
+// readiness deadline test, small but 40 s long, last and add its length to the run.
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 /** Longest first, as measured in whole runs (seconds): each waits, boots or runs consumer projects. */
 const longest = [
-  'test/guest/readiness-vm.test.ts', // 120: a deadline that must pass
-  'test/cluster/lifecycle.test.ts', // 97
-  'test/adapters/vitest-consumer.test.ts', // 84
-  'test/cluster/snapshot.test.ts', // 73
-  'test/faults/snapshot-save.test.ts', // 55
-  'test/adapters/jest-consumer.test.ts', // 48
-  'test/cluster/snapshot-workload.test.ts', // 35
-  'test/cluster/rewind.test.ts', // 33
-  'test/adapters/cli.test.ts', // 29
-  'test/adapters/vitest-rewind.test.ts', // 27
+  'test/cluster/lifecycle.test.ts', // 65
+  'test/adapters/vitest-consumer.test.ts', // 58
+  'test/cluster/snapshot.test.ts', // 42
+  'test/guest/readiness-vm.test.ts', // 40: a deadline that must pass
+  'test/adapters/jest-consumer.test.ts', // 33
+  'test/faults/snapshot-save.test.ts', // 31
+  'test/cluster/snapshot-workload.test.ts', // 29
+  'test/adapters/cli.test.ts', // 28
+  'test/cluster/rewind.test.ts', // 26
+  'test/cluster/workload-vm.test.ts', // 20
+  'test/adapters/vitest-rewind.test.ts', // 19
 ];
 
 export class LongestFirst extends BaseSequencer {
