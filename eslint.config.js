@@ -3,7 +3,7 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-const layers = ['config', 'state', 'nix', 'qemu', 'guest', 'kube', 'cluster', 'adapters'];
+const layers = ['config', 'state', 'nix', 'qemu', 'guest', 'kube', 'readiness', 'cluster', 'adapters'];
 
 /** For src/<layer>/**: every layer above it is off limits. */
 const layerRules = layers.map((layer, index) => ({
@@ -80,6 +80,7 @@ export default tseslint.config(
                 '**/qemu/**',
                 '**/guest/**',
                 '**/kube/**',
+                '**/readiness/**',
                 '**/cluster/**',
                 '!**/cluster/index.js',
               ],

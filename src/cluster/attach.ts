@@ -1,7 +1,7 @@
 // Attach: join a VM that is already running, after a short health check.
 import { K3sVmError, throwIfAborted } from '../errors.js';
-import { endpointOfJson } from '../guest/kube-http.js';
-import { apiReady, guestKubeconfigPath, rewriteKubeconfig } from '../guest/kubeconfig.js';
+import { endpointOfJson } from '../kube/kube-http.js';
+import { apiReady, guestKubeconfigPath, rewriteKubeconfig } from '../kube/kubeconfig.js';
 import type { KeyPair } from '../guest/keys.js';
 import { GuestSsh } from '../guest/ssh.js';
 import type { Logger } from '../log.js';

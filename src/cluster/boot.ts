@@ -4,8 +4,8 @@ import { timeoutMsFor } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { throwIfAborted } from '../errors.js';
 import { authorizedKeyKernelParam, type KeyPair } from '../guest/keys.js';
-import { k3sReadinessSteps, requiredApiServicesFor, waitForReady, type ReadinessStep } from '../guest/readiness.js';
-import { restoreReadinessSteps } from '../guest/restore-readiness.js';
+import { k3sReadinessSteps, requiredApiServicesFor, waitForReady, type ReadinessStep } from '../readiness/readiness.js';
+import { restoreReadinessSteps } from '../readiness/restore-readiness.js';
 import type { Logger } from '../log.js';
 import { buildVm } from '../nix/build-vm.js';
 import { chooseAccel, refuseKnownDeadKvm } from '../qemu/accel.js';
@@ -197,7 +197,7 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
       bootStartedAt: launchStarted,
       requiredApiServices: requiredApiServicesFor(config.disable),
       deadline: launchStarted + timeoutMs,
-      // After a restore, "node Ready" also believes the node's Lease (src/guest/restore-readiness.ts).
+      // After a restore, "node Ready" also believes the node's Lease (src/readiness/restore-readiness.ts).
       steps: restore ? restoreReadinessSteps(plan.steps ?? k3sReadinessSteps, launchStarted) : plan.steps,
       logger,
       signal,

@@ -8,10 +8,10 @@ import { parse as parseYaml } from 'yaml';
 import { existingClusterTimeoutSeconds } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { isK3sVmError, K3sVmError } from '../errors.js';
-import { clientNode } from '../guest/client-node.js';
-import { isCredentialRefusal } from '../guest/kube-http.js';
-import { apiErrorText } from '../guest/kubeconfig.js';
-import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../guest/readiness.js';
+import { clientNode } from '../kube/client-node.js';
+import { isCredentialRefusal } from '../kube/kube-http.js';
+import { apiErrorText } from '../kube/kubeconfig.js';
+import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../readiness/readiness.js';
 import type { Logger } from '../log.js';
 import type { ConnectedCluster } from './options.js';
 import {

@@ -32,13 +32,13 @@ export {
   type WorkloadOptions,
   type WorkloadResult,
 } from './workload.js';
-export { fieldManager } from '../guest/manifests.js';
+export { fieldManager } from '../kube/manifests.js';
 export { stderrLogger, configOf as clusterConfig } from './prepare.js';
 export type { Cluster, ClusterOptions, ConnectedCluster, StartOptions, StartedCluster, StartTimings } from './options.js';
-export { clientNode } from '../guest/client-node.js';
+export { clientNode } from '../kube/client-node.js';
 export { flagDefinitions, flagHelpLines, optionOfFlag } from '../config/option-table.js';
-export { loadKubeConfig } from '../guest/kubeconfig.js';
-export { k3sReadinessSteps, type ReadinessStep, type ReadinessContext } from '../guest/readiness.js';
+export { loadKubeConfig } from '../kube/kubeconfig.js';
+export { k3sReadinessSteps, type ReadinessStep, type ReadinessContext } from '../readiness/readiness.js';
 export type { GuestSsh } from '../guest/ssh.js';
 // After the cluster: waits, logs, exec, port-forward and a failed test's diagnostics (src/kube).
 export { waitFor, defaultWaitTimeoutMs, type WaitOptions } from '../kube/wait-for.js';

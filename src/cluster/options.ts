@@ -2,7 +2,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { FlagValues } from '../config/resolve-config.js';
 import type { K3sVmOptions, ResolvedConfig } from '../config/options.js';
-import type { ReadinessStep } from '../guest/readiness.js';
+import type { ReadinessStep } from '../readiness/readiness.js';
 import type { GuestSsh } from '../guest/ssh.js';
 import type { Logger } from '../log.js';
 import type { RewindResult } from './rewind.js';

@@ -2,8 +2,8 @@
 import { timeoutMsFor } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError } from '../errors.js';
-import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../guest/readiness.js';
-import { restoreReadinessSteps } from '../guest/restore-readiness.js';
+import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../readiness/readiness.js';
+import { restoreReadinessSteps } from '../readiness/restore-readiness.js';
 import type { Logger } from '../log.js';
 import {
   listInternalSnapshots,

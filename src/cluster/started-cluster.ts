@@ -1,5 +1,5 @@
 // The handle a user gets from startCluster: the cluster's coordinates, SSH, and stop().
-import { loadKubeConfig } from '../guest/kubeconfig.js';
+import { loadKubeConfig } from '../kube/kubeconfig.js';
 import type { KeyPair } from '../guest/keys.js';
 import { GuestSsh, SharedSsh } from '../guest/ssh.js';
 import type { Logger } from '../log.js';

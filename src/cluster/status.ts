@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError } from '../errors.js';
-import { apiReady } from '../guest/kubeconfig.js';
+import { apiReady } from '../kube/kubeconfig.js';
 import { buildPathOf } from '../nix/build-vm.js';
 import { files } from '../state/files.js';
 import { InstanceDir, stateIoError } from '../state/instance-dir.js';

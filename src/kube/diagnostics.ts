@@ -1,6 +1,6 @@
 // What a failed test's namespace looked like: its events, each pod's state and the tail of every container's log, bounded in size and time.
 import type { KubeConfig } from '@kubernetes/client-node';
-import { apiErrorText } from '../guest/kubeconfig.js';
+import { apiErrorText } from './kubeconfig.js';
 import { describeState } from './conditions.js';
 import { formatEvent, listEvents } from './events.js';
 import { getJson, getText } from './target.js';

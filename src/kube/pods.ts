@@ -2,8 +2,8 @@
 import { PassThrough, Readable } from 'node:stream';
 import type { KubeConfig, V1Pod, V1Status } from '@kubernetes/client-node';
 import { abortError, K3sVmError } from '../errors.js';
-import { apiErrorText } from '../guest/kubeconfig.js';
-import { clientNode } from '../guest/client-node.js';
+import { apiErrorText } from './kubeconfig.js';
+import { clientNode } from './client-node.js';
 import { describeState } from './conditions.js';
 import { checkTarget, describeTarget, type PodTarget } from './target.js';
 

@@ -1,8 +1,8 @@
 // References to Kubernetes objects ({ kind, name, namespace }), checked and resolved to API paths.
 import type { ApiConstructor, KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { K3sVmError } from '../errors.js';
-import { apiErrorText } from '../guest/kubeconfig.js';
-import { clientNode } from '../guest/client-node.js';
+import { apiErrorText } from './kubeconfig.js';
+import { clientNode } from './client-node.js';
 
 /** The object a helper acts on: the shape every test helper takes. */
 export interface ObjectTarget {

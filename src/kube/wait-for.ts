@@ -1,7 +1,7 @@
 // waitFor: until an object satisfies a condition, by list-then-watch; a timeout says what was last seen.
 import type { KubeConfig } from '@kubernetes/client-node';
 import { abortError, K3sVmError } from '../errors.js';
-import { apiErrorText } from '../guest/kubeconfig.js';
+import { apiErrorText } from './kubeconfig.js';
 import type { Logger } from '../log.js';
 import { describeCondition, describeState, type Condition } from './conditions.js';
 import { formatEvent, listEvents } from './events.js';

@@ -3,7 +3,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { abortError } from '../errors.js';
-import { clientNode } from '../guest/client-node.js';
+import { clientNode } from './client-node.js';
 import type { Logger } from '../log.js';
 import { collectionPath, getJson, type ResolvedTarget } from './target.js';
 

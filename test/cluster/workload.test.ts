@@ -11,7 +11,7 @@ import { run } from '../../src/adapters/cli/run.js';
 import { applyManifests } from '../../src/cluster/index.js';
 import { commandBatches } from '../../src/cluster/workload.js';
 import { K3sVmError } from '../../src/errors.js';
-import { applyManifestFile, expandManifestPaths, readManifestFile } from '../../src/guest/manifests.js';
+import { applyManifestFile, expandManifestPaths, readManifestFile } from '../../src/kube/manifests.js';
 import { recordingLogger } from '../helpers/test-guest.js';
 
 const genCerts = fileURLToPath(new URL('../../fixtures/test-guest/fake-k3s-api/gen-certs.sh', import.meta.url));

@@ -5,8 +5,8 @@
 import { request } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { expect, it } from 'vitest';
-import type { ReadinessContext } from '../../src/guest/readiness.js';
-import { nodeReadyAfterRestore } from '../../src/guest/restore-readiness.js';
+import type { ReadinessContext } from '../../src/readiness/readiness.js';
+import { nodeReadyAfterRestore } from '../../src/readiness/restore-readiness.js';
 
 // Raw API bodies, read field by field as the server sent them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

@@ -8,7 +8,7 @@ const longest = [
   'test/cluster/lifecycle.test.ts', // 65
   'test/adapters/vitest-consumer.test.ts', // 58
   'test/cluster/snapshot.test.ts', // 42
-  'test/guest/readiness-vm.test.ts', // 40: a deadline that must pass
+  'test/readiness/readiness-vm.test.ts', // 40: a deadline that must pass
   'test/adapters/jest-consumer.test.ts', // 33
   'test/faults/snapshot-save.test.ts', // 31
   'test/cluster/snapshot-workload.test.ts', // 29

@@ -14,12 +14,29 @@ describe('the layer order', () => {
   it('refuses an import of a higher layer', async () => {
     const problems = await problemsOf('src/guest/example.ts', "import { startCluster } from '../cluster/index.js';\nvoid startCluster;\n");
     expect(problems).toHaveLength(1);
-    expect(problems[0]).toMatch(/src\/guest is below kube, cluster, adapters/);
+    expect(problems[0]).toMatch(/src\/guest is below kube, readiness, cluster, adapters/);
   });
 
   it('keeps the Kubernetes layer below the cluster API, and adapters out of it', async () => {
     const up = await problemsOf('src/kube/example.ts', "import { startCluster } from '../cluster/index.js';\nvoid startCluster;\n");
-    expect(up).toEqual([expect.stringMatching(/src\/kube is below cluster, adapters/)]);
+    expect(up).toEqual([expect.stringMatching(/src\/kube is below readiness, cluster, adapters/)]);
+    // The guest is the VM's shell only: the Kubernetes API is kube's, and readiness sits above both.
+    const guestToKube = await problemsOf(
+      'src/guest/example.ts',
+      "import { loadKubeConfig } from '../kube/kubeconfig.js';\nvoid loadKubeConfig;\n",
+    );
+    expect(guestToKube).toEqual([expect.stringMatching(/src\/guest is below kube/)]);
+    const kubeToReadiness = await problemsOf(
+      'src/kube/example.ts',
+      "import { k3sReadinessSteps } from '../readiness/readiness.js';\nvoid k3sReadinessSteps;\n",
+    );
+    expect(kubeToReadiness).toEqual([expect.stringMatching(/src\/kube is below readiness/)]);
+    expect(
+      await problemsOf(
+        'src/readiness/example.ts',
+        "import { GuestSsh } from '../guest/ssh.js';\nimport { KubeHttp } from '../kube/kube-http.js';\nvoid GuestSsh;\nvoid KubeHttp;\n",
+      ),
+    ).toEqual([]);
     const reaching = await problemsOf(
       'src/adapters/vitest/example.ts',
       "import { waitFor } from '../../kube/wait-for.js';\nvoid waitFor;\n",

@@ -3,10 +3,10 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import pRetry, { AbortError } from 'p-retry';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { clientNode } from './client-node.js';
-import { endpointOf, KubeHttp } from './kube-http.js';
-import { apiErrorText, apiReady, guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from './kubeconfig.js';
-import { GuestSsh, type GuestShell, type SshTarget } from './ssh.js';
+import { clientNode } from '../kube/client-node.js';
+import { endpointOf, KubeHttp } from '../kube/kube-http.js';
+import { apiErrorText, apiReady, guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from '../kube/kubeconfig.js';
+import { GuestSsh, type GuestShell, type SshTarget } from '../guest/ssh.js';
 
 /** What the steps share: where the guest is, the connection to it, and what earlier steps found. */
 export interface ReadinessContext {

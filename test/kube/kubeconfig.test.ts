@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { rewriteKubeconfig } from '../../src/guest/kubeconfig.js';
+import { rewriteKubeconfig } from '../../src/kube/kubeconfig.js';
 
 // The shape K3s writes to /etc/rancher/k3s/k3s.yaml (certificates shortened).
 const k3sYaml = `apiVersion: v1

@@ -4,8 +4,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { k3sReadinessSteps, type ReadinessContext } from '../../src/guest/readiness.js';
-import { nodeReadyAfterRestore, restoreReadinessSteps } from '../../src/guest/restore-readiness.js';
+import { k3sReadinessSteps, type ReadinessContext } from '../../src/readiness/readiness.js';
+import { nodeReadyAfterRestore, restoreReadinessSteps } from '../../src/readiness/restore-readiness.js';
 
 const restoredAt = Date.parse('2026-11-26T03:00:00Z');
 const before = '2026-11-26T02:50:00Z';

@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeK3sApi, type FakeK3sApi, type FakeK3sApiOptions } from '../../fixtures/test-guest/fake-k3s-api/server.mjs';
 import { K3sVmError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
-import { guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from '../../src/guest/kubeconfig.js';
+import { guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from '../../src/kube/kubeconfig.js';
 import {
   k3sReadinessSteps,
   metricsApiService,
@@ -19,9 +19,9 @@ import {
   type ReadinessContext,
   type ReadinessStep,
   type WaitForReadyOptions,
-} from '../../src/guest/readiness.js';
+} from '../../src/readiness/readiness.js';
 import type { ExecResult, GuestShell } from '../../src/guest/ssh.js';
-import { freePort, startFakeSshServer } from './fake-ssh-server.js';
+import { freePort, startFakeSshServer } from '../guest/fake-ssh-server.js';
 
 const serial = 'serial: last line of the boot\n';
 

@@ -1,6 +1,6 @@
 // Readiness after a snapshot restore: "node Ready" believes the node's Lease as well as its Ready condition.
-import { clientNode } from './client-node.js';
-import { apiErrorText } from './kubeconfig.js';
+import { clientNode } from '../kube/client-node.js';
+import { apiErrorText } from '../kube/kubeconfig.js';
 import type { ReadinessContext, ReadinessStep } from './readiness.js';
 
 /** Clock difference between host and guest that a fresh heartbeat may still show (as in readiness.ts). */
