@@ -4,8 +4,8 @@ import { timeoutMsFor } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { throwIfAborted } from '../errors.js';
 import { authorizedKeyKernelParam, type KeyPair } from '../guest/keys.js';
-import { k3sReadinessSteps, requiredApiServicesFor, waitForReady, type ReadinessStep } from '../readiness/readiness.js';
-import { restoreReadinessSteps } from '../readiness/restore-readiness.js';
+import { waitForReady, type ReadinessStep } from '../readiness/engine.js';
+import { k3sReadinessSteps, requiredApiServicesFor } from '../readiness/steps.js';
 import type { Logger } from '../log.js';
 import { buildVm } from '../nix/build-vm.js';
 import { chooseAccel, refuseKnownDeadKvm } from '../qemu/accel.js';
@@ -197,8 +197,9 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
       bootStartedAt: launchStarted,
       requiredApiServices: requiredApiServicesFor(config.disable),
       deadline: launchStarted + timeoutMs,
-      // After a restore, "node Ready" also believes the node's Lease (src/readiness/restore-readiness.ts).
-      steps: restore ? restoreReadinessSteps(plan.steps ?? k3sReadinessSteps, launchStarted) : plan.steps,
+      // After a restore, "node Ready" also believes the node's Lease (src/readiness/steps.ts).
+      restoredAt: restore ? launchStarted : undefined,
+      steps: plan.steps ?? k3sReadinessSteps,
       logger,
       signal,
       vmGone,

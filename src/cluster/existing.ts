@@ -11,7 +11,8 @@ import { isK3sVmError, K3sVmError } from '../errors.js';
 import { clientNode } from '../kube/client-node.js';
 import { isCredentialRefusal } from '../kube/kube-http.js';
 import { apiErrorText } from '../kube/kubeconfig.js';
-import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../readiness/readiness.js';
+import { waitForReady, type ReadinessStep } from '../readiness/engine.js';
+import { apiReadyz, defaultServiceAccount } from '../readiness/steps.js';
 import type { Logger } from '../log.js';
 import type { ConnectedCluster } from './options.js';
 import {
@@ -130,7 +131,6 @@ export function selectContext(config: ResolvedConfig): Selected {
 
 /** The steps for an existing cluster: the kubeconfig, /readyz, and the default ServiceAccount, with the VM's step names. */
 function existingClusterSteps(kubeConfig: KubeConfig, server: string, contextName: string): ReadinessStep[] {
-  const named = (name: string) => k3sReadinessSteps.find((step) => step.name === name)!;
   return [
     {
       name: 'kubeconfig present',
@@ -142,11 +142,11 @@ function existingClusterSteps(kubeConfig: KubeConfig, server: string, contextNam
       },
     },
     {
-      ...named('API /readyz ok'),
+      ...apiReadyz,
       hint: `the API server ${server} does not answer /readyz: is the cluster up, and reachable from here?`,
       async check(context) {
         try {
-          await named('API /readyz ok').check(context);
+          await apiReadyz.check(context);
         } catch (error) {
           if (!isCredentialRefusal(error)) throw error;
           // Credentials that are refused stay refused: no use waiting out the deadline.
@@ -162,7 +162,7 @@ function existingClusterSteps(kubeConfig: KubeConfig, server: string, contextNam
       },
       fatal: (error) => isK3sVmError(error, 'NOT_READY'),
     },
-    named('default ServiceAccount exists'),
+    defaultServiceAccount,
   ];
 }
 
@@ -255,7 +255,6 @@ export async function connectExisting(plan: ConnectPlan): Promise<ConnectedClust
   logger.progress(`using the existing cluster of context "${selected.context}" (${selected.server}); run ${runId}`);
   const readyStarted = Date.now();
   const ready = await waitForReady({
-    target: { port: 0, privateKey: '' },
     apiPort: 0,
     deadline: readyStarted + (config.timeoutSeconds ?? existingClusterTimeoutSeconds) * 1000,
     steps: existingClusterSteps(selected.kubeConfig, selected.server, selected.context),

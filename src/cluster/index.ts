@@ -38,7 +38,17 @@ export type { Cluster, ClusterOptions, ConnectedCluster, StartOptions, StartedCl
 export { clientNode } from '../kube/client-node.js';
 export { flagDefinitions, flagHelpLines, optionOfFlag } from '../config/option-table.js';
 export { loadKubeConfig } from '../kube/kubeconfig.js';
-export { k3sReadinessSteps, type ReadinessStep, type ReadinessContext } from '../readiness/readiness.js';
+export type { ReadinessStep, ReadinessContext } from '../readiness/engine.js';
+export {
+  k3sReadinessSteps,
+  sshAnswers,
+  k3sServiceActive,
+  kubeconfigPresent,
+  apiReadyz,
+  nodeReady,
+  apiDiscoveryComplete,
+  defaultServiceAccount,
+} from '../readiness/steps.js';
 export type { GuestSsh } from '../guest/ssh.js';
 // After the cluster: waits, logs, exec, port-forward and a failed test's diagnostics (src/kube).
 export { waitFor, defaultWaitTimeoutMs, type WaitOptions } from '../kube/wait-for.js';

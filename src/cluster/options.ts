@@ -2,7 +2,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { FlagValues } from '../config/resolve-config.js';
 import type { K3sVmOptions, ResolvedConfig } from '../config/options.js';
-import type { ReadinessStep } from '../readiness/readiness.js';
+import type { ReadinessStep } from '../readiness/engine.js';
 import type { GuestSsh } from '../guest/ssh.js';
 import type { Logger } from '../log.js';
 import type { RewindResult } from './rewind.js';
@@ -22,8 +22,10 @@ export interface ClusterOptions extends K3sVmOptions {
 
 export interface StartOptions extends ClusterOptions {
   /**
-   * The readiness steps, in order. @default the K3s steps (SSH answers → service active →
-   * kubeconfig → /readyz → node Ready → API discovery → default ServiceAccount)
+   * The readiness steps, in order, the same at a boot and after a restore (`nodeReady` then also
+   * believes the node's Lease). @default `k3sReadinessSteps`: `sshAnswers` → `k3sServiceActive` →
+   * `kubeconfigPresent` → `apiReadyz` → `nodeReady` → `apiDiscoveryComplete` →
+   * `defaultServiceAccount`, each exported, to compose a list with steps of one's own
    */
   readonly readiness?: readonly ReadinessStep[];
   /**

@@ -2,8 +2,8 @@
 import { timeoutMsFor } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError } from '../errors.js';
-import { k3sReadinessSteps, waitForReady, type ReadinessStep } from '../readiness/readiness.js';
-import { restoreReadinessSteps } from '../readiness/restore-readiness.js';
+import { waitForReady, type ReadinessStep } from '../readiness/engine.js';
+import { k3sReadinessSteps, sshAnswers } from '../readiness/steps.js';
 import type { Logger } from '../log.js';
 import {
   listInternalSnapshots,
@@ -149,8 +149,8 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
     // looks at heartbeats: one SSH handshake less than a restore at start makes (under
     // emulation the handshake is most of a rewind's time).
     let clockMs = 0;
-    const steps = restoreReadinessSteps(options.readiness ?? k3sReadinessSteps, started).map((step): ReadinessStep =>
-      step.name !== 'SSH answers'
+    const steps = (options.readiness ?? k3sReadinessSteps).map((step): ReadinessStep =>
+      step !== sshAnswers
         ? step
         : {
             ...step,
@@ -171,6 +171,7 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
         contextName: vmName,
         nodeName: vmName,
         bootStartedAt: started,
+        restoredAt: started,
         deadline: started + timeoutMs,
         steps,
         logger,

@@ -11,15 +11,9 @@ import { startFakeK3sApi, type FakeK3sApi, type FakeK3sApiOptions } from '../../
 import { K3sVmError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { guestKubeconfigPath, loadKubeConfig, rewriteKubeconfig } from '../../src/kube/kubeconfig.js';
-import {
-  k3sReadinessSteps,
-  metricsApiService,
-  requiredApiServicesFor,
-  waitForReady,
-  type ReadinessContext,
-  type ReadinessStep,
-  type WaitForReadyOptions,
-} from '../../src/readiness/readiness.js';
+import { waitForReady, type ReadinessContext, type ReadinessStep, type WaitForReadyOptions } from '../../src/readiness/engine.js';
+import * as steps from '../../src/readiness/steps.js';
+import { k3sReadinessSteps, metricsApiService, requiredApiServicesFor } from '../../src/readiness/steps.js';
 import type { ExecResult, GuestShell } from '../../src/guest/ssh.js';
 import { freePort, startFakeSshServer } from '../guest/fake-ssh-server.js';
 
@@ -35,6 +29,7 @@ function options(overrides: Partial<WaitForReadyOptions> = {}): WaitForReadyOpti
     target: { port: 1, privateKey: 'unused' },
     apiPort: 1,
     deadline: Date.now() + 60_000,
+    steps: k3sReadinessSteps,
     logger: recordingLogger(),
     vmGone: () => undefined,
     serialTail: async () => serial,
@@ -287,6 +282,25 @@ describe('k3sReadinessSteps', () => {
       'default ServiceAccount exists',
     ]);
     for (const step of k3sReadinessSteps) expect(step.hint).not.toBe('');
+  });
+
+  it("are the named constants, in order, for lists of one's own", () => {
+    expect(k3sReadinessSteps).toEqual([
+      steps.sshAnswers,
+      steps.k3sServiceActive,
+      steps.kubeconfigPresent,
+      steps.apiReadyz,
+      steps.nodeReady,
+      steps.apiDiscoveryComplete,
+      steps.defaultServiceAccount,
+    ]);
+  });
+
+  it('end at once, naming the list, when a wait without a VM includes "SSH answers"', async () => {
+    const started = Date.now();
+    const error = await rejection(waitForReady(options({ target: undefined, steps: [steps.sshAnswers] })));
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(error.message).toMatch(/K3s cannot become ready \(step 1 of 1 "SSH answers"\); error: this wait has no VM to reach over SSH/);
   });
 });
 
@@ -694,9 +708,12 @@ function stepContext(kubeconfig: string): ReadinessContext {
     contextName: undefined,
     nodeName: undefined,
     bootStartedAt: undefined,
+    restoredAt: undefined,
     requiredApiServices: [],
     deadline: Date.now() + 60_000,
     signal: new AbortController().signal,
+    // The process ends the keep-alive connection a step opens: the agents do not hold it open.
+    onEnd: () => undefined,
     kubeconfig,
     kubeConfig: loadKubeConfig(kubeconfig),
   };

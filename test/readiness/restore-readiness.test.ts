@@ -4,8 +4,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { k3sReadinessSteps, type ReadinessContext } from '../../src/readiness/readiness.js';
-import { nodeReadyAfterRestore, restoreReadinessSteps } from '../../src/readiness/restore-readiness.js';
+import type { ReadinessContext } from '../../src/readiness/engine.js';
+import { k3sReadinessSteps, nodeReady } from '../../src/readiness/steps.js';
 
 const restoredAt = Date.parse('2026-11-26T03:00:00Z');
 const before = '2026-11-26T02:50:00Z';
@@ -20,19 +20,19 @@ let kubeConfig: KubeConfig;
 beforeAll(async () => {
   server = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
+    const node = {
+      kind: 'Node',
+      apiVersion: 'v1',
+      metadata: { name: 'n1' },
+      status: {
+        conditions: [{ type: 'Ready', status: ready, reason: 'KubeletReady', lastHeartbeatTime: heartbeat, lastTransitionTime: before }],
+      },
+    };
     if (req.url?.startsWith('/api/v1/nodes/n1')) {
-      res.end(
-        JSON.stringify({
-          kind: 'Node',
-          apiVersion: 'v1',
-          metadata: { name: 'n1' },
-          status: {
-            conditions: [
-              { type: 'Ready', status: ready, reason: 'KubeletReady', lastHeartbeatTime: heartbeat, lastTransitionTime: before },
-            ],
-          },
-        }),
-      );
+      res.end(JSON.stringify(node));
+    } else if (req.url?.startsWith('/api/v1/nodes?') && !req.url.includes('watch=')) {
+      // The list a boot's step reads (its watch after it gets the 404 below).
+      res.end(JSON.stringify({ kind: 'NodeList', apiVersion: 'v1', metadata: { resourceVersion: '1' }, items: [node] }));
     } else if (req.url?.startsWith('/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1') && renewTime) {
       res.end(
         JSON.stringify({
@@ -59,7 +59,7 @@ beforeAll(async () => {
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
 function check(): Promise<void> {
-  return nodeReadyAfterRestore(restoredAt).check({ kubeConfig, nodeName: 'n1' } as unknown as ReadinessContext);
+  return nodeReady.check({ kubeConfig, nodeName: 'n1', restoredAt } as unknown as ReadinessContext);
 }
 
 describe('node Ready after a restore', () => {
@@ -90,9 +90,19 @@ describe('node Ready after a restore', () => {
     await expect(check()).rejects.toThrow(/node n1 is not Ready/);
   });
 
-  it('replaces only the node Ready step of the K3s steps', () => {
-    const steps = restoreReadinessSteps(k3sReadinessSteps, restoredAt);
-    expect(steps.map((step) => step.name)).toEqual(k3sReadinessSteps.map((step) => step.name));
-    expect(steps.filter((step, index) => step !== k3sReadinessSteps[index]).map((step) => step.name)).toEqual(['node Ready']);
+  it("is the K3s list's own node step, told of the restore by the context: at a boot the Lease does not count", async () => {
+    expect(k3sReadinessSteps).toContain(nodeReady);
+    [ready, heartbeat, renewTime] = ['True', before, after];
+    // The same step without restoredAt is a boot's: a stale Ready condition is not Ready from this boot.
+    const atBoot = nodeReady.check({
+      kubeConfig,
+      nodeName: 'n1',
+      bootStartedAt: restoredAt,
+      restoredAt: undefined,
+      signal: new AbortController().signal,
+      onEnd: () => undefined,
+    } as unknown as ReadinessContext);
+    await expect(atBoot).rejects.toThrow(/before this boot/);
+    await expect(check()).resolves.toBeUndefined();
   });
 });
