@@ -1,7 +1,15 @@
 // A namespace of a test's own, shared by the Vitest fixture and the Jest helper.
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { clientNode, collectDiagnostics, keptAnnotation, runLabels, type Diagnostics } from '../cluster/index.js';
+import {
+  clientNode,
+  collectDiagnostics,
+  keptAnnotation,
+  runLabels,
+  waitFor,
+  type Condition,
+  type Diagnostics,
+  type KubeObject,
+} from '../cluster/index.js';
 import { K3sVmError } from '../errors.js';
 
 /** A namespace for one test; delete it when the test is done. */
@@ -66,6 +74,9 @@ export function failureReport(namespace: string, end: NamespaceEnd): string {
 /** How long a new namespace may take to get its `default` ServiceAccount (seconds under emulation). */
 const serviceAccountTimeoutMs = 60_000;
 
+/** Holds once the object exists. */
+const created: Condition = Object.assign((object: KubeObject | undefined) => object !== undefined, { description: 'created' });
+
 /** A namespace name from a label such as a test's name: DNS-1123, at most 63 characters, unique. */
 export function testNamespaceName(label: string): string {
   const slug = label
@@ -92,20 +103,17 @@ export async function createNamespaceFor(label: string, kubeConfig: KubeConfig, 
       await api.deleteNamespace({ name }).catch(() => undefined);
     },
   };
-  const deadline = Date.now() + serviceAccountTimeoutMs;
-  for (let delayMs = 20; ; delayMs = Math.min(delayMs * 2, 250)) {
-    try {
-      await api.readNamespacedServiceAccount({ name: 'default', namespace: name });
-      return namespace;
-    } catch (error) {
-      if ((error as { code?: number }).code !== 404 || Date.now() > deadline) {
-        await namespace.delete();
-        throw new K3sVmError('NOT_READY', `namespace ${name} did not get its default ServiceAccount: ${(error as Error).message}`, {
-          cause: error,
-          hint: 'the controller manager may be overloaded: `k3s-vm kubectl get events -A` shows what it does',
-        });
-      }
-    }
-    await sleep(delayMs);
+  // Watched, as every wait on the cluster is (kube/wait-for.ts): noticed as soon as the API server knows.
+  try {
+    await waitFor(kubeConfig, { kind: 'ServiceAccount', name: 'default', namespace: name }, created, {
+      timeoutMs: serviceAccountTimeoutMs,
+    });
+  } catch (error) {
+    await namespace.delete();
+    throw new K3sVmError('NOT_READY', `namespace ${name} did not get its default ServiceAccount: ${(error as Error).message}`, {
+      cause: error,
+      hint: 'the controller manager may be overloaded: `k3s-vm kubectl get events -A` shows what it does',
+    });
   }
+  return namespace;
 }
