@@ -13,6 +13,7 @@ export {
   jobComplete,
   jobFailed,
   deleted,
+  exists,
   type Condition,
   type ObjectTarget,
   type PortForwardHandle,

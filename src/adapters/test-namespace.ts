@@ -1,15 +1,6 @@
 // A namespace of a test's own, shared by the Vitest fixture and the Jest helper.
 import type { KubeConfig } from '@kubernetes/client-node';
-import {
-  clientNode,
-  collectDiagnostics,
-  keptAnnotation,
-  runLabels,
-  waitFor,
-  type Condition,
-  type Diagnostics,
-  type KubeObject,
-} from '../cluster/index.js';
+import { clientNode, collectDiagnostics, exists, keptAnnotation, runLabels, waitFor, type Diagnostics } from '../cluster/index.js';
 import { K3sVmError } from '../errors.js';
 
 /** A namespace for one test; delete it when the test is done. */
@@ -74,9 +65,6 @@ export function failureReport(namespace: string, end: NamespaceEnd): string {
 /** How long a new namespace may take to get its `default` ServiceAccount (seconds under emulation). */
 const serviceAccountTimeoutMs = 60_000;
 
-/** Holds once the object exists. */
-const created: Condition = Object.assign((object: KubeObject | undefined) => object !== undefined, { description: 'created' });
-
 /** A namespace name from a label such as a test's name: DNS-1123, at most 63 characters, unique. */
 export function testNamespaceName(label: string): string {
   const slug = label
@@ -105,7 +93,7 @@ export async function createNamespaceFor(label: string, kubeConfig: KubeConfig, 
   };
   // Watched, as every wait on the cluster is (kube/wait-for.ts): noticed as soon as the API server knows.
   try {
-    await waitFor(kubeConfig, { kind: 'ServiceAccount', name: 'default', namespace: name }, created, {
+    await waitFor(kubeConfig, { kind: 'ServiceAccount', name: 'default', namespace: name }, exists, {
       timeoutMs: serviceAccountTimeoutMs,
     });
   } catch (error) {

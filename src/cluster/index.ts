@@ -60,6 +60,7 @@ export {
   jobComplete,
   jobFailed,
   deleted,
+  exists,
   describeState,
   type Condition,
   type ConditionVerdict,

@@ -115,6 +115,9 @@ export const jobFailed: Condition = described('Failed', (job) => {
 /** The object no longer exists (or never did). */
 export const deleted: Condition = described('deleted', (object) => object === undefined);
 
+/** The object exists (a namespace's `default` ServiceAccount, a Secret an operator writes). */
+export const exists: Condition = described('created', (object) => object !== undefined);
+
 /** A condition's description for messages: its own, a function's name, or "as the condition requires". */
 export function describeCondition(condition: Condition<never>): string {
   if (condition.description) return condition.description;

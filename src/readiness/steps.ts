@@ -185,6 +185,20 @@ async function listThenWatch<T extends KubeObject>(context: ReadinessContext, re
   });
 }
 
+/** When the node's Ready condition was last reported. */
+function reportedTime(ready: Condition): number | undefined {
+  return timeOf(ready.lastHeartbeatTime) ?? timeOf(ready.lastTransitionTime);
+}
+
+/**
+ * Whether a heartbeat at `at` came after `since`, give or take the clocks' skew. Kubernetes
+ * timestamps have whole seconds (a Lease's MicroTime more): the report may have come up to a
+ * second later than it reads.
+ */
+function heardSince(at: number | undefined, since: number): boolean {
+  return at !== undefined && at + 999 >= since - clockSkewMs;
+}
+
 /** Why the node is not (freshly) Ready; undefined when it is. */
 function nodeNotReady(
   node: KubeObject & { status?: { conditions?: readonly Condition[] } | undefined },
@@ -195,9 +209,8 @@ function nodeNotReady(
   if (ready?.status !== 'True') return `node ${name} is not Ready (${conditionText(ready, 'no Ready condition')})`;
   if (bootStartedAt === undefined) return undefined;
   // A reused disk still holds the last boot's Ready condition until the kubelet reports again.
-  const reportedAt = timeOf(ready.lastHeartbeatTime) ?? timeOf(ready.lastTransitionTime);
-  // Kubernetes timestamps have whole seconds: the report may have come up to a second later.
-  if (reportedAt === undefined || reportedAt + 999 < bootStartedAt - clockSkewMs) {
+  const reportedAt = reportedTime(ready);
+  if (!heardSince(reportedAt, bootStartedAt)) {
     const when = reportedAt === undefined ? 'at an unknown time' : new Date(reportedAt).toISOString();
     return `node ${name} is Ready only as last reported ${when}, before this boot (${new Date(bootStartedAt).toISOString()}); waiting for the kubelet to report`;
   }
@@ -225,11 +238,9 @@ async function nodeReadyAfterRestore(context: ReadinessContext, restoredAt: numb
   for (const node of nodes) {
     const name = node.metadata?.name ?? '(unnamed)';
     const ready = conditionOf(node as { status?: { conditions?: Condition[] } }, 'Ready');
-    if (ready?.status !== 'True') throw new Error(`node ${name} is not Ready (${ready?.reason ?? ready?.status ?? 'no Ready condition'})`);
-    // Kubernetes timestamps have whole seconds: the report may have come up to a second later.
-    const fresh = (at: number | undefined) => at !== undefined && at + 999 >= restoredAt - clockSkewMs;
-    const reportedAt = timeOf(ready.lastHeartbeatTime) ?? timeOf(ready.lastTransitionTime);
-    if (fresh(reportedAt)) continue;
+    if (ready?.status !== 'True') throw new Error(`node ${name} is not Ready (${conditionText(ready, 'no Ready condition')})`);
+    const reportedAt = reportedTime(ready);
+    if (heardSince(reportedAt, restoredAt)) continue;
     let renewedAt: number | undefined;
     let leaseProblem = '';
     try {
@@ -238,7 +249,7 @@ async function nodeReadyAfterRestore(context: ReadinessContext, restoredAt: numb
     } catch (error) {
       leaseProblem = ` (its lease could not be read: ${apiErrorText(error)})`;
     }
-    if (fresh(renewedAt)) continue;
+    if (heardSince(renewedAt, restoredAt)) continue;
     const when = (at: number | undefined) => (at === undefined ? 'never' : new Date(at).toISOString());
     throw new Error(
       `node ${name} is Ready as last reported ${when(reportedAt)}, its lease last renewed ${when(renewedAt)}${leaseProblem}, ` +

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   deleted,
+  exists,
   deploymentAvailable,
   describeCondition,
   describeState,
@@ -104,10 +105,16 @@ describe('job conditions', () => {
   });
 });
 
-describe('deleted and descriptions', () => {
+describe('deleted, exists and descriptions', () => {
   it('deleted holds only while the object does not exist', () => {
     expect(deleted(undefined)).toBe(true);
     expect(deleted(pod('Running'))).toBe(false);
+  });
+
+  it('exists holds only while the object exists, and says "created"', () => {
+    expect(exists(pod('Pending'))).toBe(true);
+    expect(exists(undefined)).toBe(false);
+    expect(describeCondition(exists)).toBe('created');
   });
 
   it('describes a ready-made condition by its description and a function by its name', () => {
