@@ -378,6 +378,12 @@ in
     };
   };
 
+  # QEMU's guest agent, on the virtio-serial port org.qemu.guest_agent.0 that k3s-vm's launch
+  # adds (udev starts it when the port appears): after a rewind the host sets the clock
+  # through it (guest-set-time), without an SSH handshake. nixpkgs' qemu-ga runs
+  # /run/current-system/sw/bin/hwclock (util-linux) to write the RTC after it.
+  services.qemuGuest.enable = true;
+
   # --- K3s -------------------------------------------------------------------------------
 
   services.k3s = {

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 kernel_dir=${K3S_VM_TEST_KERNEL_DIR:-/var/cache/k3s-vm/test-kernel}
-packages=(qemu-system-x86 qemu-utils nix-bin busybox-static dropbear-bin cpio openssl kmod e2fsprogs xz-utils zstd gzip openssh-client bsdutils
+packages=(qemu-system-x86 qemu-utils nix-bin busybox-static dropbear-bin qemu-guest-agent cpio openssl kmod e2fsprogs xz-utils zstd gzip openssh-client bsdutils
   containerd runc containernetworking-plugins)
 
 sudo_if_needed() {

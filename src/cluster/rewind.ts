@@ -2,8 +2,8 @@
 import { timeoutMsFor } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError } from '../errors.js';
-import { waitForReady, type ReadinessStep } from '../readiness/engine.js';
-import { k3sReadinessSteps, sshAnswers } from '../readiness/steps.js';
+import { waitForReady, type ReadinessStep, type ReadyCluster } from '../readiness/engine.js';
+import { k3sReadinessSteps, k3sRewindSteps, sshAnswers } from '../readiness/steps.js';
 import type { Logger } from '../log.js';
 import {
   listInternalSnapshots,
@@ -13,6 +13,7 @@ import {
   whyNotRestorable,
   type SnapshotRecord,
 } from '../qemu/snapshot.js';
+import { guestAgentSocketOf, setGuestClockByAgent } from '../qemu/guest-agent.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
 import { liveLeases } from '../state/leases.js';
@@ -44,9 +45,11 @@ export interface RewindResult {
   readonly snapshot: string;
   /** QEMU's loadvm: the VM stopped, disk reverted, memory loaded, running again. */
   readonly loadMs: number;
-  /** Setting the guest's clock to the host's (inside the first readiness step, on its connection). */
+  /** Setting the guest's clock to the host's: through the guest agent, or else inside the first readiness step, on its connection. */
   readonly clockMs: number;
-  /** The readiness steps, the clock included. */
+  /** How the clock was set: QEMU's guest agent (no SSH handshake), or SSH when the guest has no agent. */
+  readonly clockBy: 'guest agent' | 'ssh';
+  /** The readiness steps: after the clock set through the guest agent, or with it over SSH (the clock included). */
   readonly readyMs: number;
   readonly totalMs: number;
   readonly steps: ReadonlyArray<{ name: string; ms: number }>;
@@ -54,6 +57,12 @@ export interface RewindResult {
 
 /** How long a rewound VM may take to be ready again before the rewind counts as failed (as a restore's). */
 const rewindTimeoutMs = 60_000;
+
+/**
+ * How long the guest agent may take to answer after a load. A guest with it answers within
+ * tens of milliseconds; one without it costs this much before its clock is set over SSH.
+ */
+const guestAgentTimeoutMs = 1500;
 
 /**
  * Returns the running VM to a snapshot of its disk and memory (QEMU's loadvm on the running
@@ -145,27 +154,14 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
     const loadMs = Date.now() - started;
     const timeoutMs = Math.min(timeoutMsFor(config.timeoutSeconds, runtime.accel), rewindTimeoutMs);
     const vmGone = () => (isRunning(status.pid!) ? undefined : `QEMU (pid ${status.pid}) exited`);
-    // The clock is set on the connection of the first readiness step, before "node Ready"
-    // looks at heartbeats: one SSH handshake less than a restore at start makes (under
-    // emulation the handshake is most of a rewind's time).
+    // The clock first, through the guest agent; then the API steps alone (k3sRewindSteps, with
+    // the kubeconfig the runs hold): no SSH handshake is made. (Run beside the clock they end
+    // no sooner: "node Ready" waits for a heartbeat after it.) A guest without the agent has
+    // its clock set over SSH instead, on the connection of the first of the usual steps.
     let clockMs = 0;
-    const steps = (options.readiness ?? k3sReadinessSteps).map((step): ReadinessStep =>
-      step !== sshAnswers
-        ? step
-        : {
-            ...step,
-            async check(context) {
-              await step.check(context);
-              const clockStarted = Date.now();
-              await setGuestClock(context.ssh, context.signal, logger);
-              clockMs = Date.now() - clockStarted;
-            },
-          },
-    );
-    const readyStarted = Date.now();
-    let stepDurations: ReadonlyArray<{ name: string; ms: number }>;
-    try {
-      const ready = await waitForReady({
+    let clockBy: RewindResult['clockBy'] = 'ssh';
+    const wait = (steps: readonly ReadinessStep[], kubeconfig: string | undefined, signal: AbortSignal | undefined) =>
+      waitForReady({
         target,
         apiPort: runtime.apiPort,
         contextName: vmName,
@@ -174,20 +170,57 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
         restoredAt: started,
         deadline: started + timeoutMs,
         steps,
+        kubeconfig,
         logger,
-        signal: options.signal,
+        signal,
         vmGone,
         serialTail: async () =>
           logTailBlock(`last lines of the serial console (${dir.file(files.serialLog)})`, await tailFile(dir.file(files.serialLog), 30)),
       });
-      stepDurations = ready.stepDurationsMs;
+    const clockStarted = Date.now();
+    let readyStarted = clockStarted;
+    let ready: ReadyCluster | undefined;
+    try {
+      const kubeconfig = options.readiness ? undefined : await dir.readText(files.kubeconfig);
+      if (kubeconfig !== undefined) {
+        try {
+          await setGuestClockByAgent(guestAgentSocketOf(runtime.qmpSocket), { timeoutMs: guestAgentTimeoutMs, signal: options.signal });
+          clockMs = Date.now() - clockStarted;
+          clockBy = 'guest agent';
+          readyStarted = Date.now();
+        } catch (error) {
+          if (options.signal?.aborted) throw error;
+          logger.debug(`setting the guest's clock through the guest agent failed (${(error as Error).message}); setting it over SSH`);
+        }
+        if (clockBy === 'guest agent') ready = await wait(k3sRewindSteps, kubeconfig, options.signal);
+      }
+      ready ??= await wait(
+        (options.readiness ?? k3sReadinessSteps).map((step): ReadinessStep =>
+          step !== sshAnswers
+            ? step
+            : {
+                ...step,
+                async check(context) {
+                  await step.check(context);
+                  const clockStarted = Date.now();
+                  await setGuestClock(context.ssh, context.signal, logger);
+                  clockMs = Date.now() - clockStarted;
+                },
+              },
+        ),
+        undefined,
+        options.signal,
+      );
       await keepKubeconfig(dir, ready.kubeconfig, logger);
     } catch (error) {
       return fail('the cluster did not become ready after it', error);
     }
+    const stepDurations = ready.stepDurationsMs;
     const totalMs = Date.now() - started;
-    logger.progress(`rewound ${vmName} to ${label} in ${(totalMs / 1000).toFixed(1)} s (QEMU's load ${(loadMs / 1000).toFixed(1)} s)`);
-    return { snapshot: name, loadMs, clockMs, readyMs: Date.now() - readyStarted, totalMs, steps: stepDurations };
+    logger.progress(
+      `rewound ${vmName} to ${label} in ${(totalMs / 1000).toFixed(1)} s (QEMU's load ${(loadMs / 1000).toFixed(1)} s, the clock set through ${clockBy === 'ssh' ? 'SSH' : 'the guest agent'})`,
+    );
+    return { snapshot: name, loadMs, clockMs, clockBy, readyMs: Date.now() - readyStarted, totalMs, steps: stepDurations };
   });
 }
 

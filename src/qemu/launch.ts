@@ -7,6 +7,7 @@ import { files } from '../state/files.js';
 import { stateIoError, type InstanceDir } from '../state/instance-dir.js';
 import { qmpArgument } from '../state/qemu-identity.js';
 import { checkDiskImage, diskFormatArgs } from './disk.js';
+import { guestAgentOptions, guestAgentSocketOf } from './guest-agent.js';
 
 export interface LaunchPlan {
   readonly runScript: string;
@@ -44,6 +45,8 @@ export function runScriptEnv(plan: Omit<LaunchPlan, 'env'>): Record<string, stri
       '-qmp',
       qmpArgument(plan.qmpSocket),
       '-no-reboot',
+      // Where a guest with QEMU's guest agent is reached without SSH (a rewind sets the clock there).
+      ...guestAgentOptions(guestAgentSocketOf(plan.qmpSocket)),
       ...(plan.extraQemuOptions ?? []),
     ].join(' '),
     QEMU_KERNEL_PARAMS: plan.kernelParams.join(' '),
@@ -88,6 +91,7 @@ export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<Laun
   try {
     await mkdir(plan.tmpDir, { recursive: true, mode: 0o700 });
     await rm(plan.qmpSocket, { force: true });
+    await rm(guestAgentSocketOf(plan.qmpSocket), { force: true });
     log = openSync(dir.file(files.serialLog), 'a', 0o600);
     fchmodSync(log, 0o600);
   } catch (error) {

@@ -5,7 +5,7 @@ import pRetry, { AbortError } from 'p-retry';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { GuestShell, SshTarget } from '../guest/ssh.js';
-import { apiErrorText } from '../kube/kubeconfig.js';
+import { apiErrorText, loadKubeConfig } from '../kube/kubeconfig.js';
 
 /** What the steps share: where the guest is, the connection to it, and what earlier steps found. */
 export interface ReadinessContext {
@@ -84,6 +84,11 @@ export interface WaitForReadyOptions {
   readonly deadline: number;
   /** When the VM was restored from a snapshot (Date or epoch ms): see ReadinessContext.restoredAt. @default a boot */
   readonly restoredAt?: Date | number | undefined;
+  /**
+   * The kubeconfig the host already holds for this cluster (rewritten for the host), for a list
+   * without "kubeconfig present": after a rewind, the API steps use it as they are.
+   */
+  readonly kubeconfig?: string | undefined;
   /** In order: k3sReadinessSteps (steps.ts) for a VM, or a list composed of its steps. */
   readonly steps: readonly ReadinessStep[];
   readonly logger: Logger;
@@ -202,6 +207,12 @@ export async function waitForReady(options: WaitForReadyOptions): Promise<ReadyC
     options.deadline,
     controller.signal,
   );
+  if (options.kubeconfig !== undefined) {
+    context.kubeconfig = options.kubeconfig;
+    context.kubeConfig = loadKubeConfig(options.kubeconfig);
+    const server = context.kubeConfig.getCurrentCluster()?.server;
+    if (server !== undefined) context.apiServerUrl = server;
+  }
   const durations: Array<{ name: string; ms: number }> = [];
   const label = (index: number) => `step ${index + 1} of ${total} "${steps[index]?.name}"`;
   if (total > 0) options.logger.progress(`${label(0)}: waiting (deadline ${Math.round(remainingMs / 1000)} s)`);

@@ -432,6 +432,21 @@ export const k3sReadinessSteps: readonly ReadinessStep[] = [
   defaultServiceAccount,
 ];
 
+/**
+ * The steps after a rewind whose clock the guest agent has set: the API's alone, with the
+ * kubeconfig the host holds (the engine's kubeconfig option). The VM kept running through the
+ * rewind and its snapshot was saved ready; the API server answering through the forwarded port
+ * with the host's credentials, and the node's heartbeat since the rewind, show the restored
+ * guest running — no SSH handshake needed.
+ */
+export const k3sRewindSteps: readonly ReadinessStep[] = [
+  // Checked together from the start, /readyz too: the API server was ready when the snapshot was saved.
+  { ...apiReadyz, runsAhead: true },
+  nodeReady,
+  apiDiscoveryComplete,
+  defaultServiceAccount,
+];
+
 /** The APIService K3s's packaged metrics-server registers. */
 export const metricsApiService = 'v1beta1.metrics.k8s.io';
 

@@ -24,6 +24,8 @@ export const files = {
   pid: 'qemu.pid',
   /** QMP control socket (under the temporary directory instead when this path is too long for a socket). */
   qmp: 'qmp.sock',
+  /** The host's end of QEMU's guest agent channel, beside the QMP socket (qemu/guest-agent.ts). */
+  guestAgent: 'qga.sock',
   /** The VM's serial console, appended to across boots. */
   serialLog: 'serial.log',
   /** Host ports, accelerator and start time of the running VM. */
@@ -41,7 +43,7 @@ export const files = {
 } as const;
 
 /** What a running VM adds and a stopped one must not leave: removed together after every stop. */
-export const runtimeFiles = [files.pid, files.runtime, files.kubeconfig, files.qmp] as const;
+export const runtimeFiles = [files.pid, files.runtime, files.kubeconfig, files.qmp, files.guestAgent] as const;
 
 /** Unix domain socket paths are limited to 108 bytes including the terminating NUL. */
 export const maxSocketPathBytes = 107;

@@ -1,7 +1,7 @@
 // Rewind and named snapshots on the test guest: real Nix, real QEMU (savevm / loadvm on the running VM), real SSH and kubectl.
 // One VM carries the rewinds, refusals and named snapshots; the fault that stops it comes last.
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CliIo } from '../../src/adapters/cli/io.js';
@@ -99,6 +99,14 @@ describe('rewinding the running VM on the test guest', () => {
     const rewindStarted = Date.now();
     const result = await rewindCluster({ ...options, logger, ownLeases: [cluster.leaseId] });
     expect(result.snapshot).toBe(snapshotTag);
+    // The clock through QEMU's guest agent, then the API's steps alone: no SSH handshake.
+    expect(result.clockBy).toBe('guest agent');
+    expect(result.steps.map((step) => step.name)).toEqual([
+      'API /readyz ok',
+      'node Ready',
+      'API discovery complete',
+      'default ServiceAccount exists',
+    ]);
     expect(logger.lines).toContainEqual(expect.stringMatching(/^rewinding test-guest to the ready-state snapshot/));
     expect(logger.lines).toContainEqual(expect.stringMatching(/^rewound test-guest to the ready-state snapshot in [\d.]+ s/));
     expect(exists(cluster.kubeconfigPath, 'namespace', 'ns-after')).toBe(false);
@@ -122,9 +130,15 @@ describe('rewinding the running VM on the test guest', () => {
     expect(Date.parse(ready.lastHeartbeatTime)).toBeGreaterThanOrEqual(Math.floor(rewindStarted / 1000) * 1000 - 2000);
 
     // The handle's rewind, from this run: again to the same state (the snapshot survives a rewind).
+    // With the guest agent out of reach (its host socket gone), the clock is set over SSH.
     createObjects(cluster.kubeconfigPath, 'again');
-    await cluster.rewind();
+    rmSync(dir.file(files.guestAgent));
+    const overSsh = await rewindCluster({ ...options, logger: recordingLogger(), ownLeases: [cluster.leaseId] });
+    expect(overSsh.clockBy).toBe('ssh');
+    expect(overSsh.steps[0]?.name).toBe('SSH answers');
     expect(exists(cluster.kubeconfigPath, 'namespace', 'ns-again')).toBe(false);
+    expect(Math.abs(Number((await cluster.exec('date -u +%s')).stdout.trim()) - Date.now() / 1000)).toBeLessThan(3);
+    await cluster.rewind();
 
     // Another run holds the VM: refused, and the VM is untouched.
     createObjects(cluster.kubeconfigPath, 'kept');

@@ -25,7 +25,10 @@ describe('the run-script environment', () => {
       TMPDIR: '/p/.k3s-vm/tmp',
       USE_TMPDIR: '1',
       QEMU_NET_OPTS: 'hostfwd=tcp:127.0.0.1:41234-:6443,hostfwd=tcp:127.0.0.1:41235-:22',
-      QEMU_OPTS: '-machine accel=tcg -qmp unix:/p/.k3s-vm/qmp.sock,server=on,wait=off -no-reboot',
+      QEMU_OPTS:
+        '-machine accel=tcg -qmp unix:/p/.k3s-vm/qmp.sock,server=on,wait=off -no-reboot' +
+        ' -chardev socket,id=k3svm-qga,path=/p/.k3s-vm/qga.sock,server=on,wait=off -device virtio-serial-pci,id=k3svm-serial' +
+        ' -device virtserialport,bus=k3svm-serial.0,chardev=k3svm-qga,name=org.qemu.guest_agent.0',
       QEMU_KERNEL_PARAMS: 'k3s_fake.node_ready_delay_ms=100 quiet',
     });
   });
