@@ -18,9 +18,16 @@ import { removeRuntimeFilesSync, takeLease, type Lease } from '../state/leases.j
 import { isInstanceQemu, isRunning, waitForExitSync } from '../state/process.js';
 import { logTailBlock, tailFile } from '../state/serial-log.js';
 import { qmpSocketPath, type RuntimeRecord } from '../state/status.js';
-import type { StartTimings } from './options.js';
+import type { GuestClockBy, StartTimings } from './options.js';
 import { checkDisk, settleDisk } from './disk.js';
-import { correctGuestClock, planRestore, removeSnapshot, saveSnapshot, type SnapshotContext } from './snapshot.js';
+import {
+  correctGuestClock,
+  correctGuestClockByAgent,
+  planRestore,
+  removeSnapshot,
+  saveSnapshot,
+  type SnapshotContext,
+} from './snapshot.js';
 import { stopInstance } from './stop.js';
 
 /** A VM this process now holds a lease on, booted or attached. */
@@ -107,6 +114,13 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
 /** How long a restore may take to be ready before it counts as failed and the VM boots instead. */
 const restoreTimeoutMs = 60_000;
 
+/**
+ * How long the guest agent may take to answer once QEMU listens, after a restore: the wait
+ * includes QEMU's load of the snapshot. A guest without the agent costs this much before its
+ * clock is set over SSH.
+ */
+const restoreAgentTimeoutMs = 5000;
+
 interface LaunchPlanOfBoot {
   readonly plan: BootPlan;
   readonly ports: { readonly apiPort: number; readonly sshPort: number };
@@ -177,15 +191,28 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
         ? `QEMU (pid ${vm.pid}) exited${exitCode === undefined || exitCode === null ? '' : ` with code ${exitCode}`}`
         : undefined;
     let clockMs: number | undefined;
+    let clockBy: GuestClockBy | undefined;
     if (restore) {
       // Before readiness: the guest wakes at the time of the save, and a Ready condition is
       // only believed when reported after this launch (bootStartedAt below).
       const clockStarted = Date.now();
-      await correctGuestClock({ port: ports.sshPort, privateKey: plan.keys.privateKey }, launchStarted + timeoutMs, {
+      const byAgent = await correctGuestClockByAgent(qmpSocket, {
+        // QEMU opens the socket as it starts, before it loads the snapshot; the agent answers
+        // once the load is done, which under emulation can take seconds.
+        listenUntil: Math.min(launchStarted + timeoutMs, Date.now() + 10_000),
+        answerTimeoutMs: restoreAgentTimeoutMs,
         signal,
         logger,
         vmGone,
       });
+      clockBy = byAgent ? 'guest agent' : 'ssh';
+      if (!byAgent) {
+        await correctGuestClock({ port: ports.sshPort, privateKey: plan.keys.privateKey }, launchStarted + timeoutMs, {
+          signal,
+          logger,
+          vmGone,
+        });
+      }
       clockMs = Date.now() - clockStarted;
     }
     const readyStarted = Date.now();
@@ -224,6 +251,7 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
         steps: ready.stepDurationsMs,
         restored: restore,
         ...(clockMs === undefined ? {} : { clockMs }),
+        ...(clockBy === undefined ? {} : { clockBy }),
       },
       kubeconfig: ready.kubeconfig,
       ...(snapshot ? { snapshot: { context: snapshot, restored: launch.restored } } : {}),

@@ -7,6 +7,9 @@ import type { GuestSsh } from '../guest/ssh.js';
 import type { Logger } from '../log.js';
 import type { RewindResult } from './rewind.js';
 
+/** How the guest's clock was set after a load: QEMU's guest agent (no SSH handshake), or SSH when the guest has no agent. */
+export type GuestClockBy = 'guest agent' | 'ssh';
+
 /** Options of every lifecycle operation: the config options plus where to report and how to cancel. */
 export interface ClusterOptions extends K3sVmOptions {
   /** Progress and warnings go here. @default silent */
@@ -45,6 +48,8 @@ export interface StartTimings {
   readonly restored?: boolean;
   /** After a restore: how long setting the guest's clock took (before the readiness steps). */
   readonly clockMs?: number;
+  /** After a restore: how the clock was set (QEMU's guest agent, or SSH for a guest without one). */
+  readonly clockBy?: GuestClockBy;
   /** Each readiness step in order ("SSH answers" first), or the health check of an attach. */
   readonly steps: ReadonlyArray<{ name: string; ms: number }>;
 }

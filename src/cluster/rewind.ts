@@ -13,7 +13,6 @@ import {
   whyNotRestorable,
   type SnapshotRecord,
 } from '../qemu/snapshot.js';
-import { guestAgentSocketOf, setGuestClockByAgent } from '../qemu/guest-agent.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
 import { liveLeases } from '../state/leases.js';
@@ -23,9 +22,9 @@ import { logTailBlock, tailFile } from '../state/serial-log.js';
 import { deriveStatus } from '../state/status.js';
 import { checkSnapshotName, readSnapshotRecord, runningVmKey, runScriptOf } from './named-snapshots.js';
 import { environment } from '../config/resolve-config.js';
-import type { ClusterOptions } from './options.js';
+import type { ClusterOptions, GuestClockBy } from './options.js';
 import { prepare, stopLockTimeoutMs } from './prepare.js';
-import { setGuestClock } from './snapshot.js';
+import { correctGuestClockByAgent, setGuestClock } from './snapshot.js';
 import { stopInstance } from './stop.js';
 
 export interface RewindOptions extends ClusterOptions {
@@ -47,8 +46,8 @@ export interface RewindResult {
   readonly loadMs: number;
   /** Setting the guest's clock to the host's: through the guest agent, or else inside the first readiness step, on its connection. */
   readonly clockMs: number;
-  /** How the clock was set: QEMU's guest agent (no SSH handshake), or SSH when the guest has no agent. */
-  readonly clockBy: 'guest agent' | 'ssh';
+  /** How the clock was set: QEMU's guest agent (then no SSH handshake is made), or SSH for a guest without one. */
+  readonly clockBy: GuestClockBy;
   /** The readiness steps: after the clock set through the guest agent, or with it over SSH (the clock included). */
   readonly readyMs: number;
   readonly totalMs: number;
@@ -59,8 +58,8 @@ export interface RewindResult {
 const rewindTimeoutMs = 60_000;
 
 /**
- * How long the guest agent may take to answer after a load. A guest with it answers within
- * tens of milliseconds; one without it costs this much before its clock is set over SSH.
+ * How long the guest agent may take to answer after a load. A guest with it answers in about
+ * 0.1 s under emulation; one without it costs this much before its clock is set over SSH.
  */
 const guestAgentTimeoutMs = 1500;
 
@@ -159,8 +158,8 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
     // no sooner: "node Ready" waits for a heartbeat after it.) A guest without the agent has
     // its clock set over SSH instead, on the connection of the first of the usual steps.
     let clockMs = 0;
-    let clockBy: RewindResult['clockBy'] = 'ssh';
-    const wait = (steps: readonly ReadinessStep[], kubeconfig: string | undefined, signal: AbortSignal | undefined) =>
+    let clockBy: GuestClockBy = 'ssh';
+    const wait = (steps: readonly ReadinessStep[], kubeconfig?: string) =>
       waitForReady({
         target,
         apiPort: runtime.apiPort,
@@ -172,7 +171,7 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
         steps,
         kubeconfig,
         logger,
-        signal,
+        signal: options.signal,
         vmGone,
         serialTail: async () =>
           logTailBlock(`last lines of the serial console (${dir.file(files.serialLog)})`, await tailFile(dir.file(files.serialLog), 30)),
@@ -182,17 +181,13 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
     let ready: ReadyCluster | undefined;
     try {
       const kubeconfig = options.readiness ? undefined : await dir.readText(files.kubeconfig);
-      if (kubeconfig !== undefined) {
-        try {
-          await setGuestClockByAgent(guestAgentSocketOf(runtime.qmpSocket), { timeoutMs: guestAgentTimeoutMs, signal: options.signal });
-          clockMs = Date.now() - clockStarted;
-          clockBy = 'guest agent';
-          readyStarted = Date.now();
-        } catch (error) {
-          if (options.signal?.aborted) throw error;
-          logger.debug(`setting the guest's clock through the guest agent failed (${(error as Error).message}); setting it over SSH`);
-        }
-        if (clockBy === 'guest agent') ready = await wait(k3sRewindSteps, kubeconfig, options.signal);
+      // QEMU has run all along, its socket open: no waiting for it to listen.
+      const agentOptions = { listenUntil: 0, answerTimeoutMs: guestAgentTimeoutMs, signal: options.signal, logger, vmGone };
+      if (kubeconfig !== undefined && (await correctGuestClockByAgent(runtime.qmpSocket, agentOptions))) {
+        clockMs = Date.now() - clockStarted;
+        clockBy = 'guest agent';
+        readyStarted = Date.now();
+        ready = await wait(k3sRewindSteps, kubeconfig);
       }
       ready ??= await wait(
         (options.readiness ?? k3sReadinessSteps).map((step): ReadinessStep =>
@@ -208,8 +203,6 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
                 },
               },
         ),
-        undefined,
-        options.signal,
       );
       await keepKubeconfig(dir, ready.kubeconfig, logger);
     } catch (error) {

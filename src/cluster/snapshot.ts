@@ -17,6 +17,7 @@ import {
   type SnapshotWorkload,
 } from '../qemu/snapshot.js';
 import { currentBuild } from '../nix/build-vm.js';
+import { GuestAgentNotListening, guestAgentSocketOf, setGuestClockByAgent } from '../qemu/guest-agent.js';
 import { QmpClient } from '../qemu/qmp.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
@@ -250,6 +251,40 @@ async function qemuEnded(target: SaveTarget): Promise<boolean> {
 async function deleteUnrecordedSnapshot(context: SnapshotContext & SaveTarget): Promise<void> {
   const inDisk = await listInternalSnapshots(context.dir.file(files.disk), context.runScript, context.env['PATH']);
   if (inDisk.some((entry) => entry.name === snapshotTag)) await deleteInternalSnapshotRunning(context.qmpSocket, snapshotTag);
+}
+
+/**
+ * Sets the guest's clock to the host's through QEMU's guest agent right after a load (a restore
+ * at start, a rewind), with no SSH handshake. Until listenUntil (epoch ms) a socket QEMU has not
+ * opened yet is connected to again; once connected, the agent has answerTimeoutMs. False, and
+ * logged, when no agent answers: the caller sets the clock over SSH.
+ */
+export async function correctGuestClockByAgent(
+  qmpSocket: string,
+  options: {
+    readonly listenUntil: number;
+    readonly answerTimeoutMs: number;
+    readonly signal: AbortSignal | undefined;
+    readonly logger: Logger;
+    readonly vmGone: () => string | undefined;
+  },
+): Promise<boolean> {
+  const socket = guestAgentSocketOf(qmpSocket);
+  for (;;) {
+    throwIfAborted(options.signal);
+    try {
+      await setGuestClockByAgent(socket, { timeoutMs: options.answerTimeoutMs, signal: options.signal });
+      return true;
+    } catch (error) {
+      if (options.signal?.aborted) throw error;
+      if (error instanceof GuestAgentNotListening && Date.now() < options.listenUntil && !options.vmGone()) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
+      }
+      options.logger.debug(`setting the guest's clock through the guest agent failed (${(error as Error).message}); setting it over SSH`);
+      return false;
+    }
+  }
 }
 
 /**

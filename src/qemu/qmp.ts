@@ -38,18 +38,9 @@ export class QmpClient {
   }
 
   private onData(chunk: string): void {
-    this.buffer += chunk;
-    let newline: number;
-    while ((newline = this.buffer.indexOf('\n')) >= 0) {
-      const line = this.buffer.slice(0, newline).trim();
-      this.buffer = this.buffer.slice(newline + 1);
-      if (!line) continue;
-      let message: Record<string, unknown>;
-      try {
-        message = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        continue;
-      }
+    const { messages, rest } = takeJsonLines(this.buffer + chunk);
+    this.buffer = rest;
+    for (const message of messages) {
       if ('event' in message) continue;
       const pending = this.queue.shift();
       if (!pending) continue;
@@ -77,4 +68,25 @@ export class QmpClient {
   close(): void {
     this.socket.destroy();
   }
+}
+
+/**
+ * The JSON objects in the complete lines of `text` (QMP's framing, and the guest agent's),
+ * and the unfinished line after them. A line that is not JSON is skipped.
+ */
+export function takeJsonLines(text: string): { messages: Array<Record<string, unknown>>; rest: string } {
+  const messages: Array<Record<string, unknown>> = [];
+  let rest = text;
+  let newline: number;
+  while ((newline = rest.indexOf('\n')) >= 0) {
+    const line = rest.slice(0, newline).trim();
+    rest = rest.slice(newline + 1);
+    if (!line) continue;
+    try {
+      messages.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      // Not a message.
+    }
+  }
+  return { messages, rest };
 }

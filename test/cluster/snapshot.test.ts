@@ -95,6 +95,7 @@ describe('snapshots on the test guest', () => {
     expect(logger.lines.filter((line) => line.startsWith('restoring the saved'))).toHaveLength(1);
     const first = restored[0]!;
     expect(first.timings.clockMs).toBeDefined();
+    expect(first.timings.clockBy).toBe('guest agent');
     // Far quicker than the cold boot, and the disk is the saved one.
     expect(first.timings.launchMs! + (first.timings.clockMs ?? 0) + first.timings.readyMs!).toBeLessThan(coldReadyMs * 0.5);
     expect((await first.exec('cat /root/marker 2>/dev/null || echo none')).stdout).toBe('none\n');
