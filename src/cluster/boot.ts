@@ -1,4 +1,5 @@
 // Boot: build if needed, launch QEMU through the run script, and wait until the cluster can take work.
+import { atExit } from '../at-exit.js';
 import { buildParameters, runtimeFingerprint } from '../config/fingerprint.js';
 import { timeoutMsFor } from '../config/defaults.js';
 import type { ResolvedConfig } from '../config/options.js';
@@ -176,11 +177,10 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
   // Until the boot is over, a process exit (a runner calling process.exit on Ctrl-C) must not
   // leave this half-booted VM behind; there is no time for more than a signal then.
   // Its files go too once it is gone, so that the next start finds the VM plainly stopped.
-  const killOnExit = () => {
+  const cancelExitWork = atExit(() => {
     vm.terminateSync();
     if (waitForExitSync(vm.pid, 2000)) removeRuntimeFilesSync(dir, qmpSocket);
-  };
-  process.once('exit', killOnExit);
+  });
   try {
     // Recorded at once, so that a failure from here on still finds and stops this QEMU.
     await dir.writeAtomic(files.pid, `${vm.pid}\n`);
@@ -269,6 +269,6 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
     }
     throw error;
   } finally {
-    process.off('exit', killOnExit);
+    cancelExitWork();
   }
 }

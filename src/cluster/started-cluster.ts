@@ -1,4 +1,5 @@
 // The handle a user gets from startCluster: the cluster's coordinates, SSH, and stop().
+import { atExit } from '../at-exit.js';
 import { loadKubeConfig } from '../kube/kubeconfig.js';
 import type { KeyPair } from '../guest/keys.js';
 import { GuestSsh, SharedSsh } from '../guest/ssh.js';
@@ -6,10 +7,9 @@ import type { Logger } from '../log.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
-import { releaseLeaseAtExit } from '../state/leases.js';
 import type { Acquired } from './boot.js';
 import type { StartedCluster } from './options.js';
-import { releaseLease } from './release.js';
+import { releaseLease, releaseLeaseAtExit } from './release.js';
 import { rewindCluster } from './rewind.js';
 import { newRunId } from './run-labels.js';
 
@@ -33,9 +33,8 @@ export function createStartedCluster(plan: HandlePlan): StartedCluster {
   let stopped: Promise<{ stoppedVm: boolean }> | undefined;
   // If the process exits without stop() (a runner that calls process.exit on Ctrl-C), there
   // is no time for a graceful power-down; still leave no unkept VM without users behind.
-  // The hook stays until the release is done, for a runner that exits mid-release.
-  const onExit = () => releaseLeaseAtExit(dir, acquired.lease.id);
-  process.once('exit', onExit);
+  // The work stays until the release is done, for a runner that exits mid-release.
+  const cancelExitWork = atExit(() => releaseLeaseAtExit(dir, acquired.lease.id));
   const cluster: StartedCluster = {
     kind: 'vm',
     runId: newRunId(),
@@ -68,7 +67,7 @@ export function createStartedCluster(plan: HandlePlan): StartedCluster {
     exec: (command) => shared.exec(command),
     stop: () => {
       shared.close();
-      return (stopped ??= releaseLease(dir, acquired.lease, logger).finally(() => process.off('exit', onExit)));
+      return (stopped ??= releaseLease(dir, acquired.lease, logger).finally(cancelExitWork));
     },
     [Symbol.asyncDispose]: async () => {
       await cluster.stop();

@@ -63,7 +63,7 @@ export interface LaunchedVm {
    * exec'd QEMU, when the pid does not look like QEMU yet.
    */
   terminate(): Promise<void>;
-  /** Sends SIGTERM to the launched process group if it is still this process's child (for exit hooks). */
+  /** Sends SIGTERM to the launched process group if it is still this process's child (for exit work, src/at-exit.ts). */
   terminateSync(): void;
 }
 

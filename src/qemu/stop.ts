@@ -1,7 +1,7 @@
 // Stops a VM: ACPI power-down with a deadline, then QMP quit, then signals — only to our own QEMU.
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { isInstanceQemu, isRunning, waitForExit } from '../state/process.js';
+import { isInstanceQemu, isRunning, waitForExit, waitForExitSync } from '../state/process.js';
 import { QmpClient } from './qmp.js';
 
 export interface StopOptions {
@@ -65,4 +65,19 @@ export async function stopQemu(options: StopOptions): Promise<StopResult> {
     }
   }
   return done('signal');
+}
+
+/**
+ * The stop of an exiting process, which has no time for a power-down: SIGTERM to the VM's QEMU
+ * (only if the pid is still this instance's QEMU), then up to waitMs for it to go. True when it
+ * is gone. Never throws.
+ */
+export function terminateQemuSync(pid: number, qmpSocket: string, waitMs: number): boolean {
+  try {
+    if (!isInstanceQemu(pid, qmpSocket)) return !isRunning(pid);
+    process.kill(pid, 'SIGTERM');
+    return waitForExitSync(pid, waitMs);
+  } catch {
+    return false;
+  }
 }

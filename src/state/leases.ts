@@ -1,12 +1,11 @@
 // Leases: each process using the VM holds one, so the VM stops only after the last user is done.
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { files, runtimeFiles } from './files.js';
 import type { InstanceDir } from './instance-dir.js';
-import { isInstanceQemu, isRunning, waitForExitSync } from './process.js';
-import type { RuntimeRecord } from './status.js';
+import { isRunning } from './process.js';
 
 export interface LeaseRecord {
   readonly pid: number;
@@ -49,8 +48,17 @@ export async function clearLeases(dir: InstanceDir): Promise<void> {
   await rm(dir.file(files.leasesDir), { recursive: true, force: true });
 }
 
-/** Whether a process other than this one still holds a lease (synchronous, for exit hooks). */
-function otherLiveLeasesSync(dir: InstanceDir): boolean {
+/** Removes this process's lease synchronously, for exit work. Never throws. */
+export function dropLeaseSync(dir: InstanceDir, leaseId: string): void {
+  try {
+    rmSync(dir.file(leaseFile(leaseId)), { force: true });
+  } catch {
+    // The next run removes a dead process's lease.
+  }
+}
+
+/** How many processes other than this one hold a live lease (synchronous, for exit work). */
+export function otherLiveLeaseCountSync(dir: InstanceDir): number {
   const names = (() => {
     try {
       return readdirSync(dir.file(files.leasesDir));
@@ -58,31 +66,10 @@ function otherLiveLeasesSync(dir: InstanceDir): boolean {
       return [];
     }
   })();
-  return names.some((name) => {
-    const pid = Number.parseInt(name, 10);
-    return pid !== process.pid && isRunning(pid);
-  });
+  return new Set(names.map((name) => Number.parseInt(name, 10)).filter((pid) => pid !== process.pid && isRunning(pid))).size;
 }
 
-/**
- * The synchronous last resort of an exiting process (a runner that calls process.exit on
- * Ctrl-C leaves no time for more): drop the lease, and SIGTERM the VM if it is not kept and
- * nobody else uses it. Never throws; the next run cleans whatever is left.
- */
-export function releaseLeaseAtExit(dir: InstanceDir, leaseId: string): void {
-  try {
-    rmSync(dir.file(leaseFile(leaseId)), { force: true });
-    const runtime = JSON.parse(readFileSync(dir.file(files.runtime), 'utf8')) as RuntimeRecord;
-    if (runtime.keep || !isInstanceQemu(runtime.pid, runtime.qmpSocket) || otherLiveLeasesSync(dir)) return;
-    process.kill(runtime.pid, 'SIGTERM');
-    // Files of a QEMU that outlives the wait stay, so the next run still finds and stops it.
-    if (waitForExitSync(runtime.pid, 2000)) removeRuntimeFilesSync(dir, runtime.qmpSocket);
-  } catch {
-    // Nothing more can be done while exiting.
-  }
-}
-
-/** Removes what a running VM leaves (pid, runtime, kubeconfig, QMP socket), for exit hooks. Never throws. */
+/** Removes what a running VM leaves (pid, runtime, kubeconfig, QMP socket), for exit work. Never throws. */
 export function removeRuntimeFilesSync(dir: InstanceDir, qmpSocket: string): void {
   for (const name of [...runtimeFiles.map((file) => dir.file(file)), qmpSocket]) {
     try {

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, realpathSync, rmSync } from 'node:fs';
 import { link, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { atExit } from '../at-exit.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import { files } from './files.js';
 import { stateIoError, type InstanceDir } from './instance-dir.js';
@@ -29,23 +30,14 @@ export interface LockRecord {
   readonly since?: string | undefined;
 }
 
-/** Locks this process holds (or is about to), by path and content: the exit hook removes them. */
-const held = new Set<{ readonly path: string; readonly content: string }>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // A runner that calls process.exit (Ctrl-C, SIGTERM) while a lock is held must not leave it behind.
-  process.on('exit', () => {
-    for (const { path, content } of held) {
-      try {
-        if (readFileSync(path, 'utf8') === content) rmSync(path, { force: true });
-      } catch {
-        // Already gone.
-      }
+/** Exit work for a lock this process holds (or is about to): removes the file if it still holds this content. */
+function removeAtExit(path: string, content: string): () => void {
+  return atExit(() => {
+    try {
+      if (readFileSync(path, 'utf8') === content) rmSync(path, { force: true });
+    } catch {
+      // Already gone.
     }
-    held.clear();
   });
 }
 
@@ -121,12 +113,10 @@ export async function acquireLock(dir: InstanceDir, options: LockOptions): Promi
     throwIfAborted(options.signal);
     // Counted as held from before the file appears until after it is gone: a process that
     // exits in between (a runner's process.exit on SIGTERM) must still take it along. The exit
-    // hook removes only a file with this content, so claiming one not won is harmless.
-    installExitHook();
-    const claim = { path, content };
-    held.add(claim);
+    // work removes only a file with this content, so claiming one not won is harmless.
+    const cancelExitWork = removeAtExit(path, content);
     const created = await tryCreate(path, content);
-    if (!created) held.delete(claim);
+    if (!created) cancelExitWork();
     if (created) {
       let released = false;
       return {
@@ -135,7 +125,7 @@ export async function acquireLock(dir: InstanceDir, options: LockOptions): Promi
           released = true;
           const current = await readFile(path, 'utf8').catch(() => '');
           if (current === content) await rm(path, { force: true });
-          held.delete(claim);
+          cancelExitWork();
         },
       };
     }

@@ -87,7 +87,7 @@ export async function waitForExit(pid: number, timeoutMs: number, intervalMs = 5
   return true;
 }
 
-/** waitForExit for exit hooks, where nothing asynchronous runs any more. */
+/** waitForExit for exit work (src/at-exit.ts), where nothing asynchronous runs any more. */
 export function waitForExitSync(pid: number, timeoutMs: number, intervalMs = 20): boolean {
   const deadline = Date.now() + timeoutMs;
   const pause = new Int32Array(new SharedArrayBuffer(4));

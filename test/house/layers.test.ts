@@ -1,4 +1,6 @@
 // The layer order of src/ is enforced by the linter: an import out of order fails `npm test`.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { ESLint } from 'eslint';
 import { describe, expect, it } from 'vitest';
 import { repoRoot } from '../helpers/test-guest.js';
@@ -57,5 +59,29 @@ describe('the layer order', () => {
     const problems = await problemsOf('src/adapters/cli/example.ts', reaching);
     expect(problems).toHaveLength(2);
     expect(problems.every((p) => /adapters use only the cluster API/.test(p))).toBe(true);
+  });
+});
+
+describe("the owner of the VM's life", () => {
+  const sources = (readdirSync(join(repoRoot, 'src'), { recursive: true }) as string[])
+    .filter((name) => name.endsWith('.ts'))
+    .map((name) => join(repoRoot, 'src', name));
+
+  it('signals processes only from src/qemu (a liveness probe, signal 0, and the process itself excepted)', () => {
+    const signalling = sources.flatMap((file) =>
+      readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((line) => /process\.kill\(/.test(line) && !/process\.kill\([^,]+, 0\)|process\.kill\(process\.pid,/.test(line))
+        .map((line) => `${relative(repoRoot, file)}: ${line.trim()}`),
+    );
+    expect(signalling.length).toBeGreaterThan(0);
+    expect(signalling.filter((entry) => !entry.startsWith('src/qemu/'))).toEqual([]);
+  });
+
+  it('registers exit work only through src/at-exit.ts', () => {
+    const listeners = sources
+      .filter((file) => /process\.(on|once)\('exit'/.test(readFileSync(file, 'utf8')))
+      .map((file) => relative(repoRoot, file));
+    expect(listeners).toEqual(['src/at-exit.ts']);
   });
 });
