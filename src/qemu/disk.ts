@@ -1,7 +1,7 @@
 // The VM's disk image: checked before every launch, so a damaged image is refused by name instead of booting without state.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync } from 'node:fs';
-import { chmod, open } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { K3sVmError } from '../errors.js';
@@ -48,7 +48,7 @@ export async function findQemuImg(runScript: string, pathVariable: string | unde
 /**
  * Checks an existing disk image before QEMU opens it: not empty, a qcow2 header, and (when
  * qemu-img is at hand) no corruption. A missing image is fine: the run script creates it.
- * Makes the image 0600 (older versions left it 0644). Never changes its content.
+ * Never changes its content.
  */
 export async function checkDiskImage(path: string, runScript: string, pathVariable: string | undefined): Promise<void> {
   let handle;
@@ -66,11 +66,6 @@ export async function checkDiskImage(path: string, runScript: string, pathVariab
     if (!head.equals(qcow2Magic)) throw damaged(path, 'is not a qcow2 image (its header is missing or overwritten)');
   } finally {
     await handle.close();
-  }
-  try {
-    await chmod(path, 0o600);
-  } catch (error) {
-    throw stateIoError(error, path, 'make private (0600)');
   }
   const qemuImg = await findQemuImg(runScript, pathVariable);
   if (!qemuImg) return;

@@ -63,9 +63,6 @@ export class InstanceDir {
     }
     if (!this.exists(files.gitignore)) {
       await this.writeAtomic(files.gitignore, '# Created by k3s-vm: this directory holds keys and VM state.\n*\n');
-    } else {
-      // Earlier versions made it 0644; every file here is 0600.
-      await chmod(this.file(files.gitignore), 0o600).catch(() => undefined);
     }
   }
 

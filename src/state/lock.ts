@@ -1,13 +1,13 @@
 // A cross-process lock on the instance: one start, stop or reset at a time.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, realpathSync, rmSync } from 'node:fs';
-import { link, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { atExit } from '../at-exit.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import { files } from './files.js';
 import { stateIoError, type InstanceDir } from './instance-dir.js';
-import { commandLineOf, isRunning, processStartedAtMs, processStartTime } from './process.js';
+import { commandLineOf, isRunning, processStartTime } from './process.js';
 
 export interface LockOptions {
   readonly timeoutMs: number;
@@ -24,7 +24,7 @@ export interface Lock {
 export interface LockRecord {
   readonly pid: number;
   /** The owner's start time (see processStartTime): a pid reused by another process does not match. */
-  readonly startTime?: string | undefined;
+  readonly startTime: string;
   /** The owner's command line, for messages. */
   readonly command?: string | undefined;
   readonly since?: string | undefined;
@@ -41,30 +41,22 @@ function removeAtExit(path: string, content: string): () => void {
   });
 }
 
-/** Parses a lock file: JSON (this version) or a bare pid (earlier versions); undefined for anything else. */
+/** Parses a lock file: the JSON record acquireLock writes; undefined for anything else. */
 export function parseLockRecord(text: string): LockRecord | undefined {
-  const trimmed = text.trim();
-  if (/^\d+$/.test(trimmed)) return { pid: Number.parseInt(trimmed, 10) };
   try {
-    const record = JSON.parse(trimmed) as LockRecord;
-    return Number.isSafeInteger(record.pid) && record.pid > 0 ? record : undefined;
+    const record = JSON.parse(text) as LockRecord;
+    return Number.isSafeInteger(record.pid) && record.pid > 0 && typeof record.startTime === 'string' ? record : undefined;
   } catch {
     return undefined;
   }
 }
 
-/**
- * Whether the lock's owner is still the process that wrote it: same pid and same start time.
- * A lock of an earlier version holds only a pid: a process that started after the file was
- * written cannot have written it.
- */
-export function lockHolderAlive(record: LockRecord, writtenAtMs: number | undefined): boolean {
+/** Whether the lock's owner is still the process that wrote it: same pid and same start time. */
+export function lockHolderAlive(record: LockRecord): boolean {
   if (!isRunning(record.pid)) return false;
   // Only a k3s-vm run holds the lock: a Node process, as the pid file's holder must be this instance's QEMU.
   if (!isNodeProcess(record.pid)) return false;
-  if (record.startTime !== undefined) return processStartTime(record.pid) === record.startTime;
-  const startedAt = processStartedAtMs(record.pid);
-  return writtenAtMs === undefined || startedAt === undefined || startedAt <= writtenAtMs + 1000;
+  return processStartTime(record.pid) === record.startTime;
 }
 
 /**
@@ -102,7 +94,8 @@ export async function acquireLock(dir: InstanceDir, options: LockOptions): Promi
   const path = dir.file(files.lock);
   const own: LockRecord = {
     pid: process.pid,
-    startTime: processStartTime(process.pid),
+    // /proc/self/stat is always readable; a record without it would be taken for garbage.
+    startTime: processStartTime(process.pid) ?? 'unknown',
     command: process.argv.join(' '),
     since: new Date().toISOString(),
   };
@@ -133,16 +126,14 @@ export async function acquireLock(dir: InstanceDir, options: LockOptions): Promi
     if (text === undefined) continue; // released in between
     const holder = parseLockRecord(text);
     if (!holder) {
-      // Garbage (an earlier version crashed mid-write): give a writer a moment, then clear it.
+      // Not a record acquireLock writes (it links a complete file, so never a half-written
+      // one): written by hand or damaged. Cleared, unless it changes in the meantime.
       await sleep(50);
       if ((await readFile(path, 'utf8').catch(() => undefined)) === text) await takeOverStale(path, text);
       continue;
     }
-    const mine = holder.pid === process.pid && (holder.startTime === undefined || holder.startTime === own.startTime);
-    const writtenAtMs = await stat(path)
-      .then((info) => info.mtimeMs)
-      .catch(() => undefined);
-    if (!mine && !lockHolderAlive(holder, writtenAtMs)) {
+    const mine = holder.pid === process.pid && holder.startTime === own.startTime;
+    if (!mine && !lockHolderAlive(holder)) {
       await takeOverStale(path, text);
       continue;
     }

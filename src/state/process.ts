@@ -49,19 +49,6 @@ export function processStartTime(pid: number): string | undefined {
   }
 }
 
-/** The wall-clock time (ms) a process started, from its start time and the host's boot time; undefined if unknown. */
-export function processStartedAtMs(pid: number): number | undefined {
-  const ticks = Number(processStartTime(pid));
-  try {
-    const bootSeconds = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1]);
-    // USER_HZ, the unit of /proc's start times, is 100 on every Linux architecture k3s-vm runs on.
-    const ms = bootSeconds * 1000 + ticks * 10;
-    return Number.isFinite(ms) ? ms : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Zombie processes count as alive for kill(0) but have exited; /proc tells. */
 export function isZombie(pid: number): boolean {
   try {

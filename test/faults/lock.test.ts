@@ -1,6 +1,6 @@
 // Item 3: the instance lock names its holder by pid and start time, is never empty, and says who holds it.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
@@ -40,13 +40,6 @@ async function newDir(): Promise<InstanceDir> {
 describe('the instance lock', () => {
   it('item 3: a lock whose pid now belongs to an unrelated process (another start time, or not a Node process) is stale; a held one names its holder; it is never seen empty', async () => {
     const pid = await unrelatedProcess();
-    // Written by an earlier owner (a bare pid), long before the process that has the number now started.
-    const reused = await newDir();
-    writeFileSync(reused.file(files.lock), `${pid}\n`);
-    const hourAgo = new Date(Date.now() - 3_600_000);
-    utimesSync(reused.file(files.lock), hourAgo, hourAgo);
-    await (await acquireLock(reused, { timeoutMs: 1000 })).release();
-
     // Written with the owner's start time, which the process with that pid now does not have.
     const mismatched = await newDir();
     writeFileSync(mismatched.file(files.lock), `${JSON.stringify({ pid, startTime: '1' })}\n`);
@@ -56,6 +49,7 @@ describe('the instance lock', () => {
     const foreign = await newDir();
     writeFileSync(foreign.file(files.lock), `${JSON.stringify({ pid, startTime: startTimeOf(pid) })}\n`);
     await (await acquireLock(foreign, { timeoutMs: 1000 })).release();
+    // Not a record k3s-vm writes (a bare pid, as a shell's `echo $$ > lock` leaves): cleared.
     const bare = await newDir();
     writeFileSync(bare.file(files.lock), `${pid}\n`);
     await (await acquireLock(bare, { timeoutMs: 1000 })).release();
@@ -68,6 +62,10 @@ describe('the instance lock', () => {
     expect(error).toMatchObject({ code: 'LOCK_TIMEOUT' });
     expect((error as Error).message).toContain(`process ${run} (${process.execPath} -e setTimeout(() => {}, 300_000))`);
     expect(existsSync(held.file(files.lock))).toBe(true);
+    // The same live run's pid without its start time is no record this version writes: cleared.
+    const noStartTime = await newDir();
+    writeFileSync(noStartTime.file(files.lock), `${JSON.stringify({ pid: run })}\n`);
+    await (await acquireLock(noStartTime, { timeoutMs: 1000 })).release();
 
     // Whoever looks while the lock is taken sees the whole record or no file, never an empty one.
     const fresh = await newDir();
