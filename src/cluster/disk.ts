@@ -2,7 +2,8 @@
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { checkDiskImage, findQemuImg, growDiskImage, readImageInfo } from '../qemu/disk.js';
+import { checkDiskImage, growDiskImage, readImageInfo } from '../qemu/disk.js';
+import { qemuToolsOf } from '../qemu/tools.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
 import { removeSnapshot } from './snapshot.js';
@@ -105,7 +106,7 @@ export async function settleDisk(
     if (previous.k3sVersion !== wanted.k3sVersion) await dir.writeJson(files.diskRecord, wanted);
     return;
   }
-  const qemuImg = await findQemuImg(build.runScript, build.pathVariable);
+  const { qemuImg } = await qemuToolsOf(build.runScript, build.pathVariable);
   if (!qemuImg) {
     logger.warn(
       `the VM's disk was neither checked against the ${wanted.diskSizeMiB} MiB asked for nor grown: that needs qemu-img, ` +

@@ -61,18 +61,6 @@ export async function currentBootId(): Promise<string> {
   return (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => 'unknown')).trim();
 }
 
-/**
- * The QEMU a NixOS run script execs (a store path), so the probe tests the same binary the
- * VM will use, even on hosts without QEMU on PATH; falls back to qemu-system-x86_64.
- */
-export async function qemuOfRunScript(runScript: string): Promise<string> {
-  const text = await readFile(runScript, 'utf8').catch(() => '');
-  // nixpkgs' nixos/lib/qemu-common.nix `qemuBinary` (read at 04b74253) names
-  // bin/qemu-system-x86_64 for an x86_64 guest and falls back to bin/qemu-kvm, which older
-  // releases used for every Linux host.
-  return /(\/nix\/store\/[^\s"'$]+\/bin\/(?:qemu-system-x86_64|qemu-kvm))(?![\w-])/.exec(text)?.[1] ?? 'qemu-system-x86_64';
-}
-
 export interface ProbeOptions {
   /** How long the guest loop may take under KVM. @default 2000 */
   readonly timeoutMs?: number;

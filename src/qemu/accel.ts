@@ -5,7 +5,8 @@ import { emulationTimeoutFactor } from '../config/defaults.js';
 import type { Accel } from '../config/options.js';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { kvmUdevRule, probeKvmCached, qemuOfRunScript, readCachedProbe } from './accel-probe.js';
+import { kvmUdevRule, probeKvmCached, readCachedProbe } from './accel-probe.js';
+import { qemuToolsOf } from './tools.js';
 
 export interface ChooseAccelOptions {
   readonly accel: Accel;
@@ -27,7 +28,7 @@ function kvmUnusable(reason: string): K3sVmError {
 /** The accelerator a VM will run under; throws KVM_UNUSABLE when `kvm` is asked for and does not work. */
 export async function chooseAccel(options: ChooseAccelOptions): Promise<'kvm' | 'tcg'> {
   if (options.accel === 'tcg') return 'tcg';
-  const qemu = options.runScript ? await qemuOfRunScript(options.runScript) : undefined;
+  const qemu = options.runScript ? (await qemuToolsOf(options.runScript, undefined)).qemu : undefined;
   const probe = await probeKvmCached(options.cacheDir, { qemu });
   options.logger.debug(
     `KVM probe (${probe.cached ? 'cached for this host boot' : `${probe.durationMs} ms`}): ${probe.usable ? 'usable' : probe.reason}`,

@@ -1,12 +1,10 @@
 // The VM's disk image: checked before every launch, so a damaged image is refused by name instead of booting without state.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { K3sVmError } from '../errors.js';
 import { stateIoError } from '../state/instance-dir.js';
-import { qemuOfRunScript } from './accel-probe.js';
+import { qemuToolsOf } from './tools.js';
 
 /** The first four bytes of every qcow2 image. */
 const qcow2Magic = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
@@ -32,19 +30,6 @@ function damaged(path: string, problem: string, details?: string): K3sVmError {
   });
 }
 
-/** qemu-img beside the run script's QEMU (the Nix store's), else the one on PATH, else none. */
-export async function findQemuImg(runScript: string, pathVariable: string | undefined): Promise<string | undefined> {
-  const qemu = await qemuOfRunScript(runScript);
-  if (qemu.startsWith('/')) {
-    const beside = join(dirname(qemu), 'qemu-img');
-    if (existsSync(beside)) return beside;
-  }
-  for (const folder of (pathVariable ?? '').split(':').filter(Boolean)) {
-    if (existsSync(join(folder, 'qemu-img'))) return join(folder, 'qemu-img');
-  }
-  return undefined;
-}
-
 /**
  * Checks an existing disk image before QEMU opens it: not empty, a qcow2 header, and (when
  * qemu-img is at hand) no corruption. A missing image is fine: the run script creates it.
@@ -67,7 +52,7 @@ export async function checkDiskImage(path: string, runScript: string, pathVariab
   } finally {
     await handle.close();
   }
-  const qemuImg = await findQemuImg(runScript, pathVariable);
+  const { qemuImg } = await qemuToolsOf(runScript, pathVariable);
   if (!qemuImg) return;
   const runCheck = () => execa(qemuImg, ['check', '-f', 'qcow2', path], { reject: false, all: true, env: { LC_ALL: 'C' } });
   let check = await runCheck();

@@ -1,8 +1,8 @@
 // The ready-state snapshot: a QEMU internal snapshot (savevm / -loadvm) in the qcow2 disk, and what it must match to be restored.
 import { execa } from 'execa';
 import { K3sVmError } from '../errors.js';
-import { qemuOfRunScript } from './accel-probe.js';
-import { findQemuImg, readImageInfo } from './disk.js';
+import { readImageInfo } from './disk.js';
+import { qemuToolsOf } from './tools.js';
 import { QmpClient } from './qmp.js';
 
 /**
@@ -144,26 +144,13 @@ export function restoreOptions(): readonly string[] {
   return ['-loadvm', snapshotTag];
 }
 
-const versionCache = new Map<string, string>();
-
 /** The first line of `<the run script's QEMU> --version`, e.g. "QEMU emulator version 7.2.22 (Debian …)". */
 export async function qemuVersionOf(runScript: string, pathVariable: string | undefined): Promise<string> {
-  const qemu = await qemuOfRunScript(runScript);
-  const cached = versionCache.get(qemu);
-  if (cached) return cached;
-  const result = await execa(qemu, ['--version'], { reject: false, env: { PATH: pathVariable ?? '', LC_ALL: 'C' } });
-  const line =
-    String(result.stdout ?? '')
-      .split('\n')[0]
-      ?.trim() ?? '';
-  if (result.exitCode !== 0 || !line)
-    throw new K3sVmError('QEMU_START_FAILED', `could not read the version of ${qemu}`, { details: String(result.stderr ?? '') });
-  versionCache.set(qemu, line);
-  return line;
+  return (await qemuToolsOf(runScript, pathVariable)).version();
 }
 
 async function qemuImgFor(runScript: string, pathVariable: string | undefined): Promise<string> {
-  const qemuImg = await findQemuImg(runScript, pathVariable);
+  const { qemuImg } = await qemuToolsOf(runScript, pathVariable);
   if (!qemuImg)
     throw new K3sVmError('QEMU_START_FAILED', 'qemu-img was not found beside QEMU or on PATH', {
       hint: 'install qemu-utils (Debian) or QEMU',

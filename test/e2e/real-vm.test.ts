@@ -5,7 +5,8 @@ import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildCluster, stopCluster, type BuildResult } from '../../src/cluster/index.js';
 import { resolveConfig } from '../../src/config/resolve-config.js';
-import { probeKvm, qemuOfRunScript } from '../../src/qemu/accel-probe.js';
+import { probeKvm } from '../../src/qemu/accel-probe.js';
+import { qemuToolsOf } from '../../src/qemu/tools.js';
 import { refuseKnownDeadKvm } from '../../src/qemu/accel.js';
 import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
 
@@ -45,7 +46,7 @@ describe.skipIf(Boolean(unavailable) && !required)('the NixOS K3s VM', () => {
 
   it("builds, and KVM runs guest code with the VM's own QEMU", async () => {
     build = await buildCluster({ projectRoot: repoRoot, dir: first, env });
-    const qemu = await qemuOfRunScript(build.runScript);
+    const { qemu } = await qemuToolsOf(build.runScript, env['PATH']);
     expect(qemu).toMatch(/^\/nix\/store\//);
     const probe = await probeKvm({ qemu, timeoutMs: 5000 });
     expect(probe.reason).toBe('');
