@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { configDefaults, defineConfig } from 'vitest/config';
-import { LongestFirst } from './test/helpers/long-first.ts';
+import { LongestFirst } from './test/support/long-first.ts';
 
 // One cache directory per run: the KVM probe runs once and is shared by every test file, and
 // nothing is written into the developer's ~/.cache.
@@ -14,8 +14,8 @@ export default defineConfig({
     // On the real-Kubernetes test guest: vitest.real.config.ts, run after this suite by npm test.
     // test/e2e/kvm.test.ts is scripts/e2e.sh's first step, which fails where KVM does not work.
     exclude: [...configDefaults.exclude, 'test/real/**', 'test/e2e/kvm.test.ts'],
-    // One test guest for the tests that only read from a VM (test/helpers/shared-guest.ts).
-    globalSetup: ['test/helpers/shared-guest-setup.ts'],
+    // One test guest for the tests that only read from a VM (test/support/shared-guest.ts).
+    globalSetup: ['test/support/shared-guest-setup.ts'],
     // The VM tests boot real QEMU guests under software emulation: give them room.
     testTimeout: 180_000,
     hookTimeout: 240_000,

@@ -5,6 +5,7 @@
 // bench/run.ts calls it with K3S_VM_BENCH_REAL=1; `node bench/real-kubernetes.ts` runs it alone
 // (after npm run build and scripts/build-kubernetes.sh).
 import './typescript-imports.ts';
+import { median } from '../test/support/stats.ts';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,8 +31,8 @@ export async function benchReal(options: { log?: (line: string) => void } = {}):
   const log = options.log ?? ((line: string) => process.stderr.write(`bench real: ${line}\n`));
   const { startCluster, importImages, loadKubeConfig } = await import('../dist/index.js');
   const { CoreV1Api } = await import('@kubernetes/client-node');
-  const { realGuestOptions, realGuestUnavailable } = await import('../test/helpers/real-guest.js');
-  const { writeImageArchive } = await import('../test/helpers/image-archive.js');
+  const { realGuestOptions, realGuestUnavailable } = await import('../test/support/real-guest.js');
+  const { writeImageArchive } = await import('../test/support/image-archive.js');
   const unavailable = realGuestUnavailable();
   if (unavailable) throw new Error(`the real-Kubernetes test guest cannot run here: ${unavailable}`);
 
@@ -85,8 +86,6 @@ export async function benchReal(options: { log?: (line: string) => void } = {}):
   const snapshot = await benchSnapshot({ samples: 1, guest: 'real', log });
   return { bootMs, steps, podRunningMs, rewindMs, workload, snapshot };
 }
-
-const median = (values: readonly number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 /** The rows bench/run.ts prints: [what, measured, target]. */
 export function realRows(result: RealBench): string[][] {

@@ -4,6 +4,7 @@
 // holding a 50 MB image and 20 manifests against the cold boot that loads them.
 // bench/run.ts calls benchRewind(); `node bench/rewind.ts` runs it alone (after npm run build).
 import './typescript-imports.ts';
+import { median, p95 } from '../test/support/stats.ts';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,9 +29,6 @@ export interface RewindBench {
   readonly workloadRestoreMs: number;
 }
 
-const median = (values: readonly number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-/** Nearest-rank p95. */
-const p95 = (values: readonly number[]) => [...values].sort((a, b) => a - b)[Math.ceil(values.length * 0.95) - 1]!;
 const toReady = (cluster: StartedCluster) =>
   (cluster.timings.launchMs ?? 0) + (cluster.timings.clockMs ?? 0) + (cluster.timings.readyMs ?? 0);
 
@@ -63,8 +61,8 @@ export async function benchRewind(options: { rewinds?: number; loads?: number; l
   const { startCluster, deleteClusterSnapshot, stopCluster } = await import('../dist/index.js');
   const { QmpClient } = await import('../dist/qemu/qmp.js');
   const { loadInternalSnapshot, snapshotTag } = await import('../dist/qemu/snapshot.js');
-  const { testGuestOptions } = await import('../test/helpers/test-guest.js');
-  const { writeImageArchive } = await import('../test/helpers/image-archive.js');
+  const { testGuestOptions } = await import('../test/support/test-guest.js');
+  const { writeImageArchive } = await import('../test/support/image-archive.js');
   const { CoreV1Api } = await import('@kubernetes/client-node');
 
   const base = testGuestOptions('bench-rewind', { memoryMiB: 1024, snapshot: true });

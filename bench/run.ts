@@ -5,6 +5,7 @@
 // Also run by itself in a child process (`node bench/run.ts --cold setup|readyz JSON`) for the
 // cold-process variant of the attach figure.
 import './typescript-imports.ts';
+import { median, summarize, type Summary } from '../test/support/stats.ts';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import https from 'node:https';
@@ -19,11 +20,11 @@ const {
   consumerVitestProject: consumerProject,
   linkPackage,
   qemuProcessesUsing,
-} = await import('../test/helpers/consumer.js');
-const { countingNixBuild } = await import('../test/helpers/nix-build.js');
-const { recordingLogger, repoRoot: repo, testGuestNix: testGuest } = await import('../test/helpers/test-guest.js');
-type CountingNixBuild = import('../test/helpers/nix-build.js').CountingNixBuild;
-type RecordingLogger = import('../test/helpers/test-guest.js').RecordingLogger;
+} = await import('../test/support/consumer.js');
+const { countingNixBuild } = await import('../test/support/nix-build.js');
+const { recordingLogger, repoRoot: repo, testGuestNix: testGuest } = await import('../test/support/test-guest.js');
+type CountingNixBuild = import('../test/support/nix-build.js').CountingNixBuild;
+type RecordingLogger = import('../test/support/test-guest.js').RecordingLogger;
 
 const vmName = 'bench';
 /** The readiness delay the guest is booted with for the readiness-overhead figure. */
@@ -36,24 +37,6 @@ function hostNow(): number {
 
 // ---------------------------------------------------------------------------------------------
 // Statistics and formatting
-
-function median(values: readonly number[]): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
-
-interface Summary {
-  readonly median: number;
-  readonly min: number;
-  readonly max: number;
-  readonly n: number;
-}
-
-function summarize(values: readonly number[]): Summary {
-  return { median: median(values), min: Math.min(...values), max: Math.max(...values), n: values.length };
-}
 
 function ms(value: number): string {
   if (!Number.isFinite(value)) return '—';

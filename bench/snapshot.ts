@@ -3,6 +3,7 @@
 // save's pause and the snapshot's size. Target: a restore within 25 % of a cold boot.
 // bench/run.ts calls benchSnapshot(); `node bench/snapshot.ts` runs it alone (after npm run build).
 import './typescript-imports.ts';
+import { median } from '../test/support/stats.ts';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StartedCluster } from '../dist/index.js';
@@ -23,7 +24,6 @@ export interface SnapshotBench {
   readonly samples: ReadonlyArray<{ readonly coldMs: number; readonly restoreMs: number; readonly clockMs: number }>;
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 const toReady = (cluster: StartedCluster) =>
   (cluster.timings.launchMs ?? 0) + (cluster.timings.clockMs ?? 0) + (cluster.timings.readyMs ?? 0);
 
@@ -34,8 +34,8 @@ export async function benchSnapshot(
   const samples = options.samples ?? 3;
   const log = options.log ?? ((line: string) => process.stderr.write(`bench snapshot: ${line}\n`));
   const { startCluster, deleteClusterSnapshot, stopCluster } = await import('../dist/index.js');
-  const { testGuestOptions } = await import('../test/helpers/test-guest.js');
-  const { realGuestOptions } = await import('../test/helpers/real-guest.js');
+  const { testGuestOptions } = await import('../test/support/test-guest.js');
+  const { realGuestOptions } = await import('../test/support/real-guest.js');
   const options_ =
     options.guest === 'real'
       ? realGuestOptions('bench-snapshot', { snapshot: true })

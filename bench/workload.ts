@@ -3,6 +3,7 @@
 // same archive, skipped by its digest (target ≤ 100 ms); applying 20 manifests against creating
 // the same objects one by one. bench/run.ts calls benchWorkload(); `node bench/workload.ts` runs it alone.
 import './typescript-imports.ts';
+import { median } from '../test/support/stats.ts';
 import { createHash } from 'node:crypto';
 import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,7 +32,6 @@ export interface WorkloadBench {
 }
 
 const now = () => performance.now();
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   const started = now();
@@ -49,8 +49,8 @@ export async function benchWorkload(
   const { inspectImageArchive } = await import('../dist/guest/image-archive.js');
   const { importImageArchive } = await import('../dist/guest/images.js');
   const { CoreV1Api } = await import('@kubernetes/client-node');
-  const { testGuestOptions } = await import('../test/helpers/test-guest.js');
-  const { writeImageArchive } = await import('../test/helpers/image-archive.js');
+  const { testGuestOptions } = await import('../test/support/test-guest.js');
+  const { writeImageArchive } = await import('../test/support/image-archive.js');
 
   const work = mkdtempSync(join(tmpdir(), 'k3s-vm-bench-workload-'));
   const archive = writeImageArchive(join(work, 'big.tar'), {
@@ -59,7 +59,7 @@ export async function benchWorkload(
   });
   const archiveBytes = readFileSync(archive).length;
   log(`archive of ${(archiveBytes / 1024 / 1024).toFixed(1)} MiB written; booting a test guest`);
-  const { realGuestOptions } = await import('../test/helpers/real-guest.js');
+  const { realGuestOptions } = await import('../test/support/real-guest.js');
   const cluster: StartedCluster = await startCluster(
     options.guest === 'real' ? realGuestOptions('bench-workload') : testGuestOptions('bench-workload', { memoryMiB: 1024 }),
   );

@@ -6,7 +6,7 @@ import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import { importImages } from 'k3s-vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useK3sVm, useKubeConfig } from 'k3s-vm/vitest';
-import { writeImageArchive } from '../test/helpers/image-archive.js';
+import { writeImageArchive } from '../test/support/image-archive.js';
 
 const pullRequest = 42;
 const namespace = `pr-${pullRequest}-${Date.now().toString(36)}`;

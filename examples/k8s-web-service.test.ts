@@ -8,7 +8,7 @@ import { AppsV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { importImages } from 'k3s-vm';
 import { beforeAll, expect } from 'vitest';
 import { deploymentAvailable, test, useK3sVm } from 'k3s-vm/vitest';
-import { writeImageArchive } from '../test/helpers/image-archive.js';
+import { writeImageArchive } from '../test/support/image-archive.js';
 
 const cluster = useK3sVm();
 const image = cluster.kind === 'vm' ? 'k3s-vm.example/web:1' : 'busybox:stable';

@@ -8,7 +8,7 @@ import '../bench/typescript-imports.ts';
 import { startCluster } from '../dist/index.js';
 
 // Imported once the hook above is in place (static imports are all resolved before it runs).
-const { realGuestStateDir, realGuestUnavailable, suiteRealGuestOptions } = await import('../test/helpers/real-guest.ts');
+const { realGuestStateDir, realGuestUnavailable, suiteRealGuestOptions } = await import('../test/support/real-guest.ts');
 
 const say = (line: string) => process.stderr.write(`setup:real: ${line}\n`);
 

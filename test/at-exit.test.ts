@@ -1,7 +1,7 @@
 // The one registry of exit work, in a real Node process that ends with process.exit.
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { repoRoot } from './helpers/test-guest.js';
+import { repoRoot } from './support/test-guest.js';
 
 /** Runs `body` in a fresh Node process with atExit imported; returns its exit code and what it printed. */
 function runWithAtExit(body: string): { status: number | null; stdout: string; stderr: string } {

@@ -7,11 +7,11 @@ import { run } from '../../src/adapters/cli/run.js';
 import type { CliIo } from '../../src/adapters/cli/io.js';
 import { files } from '../../src/state/files.js';
 import { isRunning } from '../../src/state/process.js';
-import { envWithoutK3sVm } from '../helpers/consumer.js';
-import { nixpkgsPath } from '../helpers/host.js';
-import { sharedGuest } from '../helpers/shared-guest.js';
-import { readQemuPid, useStateDirs } from '../helpers/state-dirs.js';
-import { freshStateDir, repoRoot, testGuestNix } from '../helpers/test-guest.js';
+import { envWithoutK3sVm } from '../support/consumer.js';
+import { nixpkgsPath } from '../support/host.js';
+import { sharedGuest } from '../support/shared-guest.js';
+import { readQemuPid, useStateDirs } from '../support/state-dirs.js';
+import { freshStateDir, repoRoot, testGuestNix } from '../support/test-guest.js';
 
 const dirs = useStateDirs();
 

@@ -1,8 +1,8 @@
 // The Jest adapter as users meet it: a consumer project run by the real Jest.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { consumerEnv, consumerJestProject as project, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
-import { interruptDuringTests } from '../helpers/interrupt.js';
-import { useStateDirs } from '../helpers/state-dirs.js';
+import { consumerEnv, consumerJestProject as project, linkPackage, qemuProcessesUsing, runIn } from '../support/consumer.js';
+import { interruptDuringTests } from '../support/interrupt.js';
+import { useStateDirs } from '../support/state-dirs.js';
 
 const dirs = useStateDirs();
 const jestEnv = (dir: string, extra: Record<string, string> = {}) =>

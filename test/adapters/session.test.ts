@@ -4,8 +4,8 @@ import { createGlobalSetup } from '../../src/adapters/vitest/index.js';
 import type { ProvidedCluster } from '../../src/adapters/session.js';
 import { stopCluster } from '../../src/cluster/index.js';
 import { isRunning } from '../../src/state/process.js';
-import { readQemuPid } from '../helpers/state-dirs.js';
-import { recordingLogger, testGuestOptions } from '../helpers/test-guest.js';
+import { readQemuPid } from '../support/state-dirs.js';
+import { recordingLogger, testGuestOptions } from '../support/test-guest.js';
 
 const options = testGuestOptions('session');
 afterAll(() => stopCluster({ dir: options.dir, env: {}, force: true }).catch(() => undefined));

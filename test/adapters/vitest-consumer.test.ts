@@ -5,10 +5,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { stopCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
 import { isRunning } from '../../src/state/process.js';
-import { consumerEnv, consumerVitestProject as project, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
-import { interruptDuringTests } from '../helpers/interrupt.js';
-import { readQemuPid, useStateDirs } from '../helpers/state-dirs.js';
-import { repoRoot } from '../helpers/test-guest.js';
+import { consumerEnv, consumerVitestProject as project, linkPackage, qemuProcessesUsing, runIn } from '../support/consumer.js';
+import { interruptDuringTests } from '../support/interrupt.js';
+import { readQemuPid, useStateDirs } from '../support/state-dirs.js';
+import { repoRoot } from '../support/test-guest.js';
 import { examplesNeedingPods } from '../../fixtures/consumer-vitest/examples-needing-pods.ts';
 
 const dirs = useStateDirs();

@@ -1,7 +1,7 @@
 // K3S_VM_REWIND=file in a consumer project run by the real vitest: a rewind before each test file, and the refusal of parallel files.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { consumerEnv, consumerVitestProject as project, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
-import { useStateDirs } from '../helpers/state-dirs.js';
+import { consumerEnv, consumerVitestProject as project, linkPackage, qemuProcessesUsing, runIn } from '../support/consumer.js';
+import { useStateDirs } from '../support/state-dirs.js';
 
 const dirs = useStateDirs();
 beforeAll(() => linkPackage(project));

@@ -11,7 +11,7 @@ import { K3sVmError } from '../../src/errors.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
 import { snapshotTag } from '../../src/qemu/snapshot.js';
-import { recordingLogger, repoRoot, testGuestNix } from '../helpers/test-guest.js';
+import { recordingLogger, repoRoot, testGuestNix } from '../support/test-guest.js';
 
 async function instance(record?: object) {
   const dir = new InstanceDir(mkdtempSync(join(tmpdir(), 'k3s-vm-disk-')));

@@ -20,10 +20,10 @@ import {
   type ConnectedCluster,
 } from '../../src/cluster/index.js';
 import { K3sVmError } from '../../src/errors.js';
-import { linkPackage, runIn } from '../helpers/consumer.js';
+import { linkPackage, runIn } from '../support/consumer.js';
 import { useFakeApi } from '../fixtures/fake-k3s-api/helpers.js';
-import { sharedGuest } from '../helpers/shared-guest.js';
-import { recordingLogger, repoRoot } from '../helpers/test-guest.js';
+import { sharedGuest } from '../support/shared-guest.js';
+import { recordingLogger, repoRoot } from '../support/test-guest.js';
 
 const work = mkdtempSync(join(tmpdir(), 'k3s-vm-existing-'));
 let api: FakeK3sApi;

@@ -7,10 +7,10 @@ import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
 import { isRunning } from '../../src/state/process.js';
 import { qmpSocketPath } from '../../src/state/status.js';
-import { qemuProcessesUsing } from '../helpers/consumer.js';
-import { countingNixBuild } from '../helpers/nix-build.js';
-import { useStateDirs } from '../helpers/state-dirs.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { qemuProcessesUsing } from '../support/consumer.js';
+import { countingNixBuild } from '../support/nix-build.js';
+import { useStateDirs } from '../support/state-dirs.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 const dirs = useStateDirs();
 

@@ -12,9 +12,9 @@ import { QmpClient } from '../../src/qemu/qmp.js';
 import { snapshotTag, type SnapshotRecord } from '../../src/qemu/snapshot.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
-import { qemuProcessesUsing } from '../helpers/consumer.js';
-import { useStateDirs } from '../helpers/state-dirs.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { qemuProcessesUsing } from '../support/consumer.js';
+import { useStateDirs } from '../support/state-dirs.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 const dirs = useStateDirs();
 const sleepers: Array<{ kill(): void }> = [];

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { files } from '../../src/state/files.js';
 import { cli, cliEnv } from '../faults/helpers.js';
-import { freshStateDir } from '../helpers/test-guest.js';
+import { freshStateDir } from '../support/test-guest.js';
 
 /** The store entries (outputs and .drv files) of the guest derivation named after `name`. */
 function storeEntriesOf(name: string): string[] {

@@ -9,9 +9,9 @@ import { listImages, startCluster } from '../../src/cluster/index.js';
 import type { SnapshotRecord } from '../../src/qemu/snapshot.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
-import { writeImageArchive } from '../helpers/image-archive.js';
-import { useStateDirs } from '../helpers/state-dirs.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { writeImageArchive } from '../support/image-archive.js';
+import { useStateDirs } from '../support/state-dirs.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 const dirs = useStateDirs();
 const work = mkdtempSync(join(tmpdir(), 'k3s-vm-snapwork-'));

@@ -13,9 +13,9 @@ import { planRestore } from '../../src/cluster/snapshot.js';
 import { snapshotTag, type SnapshotRecord } from '../../src/qemu/snapshot.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
-import { qemuProcessesUsing } from '../helpers/consumer.js';
-import { useStateDirs } from '../helpers/state-dirs.js';
-import { recordingLogger, testGuestEnv } from '../helpers/test-guest.js';
+import { qemuProcessesUsing } from '../support/consumer.js';
+import { useStateDirs } from '../support/state-dirs.js';
+import { recordingLogger, testGuestEnv } from '../support/test-guest.js';
 
 const dirs = useStateDirs();
 

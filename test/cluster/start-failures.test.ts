@@ -6,8 +6,8 @@ import { K3sVmError } from '../../src/errors.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
 import { isRunning } from '../../src/state/process.js';
-import { scriptVm } from '../helpers/script-vm.js';
-import { useStateDirs } from '../helpers/state-dirs.js';
+import { scriptVm } from '../support/script-vm.js';
+import { useStateDirs } from '../support/state-dirs.js';
 
 const dirs = useStateDirs();
 const children: Array<{ kill(): boolean }> = [];

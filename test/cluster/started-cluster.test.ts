@@ -6,9 +6,9 @@ import type { StartedCluster } from '../../src/cluster/index.js';
 import { SharedSsh } from '../../src/guest/ssh.js';
 import { files } from '../../src/state/files.js';
 import { isRunning } from '../../src/state/process.js';
-import { attachSharedGuest, sharedGuest } from '../helpers/shared-guest.js';
-import { readQemuPid } from '../helpers/state-dirs.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { attachSharedGuest, sharedGuest } from '../support/shared-guest.js';
+import { readQemuPid } from '../support/state-dirs.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 describe('a started cluster (attached to the shared test guest)', () => {
   it('attaches to the running VM without booting, and stop() releases only its own hold', async () => {

@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/adapters/cli/run.js';
 import { loadWorkload, startCluster, type StartedCluster } from '../../src/cluster/index.js';
 import { K3sVmError } from '../../src/errors.js';
-import { writeImageArchive } from '../helpers/image-archive.js';
-import { recordingLogger, testGuestEnv, testGuestOptions, type RecordingLogger } from '../helpers/test-guest.js';
+import { writeImageArchive } from '../support/image-archive.js';
+import { recordingLogger, testGuestEnv, testGuestOptions, type RecordingLogger } from '../support/test-guest.js';
 
 const work = mkdtempSync(join(tmpdir(), 'k3s-vm-workload-vm-'));
 const write = (name: string, text: string) => {

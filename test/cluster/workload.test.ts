@@ -12,7 +12,7 @@ import { applyManifests } from '../../src/cluster/index.js';
 import { commandBatches } from '../../src/cluster/workload.js';
 import { K3sVmError } from '../../src/errors.js';
 import { applyManifestFile, expandManifestPaths, readManifestFile } from '../../src/kube/manifests.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 const genCerts = fileURLToPath(new URL('../../fixtures/test-guest/fake-k3s-api/gen-certs.sh', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'k3s-vm-workload-'));

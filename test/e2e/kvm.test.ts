@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../src/config/resolve-config.js';
 import { isK3sVmError } from '../../src/errors.js';
 import { refuseKnownDeadKvm } from '../../src/qemu/accel.js';
-import { repoRoot } from '../helpers/test-guest.js';
+import { repoRoot } from '../support/test-guest.js';
 
 describe('KVM', () => {
   it('is usable here as far as can be told before the build (the VM’s own QEMU is probed after it)', async () => {

@@ -8,7 +8,7 @@ import { resolveConfig } from '../../src/config/resolve-config.js';
 import { probeKvm } from '../../src/qemu/accel-probe.js';
 import { qemuToolsOf } from '../../src/qemu/tools.js';
 import { refuseKnownDeadKvm } from '../../src/qemu/accel.js';
-import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
+import { freshStateDir, repoRoot } from '../support/test-guest.js';
 
 /** How many tests examples/ holds: what the examples run must report as passed. */
 function countExamples(folder = join(repoRoot, 'examples')): number {

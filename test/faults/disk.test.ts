@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startCluster, stopCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
-import { qemuProcessesUsing } from '../helpers/consumer.js';
-import { testGuestOptions } from '../helpers/test-guest.js';
+import { qemuProcessesUsing } from '../support/consumer.js';
+import { testGuestOptions } from '../support/test-guest.js';
 import { seededStateDir } from './helpers.js';
 
 const opts = testGuestOptions('faults-disk', { dir: seededStateDir('faults-disk') });

@@ -6,8 +6,8 @@ import { execaSync } from 'execa';
 import { generateKeyPair } from '../../src/guest/keys.js';
 import { run } from '../../src/adapters/cli/run.js';
 import { files } from '../../src/state/files.js';
-import { consumerEnv } from '../helpers/consumer.js';
-import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
+import { consumerEnv } from '../support/consumer.js';
+import { freshStateDir, repoRoot } from '../support/test-guest.js';
 
 /** One key pair for the whole suite: its state directories start with the same keys. */
 const sharedKeys = join(tmpdir(), 'k3s-vm-faults-keys');

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { execa, execaSync } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { files } from '../../src/state/files.js';
-import { freshStateDir, repoRoot } from '../helpers/test-guest.js';
+import { freshStateDir, repoRoot } from '../support/test-guest.js';
 import { cli, cliEnv } from './helpers.js';
 
 /** A mount namespace with a tiny tmpfs needs no root where user namespaces are allowed. */

@@ -6,8 +6,8 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clusterStatus, startCluster, stopCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
-import { consumerEnv, linkPackage, qemuProcessesUsing, runIn } from '../helpers/consumer.js';
-import { repoRoot } from '../helpers/test-guest.js';
+import { consumerEnv, linkPackage, qemuProcessesUsing, runIn } from '../support/consumer.js';
+import { repoRoot } from '../support/test-guest.js';
 import { cli, cliEnv, seededStateDir } from './helpers.js';
 
 const project = join(repoRoot, 'fixtures', 'consumer-vitest');

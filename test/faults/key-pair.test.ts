@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
-import { testGuestOptions } from '../helpers/test-guest.js';
+import { testGuestOptions } from '../support/test-guest.js';
 import { argstr, recordingNixBuild } from './helpers.js';
 
 describe('two first runs at once', () => {

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
 import { acquireLock } from '../../src/state/lock.js';
-import { freshStateDir } from '../helpers/test-guest.js';
+import { freshStateDir } from '../support/test-guest.js';
 
 const children: ChildProcess[] = [];
 afterAll(() => children.forEach((child) => child.kill()));

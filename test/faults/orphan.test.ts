@@ -6,8 +6,8 @@ import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { clusterStatus, startCluster, stopCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
-import { qemuProcessesUsing } from '../helpers/consumer.js';
-import { repoRoot, testGuestOptions } from '../helpers/test-guest.js';
+import { qemuProcessesUsing } from '../support/consumer.js';
+import { repoRoot, testGuestOptions } from '../support/test-guest.js';
 import { cliEnv, seededStateDir } from './helpers.js';
 
 const opts = testGuestOptions('faults-orphan', { dir: seededStateDir('faults-orphan') });

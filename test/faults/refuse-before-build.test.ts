@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { startCluster } from '../../src/cluster/index.js';
 import { currentBootId } from '../../src/qemu/accel-probe.js';
-import { freshStateDir, testGuestOptions } from '../helpers/test-guest.js';
+import { freshStateDir, testGuestOptions } from '../support/test-guest.js';
 import { recordingNixBuild } from './helpers.js';
 
 describe('a start that cannot succeed', () => {

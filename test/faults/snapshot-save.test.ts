@@ -7,9 +7,9 @@ import { execa, execaSync } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { run } from '../../src/adapters/cli/run.js';
 import { files } from '../../src/state/files.js';
-import { qemuProcessesUsing } from '../helpers/consumer.js';
-import { readQemuPid, useStateDirs } from '../helpers/state-dirs.js';
-import { repoRoot } from '../helpers/test-guest.js';
+import { qemuProcessesUsing } from '../support/consumer.js';
+import { readQemuPid, useStateDirs } from '../support/state-dirs.js';
+import { repoRoot } from '../support/test-guest.js';
 import { cli, cliEnv, seededStateDir } from './helpers.js';
 
 const dirs = useStateDirs();

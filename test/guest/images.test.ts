@@ -9,8 +9,8 @@ import { describe, expect, it } from 'vitest';
 import { K3sVmError } from '../../src/errors.js';
 import { inspectImageArchive, normalizeImageName } from '../../src/guest/image-archive.js';
 import { guestImageMarkerDir, importCommand, writeMarkerCommand } from '../../src/guest/images.js';
-import { imageArchiveBytes, tarOf, writeImageArchive } from '../helpers/image-archive.js';
-import { repoRoot } from '../helpers/test-guest.js';
+import { imageArchiveBytes, tarOf, writeImageArchive } from '../support/image-archive.js';
+import { repoRoot } from '../support/test-guest.js';
 
 const work = mkdtempSync(join(tmpdir(), 'k3s-vm-images-'));
 const fakeCtr = join(repoRoot, 'fixtures', 'test-guest', 'guest', 'usr', 'bin', 'ctr');

@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { configurationTable, optionKeys, optionTable } from '../../src/config/option-table.js';
-import { repoRoot } from '../helpers/test-guest.js';
+import { repoRoot } from '../support/test-guest.js';
 
 const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
 

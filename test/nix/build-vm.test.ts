@@ -6,8 +6,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { buildVm, nixBuildArgs } from '../../src/nix/build-vm.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
-import { testBuildParameters } from '../helpers/build-parameters.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { testBuildParameters } from '../support/build-parameters.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-nix-'));
 const counter = join(root, 'nix-build-calls');
@@ -27,7 +27,7 @@ beforeAll(() => {
 function expression(name: string, body?: string): string {
   const folder = join(root, name);
   execaSync('mkdir', ['-p', folder]);
-  if (body === undefined) copyFileSync(join(import.meta.dirname, '..', 'helpers', 'tiny-vm.nix'), join(folder, 'default.nix'));
+  if (body === undefined) copyFileSync(join(import.meta.dirname, '..', 'support', 'tiny-vm.nix'), join(folder, 'default.nix'));
   else writeFileSync(join(folder, 'default.nix'), body);
   return folder;
 }

@@ -7,8 +7,8 @@ import { buildParameters } from '../../src/config/fingerprint.js';
 import { packageNixDir, resolveConfig } from '../../src/config/resolve-config.js';
 import { buildVm } from '../../src/nix/build-vm.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
-import { nixpkgsPath } from '../helpers/host.js';
-import { freshStateDir, recordingLogger, repoRoot } from '../helpers/test-guest.js';
+import { nixpkgsPath } from '../support/host.js';
+import { freshStateDir, recordingLogger, repoRoot } from '../support/test-guest.js';
 
 function nixFiles(folder: string): string[] {
   return readdirSync(folder, { withFileTypes: true }).flatMap((entry) => {

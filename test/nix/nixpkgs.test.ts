@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { packageNixDir } from '../../src/config/resolve-config.js';
 import { describeNixpkgs, nixpkgsSource, storedTarball } from '../../src/nix/nixpkgs.js';
-import { repoRoot } from '../helpers/test-guest.js';
+import { repoRoot } from '../support/test-guest.js';
 
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-nixpkgs-'));
 

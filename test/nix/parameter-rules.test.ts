@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { buildParameters } from '../../src/config/fingerprint.js';
 import { resolveConfig } from '../../src/config/resolve-config.js';
 import { nixBuildArgs } from '../../src/nix/build-vm.js';
-import { repoRoot } from '../helpers/test-guest.js';
+import { repoRoot } from '../support/test-guest.js';
 import { flagsThatMustSurviveSystemd, parameterCases, type RuledParameter } from './parameter-cases.js';
 
 const parametersNix = join(repoRoot, 'nix', 'parameters.nix');

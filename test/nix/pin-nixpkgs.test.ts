@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { repoRoot } from '../helpers/test-guest.js';
+import { repoRoot } from '../support/test-guest.js';
 
 const work = mkdtempSync(join(tmpdir(), 'k3s-vm-pin-'));
 const script = join(repoRoot, 'scripts', 'pin-nixpkgs.mjs');

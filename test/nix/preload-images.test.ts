@@ -8,7 +8,7 @@ import { optionTable, preloadImagePattern } from '../../src/config/option-table.
 import { buildParameters } from '../../src/config/fingerprint.js';
 import { resolveConfig } from '../../src/config/resolve-config.js';
 import { nixBuildArgs } from '../../src/nix/build-vm.js';
-import { repoRoot } from '../helpers/test-guest.js';
+import { repoRoot } from '../support/test-guest.js';
 
 const parametersNix = join(repoRoot, 'nix', 'parameters.nix');
 const scratch = mkdtempSync(join(tmpdir(), 'k3s-vm-preload-'));

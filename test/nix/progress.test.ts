@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { buildVm } from '../../src/nix/build-vm.js';
 import { NixProgress, type NixLogEvent } from '../../src/nix/progress.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
-import { testBuildParameters } from '../helpers/build-parameters.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { testBuildParameters } from '../support/build-parameters.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-progress-'));
 
@@ -94,7 +94,7 @@ describe('buildVm progress', () => {
     await execa('mkdir', ['-p', folder]);
     writeFileSync(
       join(folder, 'default.nix'),
-      await import('node:fs').then((fs) => fs.readFileSync(join(import.meta.dirname, '..', 'helpers', 'tiny-vm.nix'), 'utf8')),
+      await import('node:fs').then((fs) => fs.readFileSync(join(import.meta.dirname, '..', 'support', 'tiny-vm.nix'), 'utf8')),
     );
     const dir = new InstanceDir(join(root, 'state-status'));
     await dir.ensure();
@@ -112,7 +112,7 @@ describe('buildVm progress', () => {
     await execa('mkdir', ['-p', folder]);
     writeFileSync(
       join(folder, 'default.nix'),
-      await import('node:fs').then((fs) => fs.readFileSync(join(import.meta.dirname, '..', 'helpers', 'tiny-vm.nix'), 'utf8')),
+      await import('node:fs').then((fs) => fs.readFileSync(join(import.meta.dirname, '..', 'support', 'tiny-vm.nix'), 'utf8')),
     );
     const dir = new InstanceDir(join(root, 'state-plain'));
     await dir.ensure();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { currentBootId, type KvmProbeResult } from '../../src/qemu/accel-probe.js';
 import { chooseAccel, refuseKnownDeadKvm } from '../../src/qemu/accel.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 const unusableReason = '/dev/kvm opens, but a guest loop does not finish under KVM within 2000 ms';
 

@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { runScriptEnv, type LaunchPlan } from '../../src/qemu/launch.js';
-import { sharedGuest } from '../helpers/shared-guest.js';
+import { sharedGuest } from '../support/shared-guest.js';
 
 const plan: Omit<LaunchPlan, 'env'> = {
   runScript: '/nix/store/x/bin/run-k3s-vm-vm',

@@ -4,8 +4,8 @@ import { startCluster } from '../../src/cluster/index.js';
 import type { K3sVmError } from '../../src/errors.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
-import { readQemuPid, useStateDirs } from '../helpers/state-dirs.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { readQemuPid, useStateDirs } from '../support/state-dirs.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 const dirs = useStateDirs();
 /** The fake K3s API's node stays NotReady for an hour. */

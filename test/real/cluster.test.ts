@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { CoordinationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { beforeAll, expect, it } from 'vitest';
 import { execInCluster, importImages } from '../../src/cluster/index.js';
-import { writeImageArchive } from '../helpers/image-archive.js';
-import { kubernetesVersion } from '../helpers/real-guest.js';
-import { describeReal, realGuest, realKubeConfig } from '../helpers/real-cluster.js';
+import { writeImageArchive } from '../support/image-archive.js';
+import { kubernetesVersion } from '../support/real-guest.js';
+import { describeReal, realGuest, realKubeConfig } from '../support/real-cluster.js';
 
 describeReal('the real-Kubernetes test guest', () => {
   let core: CoreV1Api;

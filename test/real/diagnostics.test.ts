@@ -7,10 +7,10 @@ import { join } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { beforeAll, expect, it } from 'vitest';
 import { importImages } from '../../src/cluster/index.js';
-import { consumerJestProject, consumerVitestProject, envWithoutK3sVm, linkPackage, runIn } from '../helpers/consumer.js';
-import { writeImageArchive } from '../helpers/image-archive.js';
-import { describeReal, realGuest, realKubeConfig } from '../helpers/real-cluster.js';
-import { repoRoot } from '../helpers/test-guest.js';
+import { consumerJestProject, consumerVitestProject, envWithoutK3sVm, linkPackage, runIn } from '../support/consumer.js';
+import { writeImageArchive } from '../support/image-archive.js';
+import { describeReal, realGuest, realKubeConfig } from '../support/real-cluster.js';
+import { repoRoot } from '../support/test-guest.js';
 
 const image = 'k3s-vm.test/diagnostics:1';
 

@@ -8,8 +8,8 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openCluster, runIdLabel, runLabels, runNamespaceName, sweepDeadRuns, type ConnectedCluster } from '../../src/cluster/index.js';
 import type { K3sVmError } from '../../src/errors.js';
-import { describeReal, realKubeConfig } from '../helpers/real-cluster.js';
-import { recordingLogger, repoRoot } from '../helpers/test-guest.js';
+import { describeReal, realKubeConfig } from '../support/real-cluster.js';
+import { recordingLogger, repoRoot } from '../support/test-guest.js';
 
 describeReal('an existing cluster that is real Kubernetes', () => {
   const work = mkdtempSync(join(tmpdir(), 'k3s-vm-real-existing-'));

@@ -23,9 +23,9 @@ import {
   waitFor,
 } from '../../src/cluster/index.js';
 import { K3sVmError } from '../../src/errors.js';
-import { writeImageArchive } from '../helpers/image-archive.js';
-import { describeReal, realGuest, realKubeConfig } from '../helpers/real-cluster.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { writeImageArchive } from '../support/image-archive.js';
+import { describeReal, realGuest, realKubeConfig } from '../support/real-cluster.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 const image = 'k3s-vm.test/helpers:1';
 const failure = async (promise: Promise<unknown>) =>

@@ -5,10 +5,10 @@
 import type { TestProject } from 'vitest/node';
 import { createGlobalSetup } from '../../src/adapters/vitest/index.js';
 import { stopCluster } from '../../src/cluster/index.js';
-import { qemuProcessesUsing } from '../helpers/consumer.js';
-import { realGuestUnavailable, suiteRealGuestOptions } from '../helpers/real-guest.js';
-import type { RealGuest } from '../helpers/real-cluster.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { qemuProcessesUsing } from '../support/consumer.js';
+import { realGuestUnavailable, suiteRealGuestOptions } from '../support/real-guest.js';
+import type { RealGuest } from '../support/real-cluster.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   for (const [key, value] of Object.entries(project.config.env ?? {})) process.env[key] ??= String(value);

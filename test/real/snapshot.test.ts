@@ -13,8 +13,8 @@ import {
   startCluster,
   stopCluster,
 } from '../../src/cluster/index.js';
-import { describeReal, realGuest } from '../helpers/real-cluster.js';
-import { recordingLogger } from '../helpers/test-guest.js';
+import { describeReal, realGuest } from '../support/real-cluster.js';
+import { recordingLogger } from '../support/test-guest.js';
 
 describeReal('a snapshot of the real-Kubernetes guest', () => {
   it('was saved once the cluster was ready, or restored when an earlier run saved it', () => {

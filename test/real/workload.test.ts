@@ -9,8 +9,8 @@ import { ApiextensionsV1Api, AppsV1Api, CoreV1Api } from '@kubernetes/client-nod
 import { beforeAll, expect, it } from 'vitest';
 import { applyManifests, importImages, listImages } from '../../src/cluster/index.js';
 import { K3sVmError } from '../../src/errors.js';
-import { writeImageArchive } from '../helpers/image-archive.js';
-import { describeReal, realGuest, realKubeConfig } from '../helpers/real-cluster.js';
+import { writeImageArchive } from '../support/image-archive.js';
+import { describeReal, realGuest, realKubeConfig } from '../support/real-cluster.js';
 
 const work = mkdtempSync(join(tmpdir(), 'k3s-vm-real-workload-'));
 function write(name: string, text: string): string {

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
 import { liveLeases, takeLease } from '../../src/state/leases.js';
-import { deadPid } from '../helpers/state-dirs.js';
+import { deadPid } from '../support/state-dirs.js';
 
 describe('leases', () => {
   it('counts live holders and drops the leases of dead processes', async () => {

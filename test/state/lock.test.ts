@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
 import { acquireLock, parseLockRecord } from '../../src/state/lock.js';
-import { deadPid } from '../helpers/state-dirs.js';
+import { deadPid } from '../support/state-dirs.js';
 
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-lock-'));
 

@@ -8,7 +8,7 @@ import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
 import { isInstanceQemu } from '../../src/state/process.js';
 import { deriveStatus, qmpSocketPath } from '../../src/state/status.js';
-import { deadPid } from '../helpers/state-dirs.js';
+import { deadPid } from '../support/state-dirs.js';
 
 const root = mkdtempSync(join(tmpdir(), 'k3s-vm-status-'));
 const children: Array<{ kill(): void }> = [];

@@ -1,4 +1,4 @@
-// The run's shared test guest (test/helpers/shared-guest-setup.ts) as a test file sees it.
+// The run's shared test guest (test/support/shared-guest-setup.ts) as a test file sees it.
 // Tests that use it only read: they never stop, restart or reconfigure it.
 import { inject } from 'vitest';
 import type { ProvidedCluster } from '../../src/adapters/vitest/index.js';
@@ -21,7 +21,7 @@ export function sharedGuest(): SharedGuest & { provided: ProvidedCluster } {
   const shared = inject('sharedGuest');
   const provided = inject('k3sVm');
   if (!shared || !provided)
-    throw new Error('no shared test guest: vitest.config.ts must list test/helpers/shared-guest-setup.ts in globalSetup');
+    throw new Error('no shared test guest: vitest.config.ts must list test/support/shared-guest-setup.ts in globalSetup');
   return { ...shared, provided };
 }
 

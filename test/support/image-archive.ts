@@ -99,7 +99,7 @@ export function imageArchiveBytes(spec: ImageArchiveSpec): Buffer {
       os: 'linux',
       config: { Cmd: spec.cmd ?? ['/hello'], Env: ['PATH=/usr/bin:/bin'] },
       rootfs: { type: 'layers', diff_ids: [`sha256:${layerDigest}`] },
-      history: [{ created_by: 'test/helpers/image-archive.ts' }],
+      history: [{ created_by: 'test/support/image-archive.ts' }],
     }),
   );
   const configDigest = sha256(config);

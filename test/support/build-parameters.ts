@@ -6,7 +6,7 @@ import { repoRoot } from './test-guest.js';
 
 /**
  * A small VM's parameters, with a K3s flag of its own (so each call names a new derivation of
- * test/helpers/tiny-vm.nix, which Nix then really builds).
+ * test/support/tiny-vm.nix, which Nix then really builds).
  */
 export function testBuildParameters(label: string, options: Partial<StartOptions> = {}): BuildParameters {
   const unique = `--node-label=k3s-vm-test=${label}-${process.pid}-${Date.now()}`;

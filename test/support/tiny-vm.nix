@@ -6,7 +6,7 @@ builtins.derivation {
   name = "tiny-vm-${name}";
   system = builtins.currentSystem;
   builder = "/bin/sh";
-  # The K3s flags are part of the derivation so that a test can make a new one (test/helpers/build-parameters.ts).
+  # The K3s flags are part of the derivation so that a test can make a new one (test/support/build-parameters.ts).
   inherit sshPublicKey k3sVersion extraK3sFlagsJson;
   cpus = toString cpus;
   memory = toString memoryMiB;
