@@ -21,9 +21,9 @@ const {
   linkPackage,
   qemuProcessesUsing,
 } = await import('../test/support/consumer.js');
-const { countingNixBuild } = await import('../test/support/nix-build.js');
+const { recordingNixBuild } = await import('../test/support/nix-build.js');
 const { recordingLogger, repoRoot: repo, testGuestNix: testGuest } = await import('../test/support/test-guest.js');
-type CountingNixBuild = import('../test/support/nix-build.js').CountingNixBuild;
+type RecordingNixBuild = import('../test/support/nix-build.js').RecordingNixBuild;
 type RecordingLogger = import('../test/support/test-guest.js').RecordingLogger;
 
 const vmName = 'bench';
@@ -532,7 +532,7 @@ async function stopGracefully(dir: string, after: string, results: Results): Pro
   if (stopped.stop) results.stops.push({ how: stopped.stop.how, ms: stopped.stop.durationMs, after });
 }
 
-async function benchBoot(args: Args, kept: StartOptions, nix: CountingNixBuild, results: Results): Promise<void> {
+async function benchBoot(args: Args, kept: StartOptions, nix: RecordingNixBuild, results: Results): Promise<void> {
   // Kept, so that releasing the cluster leaves the VM running and stopCluster times the stop.
   const base: StartOptions = { ...kept, keep: true };
   const before = nix.count();
@@ -561,7 +561,7 @@ async function benchBoot(args: Args, kept: StartOptions, nix: CountingNixBuild, 
   };
 }
 
-async function benchBuild(args: Args, base: StartOptions, nix: CountingNixBuild, root: string, results: Results): Promise<void> {
+async function benchBuild(args: Args, base: StartOptions, nix: RecordingNixBuild, root: string, results: Results): Promise<void> {
   const { buildCluster } = await import('../dist/index.js');
   // Makes sure the state directory has a current build (the boot figure may not have run);
   // the nix-build call that made it is the one replayed as the baseline.
@@ -1027,7 +1027,7 @@ async function main(): Promise<void> {
   const runsDir = join(benchRoot, 'runs');
   stateDirs.add(vmDir);
   stateDirs.add(runsDir);
-  const nix = countingNixBuild(benchRoot);
+  const nix = recordingNixBuild(benchRoot);
   const base: StartOptions = {
     projectRoot: repo,
     dir: vmDir,

@@ -8,7 +8,7 @@ import { InstanceDir } from '../../src/state/instance-dir.js';
 import { isRunning } from '../../src/state/process.js';
 import { qmpSocketPath } from '../../src/state/status.js';
 import { qemuProcessesUsing } from '../support/consumer.js';
-import { countingNixBuild } from '../support/nix-build.js';
+import { recordingNixBuild } from '../support/nix-build.js';
 import { useStateDirs } from '../support/state-dirs.js';
 import { recordingLogger } from '../support/test-guest.js';
 
@@ -67,7 +67,7 @@ describe('the VM lifecycle on the test guest', () => {
   });
 
   it('refuses to reset a running VM unless forced; reset deletes the disk, so the next start is fresh; keys and build stay', async () => {
-    const nixBuild = countingNixBuild(dirs.fresh('reset-nix'));
+    const nixBuild = recordingNixBuild(dirs.fresh('reset-nix'));
     const options = dirs.options('reset', { nixBuild: nixBuild.path });
     const dir = new InstanceDir(options.dir);
     const cluster = await startCluster(options);

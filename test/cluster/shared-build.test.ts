@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { files } from '../../src/state/files.js';
-import { cli, cliEnv } from '../faults/helpers.js';
+import { cli, cliEnv } from '../support/cli.js';
 import { freshStateDir } from '../support/test-guest.js';
 
 /** The store entries (outputs and .drv files) of the guest derivation named after `name`. */

@@ -10,7 +10,7 @@ const longest = [
   'test/cluster/snapshot.test.ts', // 42
   'test/readiness/readiness-vm.test.ts', // 40: a deadline that must pass
   'test/adapters/jest-consumer.test.ts', // 33
-  'test/faults/snapshot-save.test.ts', // 31
+  'test/cluster/snapshot-save-faults.test.ts', // 31
   'test/cluster/snapshot-workload.test.ts', // 29
   'test/adapters/cli.test.ts', // 28
   'test/cluster/rewind.test.ts', // 26

@@ -8,7 +8,8 @@ import { clusterStatus, startCluster, stopCluster } from '../../src/cluster/inde
 import { files } from '../../src/state/files.js';
 import { consumerEnv, linkPackage, qemuProcessesUsing, runIn } from '../support/consumer.js';
 import { repoRoot } from '../support/test-guest.js';
-import { cli, cliEnv, seededStateDir } from './helpers.js';
+import { cli, cliEnv } from '../support/cli.js';
+import { seededStateDir } from '../support/seeded-state-dir.js';
 
 const project = join(repoRoot, 'fixtures', 'consumer-vitest');
 const dir = seededStateDir('faults-kept');
@@ -43,7 +44,7 @@ function modes(folder: string): Array<[string, string]> {
 }
 
 describe('a kept VM', () => {
-  it('item 1: SIGINT to the process group during boot leaves the VM stopped, with no pid, runtime or lock file; SIGTERM during the tests leaves no lock', async () => {
+  it('SIGINT to the process group during boot leaves the VM stopped, with no pid, runtime or lock file; SIGTERM during the tests leaves no lock', async () => {
     const booting = seededStateDir('faults-int');
     dirs.push(booting);
     // A terminal's Ctrl-C reaches the whole process group: the run gets one of its own.
@@ -79,7 +80,7 @@ describe('a kept VM', () => {
     expect((await clusterStatus({ env })).state).toBe('running');
   });
 
-  it('item 6: a damaged or emptied kubeconfig is refused by `kubeconfig`, fetched again over SSH by the next run, and keep is kept', async () => {
+  it('a damaged or emptied kubeconfig is refused by `kubeconfig`, fetched again over SSH by the next run, and keep is kept', async () => {
     for (const damage of ['{"apiVersion": "v1", "clusters": [', '']) {
       writeFileSync(join(dir, files.kubeconfig), damage);
       const shown = await cli(['kubeconfig'], env);
@@ -102,7 +103,7 @@ describe('a kept VM', () => {
     expect(JSON.parse(status.out)).toMatchObject({ state: 'running', pid, kept: true });
   });
 
-  it('item 9: every file in the state directory is 0600 and every folder 0700, disk.qcow2 included', () => {
+  it('every file in the state directory is 0600 and every folder 0700, disk.qcow2 included', () => {
     const all = modes(dir);
     expect(all.map(([path]) => path)).toContain(join(dir, files.disk));
     const wrong = all.filter(([path, mode]) => mode !== (statSync(path).isDirectory() ? '700' : '600'));
@@ -131,12 +132,12 @@ describe('a kept VM', () => {
     expect(ended.stdout).toBe('done');
   });
 
-  it('item 4: QEMU is told that the disk is qcow2 instead of guessing', () => {
+  it('QEMU is told that the disk is qcow2 instead of guessing', () => {
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     expect(argv.join(' ')).toContain('-set drive.drive1.format=qcow2');
   });
 
-  it('item 10: `ssh -- sh -c "exit 7"` exits 7, and each argument reaches the guest as it was given', async () => {
+  it('`ssh -- sh -c "exit 7"` exits 7, and each argument reaches the guest as it was given', async () => {
     expect((await cli(['ssh', '--', 'sh', '-c', 'exit 7'], env)).code).toBe(7);
     const printed = await cli(['ssh', '--', 'printf', '%s|', 'a b', "c'd", '$HOME', '*'], env);
     expect(printed.code, printed.err).toBe(0);

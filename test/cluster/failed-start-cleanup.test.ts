@@ -1,4 +1,4 @@
-// Item 2: a start that fails after QEMU was spawned still finds and stops that QEMU.
+// A start that fails after QEMU was spawned still finds and stops that QEMU.
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -8,7 +8,8 @@ import { clusterStatus, startCluster, stopCluster } from '../../src/cluster/inde
 import { files } from '../../src/state/files.js';
 import { qemuProcessesUsing } from '../support/consumer.js';
 import { repoRoot, testGuestOptions } from '../support/test-guest.js';
-import { cliEnv, seededStateDir } from './helpers.js';
+import { cliEnv } from '../support/cli.js';
+import { seededStateDir } from '../support/seeded-state-dir.js';
 
 const opts = testGuestOptions('faults-orphan', { dir: seededStateDir('faults-orphan') });
 const cliDir = seededStateDir('faults-orphan-cli');
@@ -18,7 +19,7 @@ afterAll(async () => {
 });
 
 describe('a state file that cannot be written after QEMU started', () => {
-  it('item 2: stops that QEMU, leaves the instance stopped and says which file', async () => {
+  it('stops that QEMU, leaves the instance stopped and says which file', async () => {
     {
       // A folder where the runtime record belongs: the write after the spawn fails.
       const name = files.runtime;

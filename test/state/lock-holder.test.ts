@@ -1,4 +1,4 @@
-// Item 3: the instance lock names its holder by pid and start time, is never empty, and says who holds it.
+// The instance lock names its holder by pid and start time, is never empty, and says who holds it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -38,7 +38,7 @@ async function newDir(): Promise<InstanceDir> {
 }
 
 describe('the instance lock', () => {
-  it('item 3: a lock whose pid now belongs to an unrelated process (another start time, or not a Node process) is stale; a held one names its holder; it is never seen empty', async () => {
+  it('a lock whose pid now belongs to an unrelated process (another start time, or not a Node process) is stale; a held one names its holder; it is never seen empty', async () => {
     const pid = await unrelatedProcess();
     // Written with the owner's start time, which the process with that pid now does not have.
     const mismatched = await newDir();

@@ -1,14 +1,14 @@
-// Item 8: concurrent first runs on a fresh state directory make one key pair; no build carries it.
+// Concurrent first runs on a fresh state directory make one key pair; no build carries it.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
 import { testGuestOptions } from '../support/test-guest.js';
-import { argstr, recordingNixBuild } from './helpers.js';
+import { argstr, recordingNixBuild } from '../support/nix-build.js';
 
 describe('two first runs at once', () => {
-  it('item 8: make one key pair under the lock, and no build is given it (the VM gets it at boot)', async () => {
+  it('make one key pair under the lock, and no build is given it (the VM gets it at boot)', async () => {
     const nixBuild = recordingNixBuild();
     const opts = testGuestOptions('faults-keys', { nixBuild: nixBuild.path });
     const builds = await Promise.all([buildCluster(opts), buildCluster(opts), buildCluster(opts)]);

@@ -1,4 +1,4 @@
-// Item 7: what can be refused is refused before the Nix build: a busy port, a KVM known dead, a bad option value.
+// What can be refused is refused before the Nix build: a busy port, a KVM known dead, a bad option value.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -6,10 +6,10 @@ import { describe, expect, it } from 'vitest';
 import { startCluster } from '../../src/cluster/index.js';
 import { currentBootId } from '../../src/qemu/accel-probe.js';
 import { freshStateDir, testGuestOptions } from '../support/test-guest.js';
-import { recordingNixBuild } from './helpers.js';
+import { recordingNixBuild } from '../support/nix-build.js';
 
 describe('a start that cannot succeed', () => {
-  it('item 7: is refused before nix-build runs', async () => {
+  it('is refused before nix-build runs', async () => {
     const nixBuild = recordingNixBuild();
     const server = createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -10,7 +10,8 @@ import { files } from '../../src/state/files.js';
 import { qemuProcessesUsing } from '../support/consumer.js';
 import { readQemuPid, useStateDirs } from '../support/state-dirs.js';
 import { repoRoot } from '../support/test-guest.js';
-import { cli, cliEnv, seededStateDir } from './helpers.js';
+import { cli, cliEnv } from '../support/cli.js';
+import { seededStateDir } from '../support/seeded-state-dir.js';
 
 const dirs = useStateDirs();
 const savingLine = 'saving the ready VM into ';

@@ -1,4 +1,4 @@
-// Item 4: a damaged disk image is refused by name before QEMU opens it, and a disk the guest cannot mount stops the boot.
+// A damaged disk image is refused by name before QEMU opens it, and a disk the guest cannot mount stops the boot.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import { startCluster, stopCluster } from '../../src/cluster/index.js';
 import { files } from '../../src/state/files.js';
 import { qemuProcessesUsing } from '../support/consumer.js';
 import { testGuestOptions } from '../support/test-guest.js';
-import { seededStateDir } from './helpers.js';
+import { seededStateDir } from '../support/seeded-state-dir.js';
 
 const opts = testGuestOptions('faults-disk', { dir: seededStateDir('faults-disk') });
 const disk = join(opts.dir, files.disk);
@@ -28,7 +28,7 @@ async function refused(): Promise<{ code?: string; message: string; hint?: strin
 }
 
 describe('a damaged disk image', () => {
-  it('item 4: is refused (empty, overwritten, corrupted) or stops the boot (not mountable), is never deleted, and the error offers reset', async () => {
+  it('is refused (empty, overwritten, corrupted) or stops the boot (not mountable), is never deleted, and the error offers reset', async () => {
     writeFileSync(disk, '');
     const empty = await refused();
     expect(empty).toMatchObject({ code: 'DISK_DAMAGED' });

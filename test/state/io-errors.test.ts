@@ -1,17 +1,17 @@
-// Item 5: a full disk and other I/O errors reach the user as a K3sVmError with the path and a hint, never a stack trace.
+// A full disk and other I/O errors reach the user as a K3sVmError with the path and a hint, never a stack trace.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa, execaSync } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { files } from '../../src/state/files.js';
 import { freshStateDir, repoRoot } from '../support/test-guest.js';
-import { cli, cliEnv } from './helpers.js';
+import { cli, cliEnv } from '../support/cli.js';
 
 /** A mount namespace with a tiny tmpfs needs no root where user namespaces are allowed. */
 const tmpfsUnavailable = execaSync('unshare', ['--user', '--map-root-user', '--mount', 'true'], { reject: false }).exitCode !== 0;
 
 describe('I/O errors in the state directory', () => {
-  it('item 5: ENOSPC and a file in the way are reported with code, path and hint', async () => {
+  it('ENOSPC and a file in the way are reported with code, path and hint', async () => {
     // Something in the way: the key's folder is a file.
     const dir = freshStateDir('faults-io');
     mkdirSync(dir, { recursive: true });
