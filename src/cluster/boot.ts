@@ -66,8 +66,8 @@ export interface BootPlan {
 export async function boot(plan: BootPlan): Promise<Acquired> {
   const { config, dir, logger, signal } = plan;
   // Everything that can be refused is refused before the build, which can take minutes.
-  const ports = await choosePorts({ apiPort: config.apiPort, sshPort: config.sshPort });
-  await refuseKnownDeadKvm({ accel: config.accel, cacheDir: config.cacheDir });
+  const ports = await choosePorts({ apiPort: config.apiPort, sshPort: config.sshPort }, config.names);
+  await refuseKnownDeadKvm({ accel: config.accel, cacheDir: config.cacheDir, accelName: config.names.accel });
   const disk = await checkDisk(dir, config, logger);
   const build = await buildVm(dir, {
     nix: config.nix,
@@ -76,7 +76,13 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
     logger,
     signal,
   });
-  const accel = await chooseAccel({ accel: config.accel, cacheDir: config.cacheDir, logger, runScript: build.runScript });
+  const accel = await chooseAccel({
+    accel: config.accel,
+    cacheDir: config.cacheDir,
+    logger,
+    runScript: build.runScript,
+    accelName: config.names.accel,
+  });
   const timeoutMs = timeoutMsFor(config.timeoutSeconds, accel);
   throwIfAborted(signal);
   await settleDisk(dir, disk, { runScript: build.runScript, pathVariable: plan.env['PATH'] }, logger);
@@ -220,6 +226,7 @@ async function launchAndWait(launch: LaunchPlanOfBoot): Promise<Acquired> {
       target: { port: ports.sshPort, privateKey: plan.keys.privateKey },
       apiPort: ports.apiPort,
       contextName: config.name,
+      timeoutName: config.names.timeoutSeconds,
       nodeName: config.name,
       bootStartedAt: launchStarted,
       requiredApiServices: requiredApiServicesFor(config.disable),

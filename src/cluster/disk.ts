@@ -1,4 +1,5 @@
 // What the persistent disk was made for: a disk outlives rebuilds, so a change it cannot follow is refused, never papered over; a larger size is grown into it.
+import { setting } from '../config/names.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -26,13 +27,15 @@ function minor(version: string): [number, number] | undefined {
   return match ? [Number(match[1]), Number(match[2])] : undefined;
 }
 
-const resetHint = (dir: InstanceDir) =>
-  `k3s-vm reset deletes the disk (the cluster's state) so the next start makes a new one; or go back to the old setting, or use another state directory (K3S_VM_DIR) for the new one; the disk is ${dir.file(files.disk)}`;
+const resetHint = (dir: InstanceDir, names: ResolvedConfig['names']) =>
+  `k3s-vm reset deletes the disk (the cluster's state) so the next start makes a new one; or go back to the old setting, or use another state directory (${names.dir}) for the new one; the disk is ${dir.file(files.disk)}`;
 
 /** What checkDisk found: the record the disk had, and the one settleDisk writes once the boot is about to start. */
 export interface DiskPlan {
   readonly previous: DiskRecord | undefined;
   readonly wanted: DiskRecord;
+  /** How the messages name the options (the config's names). */
+  readonly names: ResolvedConfig['names'];
 }
 
 /** The disk's record; a damaged one is set aside with a warning (it is only ever rewritten, the disk is kept). */
@@ -61,12 +64,12 @@ export async function checkDisk(dir: InstanceDir, config: ResolvedConfig, logger
     createdAt: record?.createdAt ?? new Date().toISOString(),
   };
   // No record: a new disk, or one from before records were kept, taken as made for what is asked now.
-  if (!record) return { previous: undefined, wanted };
+  if (!record) return { previous: undefined, wanted, names: config.names };
   if (record.name !== config.name) {
     throw new K3sVmError(
       'DISK_MISMATCH',
       `the VM's disk holds the cluster of node "${record.name}", and the VM is now named "${config.name}": K3s would keep the old node, NotReady for ever`,
-      { hint: resetHint(dir) },
+      { hint: resetHint(dir, config.names) },
     );
   }
   const before = minor(record.k3sVersion);
@@ -75,10 +78,10 @@ export async function checkDisk(dir: InstanceDir, config: ResolvedConfig, logger
     throw new K3sVmError(
       'DISK_MISMATCH',
       `the VM's disk holds a K3s ${before.join('.')} datastore, and K3s ${after.join('.')} is asked for: K3s cannot downgrade a datastore`,
-      { hint: resetHint(dir) },
+      { hint: resetHint(dir, config.names) },
     );
   }
-  return { previous: record, wanted };
+  return { previous: record, wanted, names: config.names };
 }
 
 /**
@@ -91,7 +94,7 @@ export async function checkDisk(dir: InstanceDir, config: ResolvedConfig, logger
  */
 export async function settleDisk(
   dir: InstanceDir,
-  { previous, wanted }: DiskPlan,
+  { previous, wanted, names }: DiskPlan,
   build: { readonly runScript: string; readonly pathVariable: string | undefined },
   logger: Logger,
 ): Promise<void> {
@@ -132,7 +135,7 @@ export async function settleDisk(
         `could not grow the VM's disk ${disk} from ${sizeMiB} MiB to ${wanted.diskSizeMiB} MiB; it was left as it is`,
         {
           details: (error as Error).message,
-          hint: `deal with what the details say and start again; or start with the disk's size (K3S_VM_DISK_SIZE=${sizeMiB}) to use it as it is`,
+          hint: `deal with what the details say and start again; or start with the disk's size (${setting(names, 'diskSizeMiB', sizeMiB)}) to use it as it is`,
         },
       );
     }

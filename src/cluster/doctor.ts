@@ -48,7 +48,7 @@ export async function diagnose(options: ClusterOptions = {}): Promise<Check[]> {
               name: 'nixpkgs',
               level: 'warn',
               detail: `${nixpkgs.source}: not in the Nix store yet; the first build downloads it`,
-              fix: 'nothing, if this machine can reach the internet; otherwise set K3S_VM_NIXPKGS to a nixpkgs checkout',
+              fix: `nothing, if this machine can reach the internet; otherwise point ${config.names.nixpkgs} at a nixpkgs checkout`,
             }
           : { name: 'nixpkgs', level: 'warn', detail: `${nixpkgs.source}: cannot tell whether it is in the Nix store` },
     );
@@ -84,8 +84,8 @@ export async function diagnose(options: ClusterOptions = {}): Promise<Check[]> {
     );
   }
   for (const [variable, port] of [
-    ['K3S_VM_API_PORT', config.apiPort],
-    ['K3S_VM_SSH_PORT', config.sshPort],
+    [config.names.apiPort, config.apiPort],
+    [config.names.sshPort, config.sshPort],
   ] as const) {
     if (port === undefined) continue;
     checks.push(
@@ -108,7 +108,7 @@ export async function diagnose(options: ClusterOptions = {}): Promise<Check[]> {
       name: 'state directory',
       level: 'fail',
       detail: `${config.dir}: ${(error as Error).message}`,
-      fix: 'set K3S_VM_DIR to a writable directory',
+      fix: `point ${config.names.dir} at a writable directory`,
     });
   }
   const kubectl = await firstLineOf('kubectl', ['version', '--client']);

@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { CoreV1Api, KubeConfig, V1Namespace } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
 import { existingClusterTimeoutSeconds } from '../config/defaults.js';
+import { setting } from '../config/names.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { isK3sVmError, K3sVmError } from '../errors.js';
 import { clientNode } from '../kube/client-node.js';
@@ -87,7 +88,7 @@ export function selectContext(config: ResolvedConfig): Selected {
   } catch (error) {
     throw new K3sVmError('CONFIG_INVALID', `${path} is not a kubeconfig: ${(error as Error).message}`, {
       cause: error,
-      hint: 'point K3S_VM_KUBECONFIG at a kubeconfig file',
+      hint: `point ${config.names.kubeconfig} at a kubeconfig file`,
     });
   }
   const context = config.context ?? all.getCurrentContext();
@@ -98,7 +99,7 @@ export function selectContext(config: ResolvedConfig): Selected {
       'CONFIG_INVALID',
       `${path} has no context ${context ? `"${context}"` : '(and no current context)'}; it has: ${known.join(', ') || 'none'}`,
       {
-        hint: 'name one of its contexts with K3S_VM_CONTEXT',
+        hint: `name one of its contexts with ${config.names.context}`,
       },
     );
   }
@@ -108,8 +109,8 @@ export function selectContext(config: ResolvedConfig): Selected {
       `k3s-vm will not run tests against context "${context}" of ${path}: it is not explicitly allowed`,
       {
         hint:
-          `if that cluster is meant for tests, allow it with K3S_VM_ALLOW_CONTEXTS=${context} (comma-separated patterns, * as a wildcard) ` +
-          'or the allowContexts option; tests create and delete namespaces there',
+          `if that cluster is meant for tests, allow it with ${setting(config.names, 'allowContexts', context, [context])} (comma-separated patterns, * as a wildcard); ` +
+          'tests create and delete namespaces there',
       },
     );
   }
@@ -130,11 +131,11 @@ export function selectContext(config: ResolvedConfig): Selected {
 }
 
 /** The steps for an existing cluster: the kubeconfig, /readyz, and the default ServiceAccount, with the VM's step names. */
-function existingClusterSteps(kubeConfig: KubeConfig, server: string, contextName: string): ReadinessStep[] {
+function existingClusterSteps(kubeConfig: KubeConfig, server: string, contextName: string, kubeconfigName: string): ReadinessStep[] {
   return [
     {
       name: 'kubeconfig present',
-      hint: 'check the kubeconfig given with K3S_VM_KUBECONFIG',
+      hint: `check the kubeconfig given with ${kubeconfigName}`,
       async check(context) {
         context.kubeConfig = kubeConfig;
         context.kubeconfig = kubeConfig.exportConfig();
@@ -257,7 +258,8 @@ export async function connectExisting(plan: ConnectPlan): Promise<ConnectedClust
   const ready = await waitForReady({
     apiPort: 0,
     deadline: readyStarted + (config.timeoutSeconds ?? existingClusterTimeoutSeconds) * 1000,
-    steps: existingClusterSteps(selected.kubeConfig, selected.server, selected.context),
+    timeoutName: config.names.timeoutSeconds,
+    steps: existingClusterSteps(selected.kubeConfig, selected.server, selected.context, config.names.kubeconfig),
     logger,
     signal: plan.signal,
     vmGone: () => undefined,

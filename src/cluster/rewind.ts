@@ -1,5 +1,6 @@
 // Rewind: return the running VM to a snapshot (the ready-state one or a named one) without a reboot, then check it is ready again.
 import { timeoutMsFor } from '../config/defaults.js';
+import { setting } from '../config/names.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError } from '../errors.js';
 import { waitForReady, type ReadinessStep, type ReadyCluster } from '../readiness/engine.js';
@@ -83,7 +84,7 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
     const status = await deriveStatus(dir);
     if (status.state !== 'running' || !status.runtime || status.pid === undefined) {
       throw new K3sVmError('NOT_RUNNING', `there is no running VM to rewind (it is ${status.state})`, {
-        hint: 'start it first (npx k3s-vm start); with K3S_VM_SNAPSHOT=1 a start restores the snapshot anyway',
+        hint: `start it first (npx k3s-vm start); with ${setting(config.names, 'snapshot', true)} a start restores the snapshot anyway`,
       });
     }
     const runtime = status.runtime;
@@ -93,7 +94,9 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
       throw new K3sVmError(
         'VM_IN_USE',
         `refusing to rewind the VM: ${others.length} other run(s) use it (process ${others.map((lease) => lease.pid).join(', ')}), and a rewind would undo what their tests are doing`,
-        { hint: 'rewind when this run holds the VM alone: wait for the other runs, or give this run its own state directory (K3S_VM_DIR)' },
+        {
+          hint: `rewind when this run holds the VM alone: wait for the other runs, or give this run its own state directory (${config.names.dir})`,
+        },
       );
     }
 
@@ -106,7 +109,7 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
         ? 'its record is damaged (not JSON)'
         : record === undefined
           ? name === snapshotTag
-            ? 'there is none (it is saved once the VM is ready, with K3S_VM_SNAPSHOT=1)'
+            ? `there is none (it is saved once the VM is ready, with ${setting(config.names, 'snapshot', true)})`
             : 'there is none by that name (k3s-vm snapshot ls lists them)'
           : whyNotRestorable(record, await runningVmKey(dir, runtime, runScript, env['PATH']), inDisk, name);
     if (why) {
@@ -116,7 +119,7 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
         {
           hint:
             name === snapshotTag
-              ? 'restart the VM with K3S_VM_SNAPSHOT=1 to save a snapshot of this VM'
+              ? `restart the VM with ${setting(config.names, 'snapshot', true)} to save a snapshot of this VM`
               : `save it again from this VM: k3s-vm snapshot save ${name}`,
         },
       );
@@ -139,7 +142,7 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
       );
       throw new K3sVmError('REWIND_FAILED', `rewinding to ${label} failed: ${what}: ${(error as Error).message}; the VM was stopped`, {
         cause: error,
-        hint: 'start it again (npx k3s-vm start; with K3S_VM_SNAPSHOT=1 that restores the ready-state snapshot)',
+        hint: `start it again (npx k3s-vm start; with ${setting(config.names, 'snapshot', true)} that restores the ready-state snapshot)`,
         ...(error instanceof K3sVmError && error.details ? { details: error.details } : {}),
       });
     };
@@ -165,6 +168,7 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
         apiPort: runtime.apiPort,
         contextName: vmName,
         nodeName: vmName,
+        timeoutName: config.names.timeoutSeconds,
         bootStartedAt: started,
         restoredAt: started,
         deadline: started + timeoutMs,

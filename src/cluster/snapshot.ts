@@ -1,5 +1,6 @@
 // The ready-state snapshot of an instance: whether to restore it, saving it once ready, the clock after a restore, status and removal.
 import { stat, statfs } from 'node:fs/promises';
+import { setting } from '../config/names.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import { GuestSsh, type GuestShell, type SshTarget } from '../guest/ssh.js';
@@ -222,7 +223,7 @@ async function afterFailedSave(context: SnapshotContext & SaveTarget, error: unk
       {
         cause: error,
         hint:
-          `free space on that file system (df -h ${dir.path}) and run again, or start without snapshots (K3S_VM_SNAPSHOT=0); ` +
+          `free space on that file system (df -h ${dir.path}) and run again, or start without snapshots (${setting(context.config.names, 'snapshot', false)}); ` +
           `the save needs up to the VM's memory (${context.config.memoryMiB} MiB). What it wrote stays inside ${diskPath} until the next save writes over it; k3s-vm reset deletes the disk`,
       },
     );

@@ -29,9 +29,9 @@ export async function startCluster(options: StartOptions = {}): Promise<StartedC
   if (resolved.kubeconfig) {
     throw new K3sVmError(
       'CONFIG_INVALID',
-      `there is no VM to start: K3S_VM_KUBECONFIG names an existing cluster (${resolved.kubeconfig})`,
+      `there is no VM to start: ${resolved.names.kubeconfig} names an existing cluster (${resolved.kubeconfig})`,
       {
-        hint: 'leave K3S_VM_KUBECONFIG out to boot a VM; the test runners (and openCluster) use the existing cluster as it is',
+        hint: `leave ${resolved.names.kubeconfig} out to boot a VM; the test runners (and openCluster) use the existing cluster as it is`,
       },
     );
   }
@@ -63,7 +63,7 @@ async function startVm(options: StartOptions, resolved: ResolvedConfig, startedA
           'CONFIG_MISMATCH',
           `the running VM's configuration differs and ${others.length} other run(s) still use it:\n  ${differences.join('\n  ')}`,
           {
-            hint: 'wait for the other runs to finish, or use another state directory (K3S_VM_DIR) for this configuration',
+            hint: `wait for the other runs to finish, or use another state directory (${config.names.dir}) for this configuration`,
           },
         );
       } else {

@@ -77,9 +77,9 @@ export async function runningCluster(options: ClusterOptions = {}): Promise<Clus
   if (status.existing) {
     throw new K3sVmError(
       'NOT_RUNNING',
-      `there is no VM: K3S_VM_KUBECONFIG names an existing cluster (context "${status.existing.context}")`,
+      `there is no VM: ${status.config.names.kubeconfig} names an existing cluster (context "${status.existing.context}")`,
       {
-        hint: 'leave K3S_VM_KUBECONFIG out for the VM; k3s-vm kubectl and status work with the existing cluster',
+        hint: `leave ${status.config.names.kubeconfig} out for the VM; k3s-vm kubectl and status work with the existing cluster`,
       },
     );
   }

@@ -127,9 +127,13 @@ async function loadWorkloadInto(
   // Everything is read and checked before the cluster is touched: a bad file changes nothing.
   const { archives, manifests } = await checkWorkload(options, options.signal);
   if (archives.length > 0 && !target.shell) {
-    throw new K3sVmError('CONFIG_INVALID', 'images can only be imported into the VM, not into an existing cluster (K3S_VM_KUBECONFIG)', {
-      hint: 'push the images to a registry the cluster pulls from, or leave K3S_VM_KUBECONFIG out to use the VM',
-    });
+    throw new K3sVmError(
+      'CONFIG_INVALID',
+      `images can only be imported into the VM, not into an existing cluster (${target.config.names.kubeconfig})`,
+      {
+        hint: `push the images to a registry the cluster pulls from, or leave ${target.config.names.kubeconfig} out to use the VM`,
+      },
+    );
   }
   const shell = target.shell;
   const importedBefore =

@@ -163,4 +163,10 @@ export interface ResolvedConfig {
   readonly nixBuild: string;
   /** Per-user cache (KVM probe results). */
   readonly cacheDir: string;
+  /**
+   * How a message names each option: as the user gave it (`--disk-size`, `K3S_VM_DISK_SIZE`,
+   * `option diskSizeMiB`), or by its variable when it was left to its default. A remedy says
+   * "raise --timeout" to someone who passed the flag.
+   */
+  readonly names: Readonly<Record<keyof K3sVmOptions, string>>;
 }

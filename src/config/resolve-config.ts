@@ -225,9 +225,13 @@ export function resolveConfig(
       );
     }
   } else if (sources.context) {
-    throw new K3sVmError('CONFIG_INVALID', `${sources.context.label} names a context, but no kubeconfig is given (K3S_VM_KUBECONFIG)`, {
-      hint: 'set K3S_VM_KUBECONFIG to the kubeconfig of the existing cluster, or leave the context out to boot a VM',
-    });
+    throw new K3sVmError(
+      'CONFIG_INVALID',
+      `${sources.context.label} names a context, but no kubeconfig is given (${nameOf('kubeconfig')})`,
+      {
+        hint: 'set K3S_VM_KUBECONFIG to the kubeconfig of the existing cluster, or leave the context out to boot a VM',
+      },
+    );
   }
 
   const snapshot = value('snapshot') ?? false;
@@ -235,7 +239,7 @@ export function resolveConfig(
   if (rewind !== 'off' && !snapshot) {
     throw new K3sVmError(
       'CONFIG_INVALID',
-      `${sources.rewind?.label}=${rewind} rewinds the VM to its snapshot, but snapshots are off (${sources.snapshot?.label ?? 'K3S_VM_SNAPSHOT'} is not on)`,
+      `${sources.rewind?.label}=${rewind} rewinds the VM to its snapshot, but snapshots are off (${sources.snapshot?.label ?? nameOf('snapshot')} is not on)`,
       { hint: 'turn snapshots on too (K3S_VM_SNAPSHOT=1 or snapshot: true), or leave the rewind out' },
     );
   }
@@ -276,5 +280,13 @@ export function resolveConfig(
     keepFailedNamespaces: value('keepFailedNamespaces') ?? false,
     preloadImages: (value('preloadImages') ?? []).map(fromRoot),
     cacheDir: join(cacheHome, 'k3s-vm'),
+    names: Object.fromEntries(
+      (Object.keys(optionTable) as OptionKey[]).map((key) => [key, layersOf(key, options, env, flags)[0]?.label ?? nameOf(key)]),
+    ) as Record<OptionKey, string>,
   };
+}
+
+/** How an option left to its default is named: by its variable, else as an option. */
+function nameOf(key: OptionKey): string {
+  return optionTable[key].variable ?? `option ${key}`;
 }

@@ -3,6 +3,7 @@ import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { emulationTimeoutFactor } from '../config/defaults.js';
 import type { Accel } from '../config/options.js';
+import { setting } from '../config/names.js';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { kvmUdevRule, probeKvmCached, readCachedProbe } from './accel-probe.js';
@@ -15,13 +16,16 @@ export interface ChooseAccelOptions {
   readonly logger: Logger;
   /** The run script whose QEMU is probed; the QEMU on PATH otherwise. */
   readonly runScript?: string | undefined;
+  /** How the user named the accelerator (the config's names.accel). @default 'K3S_VM_ACCEL' */
+  readonly accelName?: string | undefined;
 }
 
-function kvmUnusable(reason: string): K3sVmError {
-  return new K3sVmError('KVM_UNUSABLE', `K3S_VM_ACCEL=kvm, but KVM is not usable: ${reason}`, {
+function kvmUnusable(reason: string, accelName: string | undefined): K3sVmError {
+  const names = accelName === undefined ? {} : { accel: accelName };
+  return new K3sVmError('KVM_UNUSABLE', `${setting(names, 'accel', 'kvm')}, but KVM is not usable: ${reason}`, {
     hint:
       `on a CI runner, enable KVM with the udev rule: ${kvmUdevRule}; on a workstation, enable virtualisation in the firmware ` +
-      'and add yourself to the kvm group; or set K3S_VM_ACCEL=tcg to emulate (slow)',
+      `and add yourself to the kvm group; or set ${setting(names, 'accel', 'tcg')} to emulate (slow)`,
   });
 }
 
@@ -34,7 +38,7 @@ export async function chooseAccel(options: ChooseAccelOptions): Promise<'kvm' | 
     `KVM probe (${probe.cached ? 'cached for this host boot' : `${probe.durationMs} ms`}): ${probe.usable ? 'usable' : probe.reason}`,
   );
   if (probe.usable) return 'kvm';
-  if (options.accel === 'kvm') throw kvmUnusable(probe.reason);
+  if (options.accel === 'kvm') throw kvmUnusable(probe.reason, options.accelName);
   options.logger.warn(
     `KVM is not usable (${probe.reason}); falling back to software emulation (TCG), which is many times slower. Timeouts are scaled ×${emulationTimeoutFactor}.`,
   );
@@ -49,12 +53,12 @@ export async function chooseAccel(options: ChooseAccelOptions): Promise<'kvm' | 
  * (chooseAccel): hosted CI images have no QEMU on PATH.
  */
 export async function refuseKnownDeadKvm(
-  options: Pick<ChooseAccelOptions, 'accel' | 'cacheDir'> & { readonly devKvm?: string; readonly qemu?: string },
+  options: Pick<ChooseAccelOptions, 'accel' | 'cacheDir' | 'accelName'> & { readonly devKvm?: string; readonly qemu?: string },
 ): Promise<void> {
   if (options.accel !== 'kvm') return;
   const cached = await readCachedProbe(options.cacheDir);
   if (cached) {
-    if (!cached.usable) throw kvmUnusable(cached.reason);
+    if (!cached.usable) throw kvmUnusable(cached.reason, options.accelName);
     return;
   }
   const devKvm = options.devKvm ?? '/dev/kvm';
@@ -66,9 +70,10 @@ export async function refuseKnownDeadKvm(
       code === 'ENOENT'
         ? `${devKvm} does not exist (no hardware virtualisation, or the kvm module is not loaded)`
         : `${devKvm} is not accessible to this user (${code})`,
+      options.accelName,
     );
   }
   // probeKvmCached does not cache a QEMU that was not found; it caches every other verdict.
   const probe = await probeKvmCached(options.cacheDir, { qemu: options.qemu ?? 'qemu-system-x86_64', devKvm });
-  if (!probe.usable && !/was not found$/.test(probe.reason)) throw kvmUnusable(probe.reason);
+  if (!probe.usable && !/was not found$/.test(probe.reason)) throw kvmUnusable(probe.reason, options.accelName);
 }

@@ -24,10 +24,14 @@ export async function isPortFree(port: number): Promise<boolean> {
  * Resolves the API and SSH ports: fixed ones must be free, the others are chosen free now
  * (QEMU binds them a moment later; a race with another program is reported by QEMU).
  */
-export async function choosePorts(fixed: {
-  apiPort: number | undefined;
-  sshPort: number | undefined;
-}): Promise<{ apiPort: number; sshPort: number }> {
+export async function choosePorts(
+  fixed: {
+    apiPort: number | undefined;
+    sshPort: number | undefined;
+  },
+  /** How the user named each fixed port (the config's names). */
+  names: { readonly apiPort: string; readonly sshPort: string } = { apiPort: 'K3S_VM_API_PORT', sshPort: 'K3S_VM_SSH_PORT' },
+): Promise<{ apiPort: number; sshPort: number }> {
   const taken = new Set<number>();
   const resolvePort = async (wanted: number | undefined, variable: string): Promise<number> => {
     if (wanted !== undefined) {
@@ -48,7 +52,7 @@ export async function choosePorts(fixed: {
     }
     throw new K3sVmError('PORT_IN_USE', 'no free TCP port could be found on 127.0.0.1', { hint: `set ${variable} to a free port` });
   };
-  const apiPort = await resolvePort(fixed.apiPort, 'K3S_VM_API_PORT');
-  const sshPort = await resolvePort(fixed.sshPort, 'K3S_VM_SSH_PORT');
+  const apiPort = await resolvePort(fixed.apiPort, names.apiPort);
+  const sshPort = await resolvePort(fixed.sshPort, names.sshPort);
   return { apiPort, sshPort };
 }

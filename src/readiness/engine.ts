@@ -82,6 +82,11 @@ export interface WaitForReadyOptions {
   readonly requiredApiServices?: readonly string[] | undefined;
   /** The overall deadline (epoch ms). */
   readonly deadline: number;
+  /**
+   * How the user names the setting behind the deadline (`--timeout`, `K3S_VM_TIMEOUT`, `option
+   * timeoutSeconds`): a step not ready before it gets "raise it" in its hint. @default none
+   */
+  readonly timeoutName?: string | undefined;
   /** When the VM was restored from a snapshot (Date or epoch ms): see ReadinessContext.restoredAt. @default a boot */
   readonly restoredAt?: Date | number | undefined;
   /**
@@ -328,7 +333,7 @@ async function failure(
   const seconds = Math.round(ended.waitedMs / 1000);
   return new K3sVmError('NOT_READY', `K3s not ready before the deadline (${label}, waited ${seconds} s); last error: ${last}`, {
     details,
-    hint: step.hint,
+    hint: options.timeoutName ? `${step.hint}; if it only needs longer, raise ${options.timeoutName}` : step.hint,
     cause: lastError,
   });
 }

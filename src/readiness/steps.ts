@@ -282,7 +282,7 @@ async function readGuestKubeconfig(context: ReadinessContext): Promise<boolean> 
 
 export const sshAnswers: ReadinessStep = {
   name: 'SSH answers',
-  hint: 'the guest did not finish booting: read the serial log above (or k3s-vm logs); under emulation, raise K3S_VM_TIMEOUT',
+  hint: 'the guest did not finish booting: read the serial log above (or k3s-vm logs)',
   // User-mode networking accepts on the forwarded port before the guest listens: only a
   // completed handshake counts, which GuestSsh.connect is.
   async check(context) {

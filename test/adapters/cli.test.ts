@@ -70,6 +70,20 @@ describe('k3s-vm in-process', () => {
     expect(flag.err()).toMatch(/^hint: fix the value of --memory, or leave the flag out$/m);
   });
 
+  it('names a setting in its messages as it was given: the flag, else the variable', async () => {
+    const dir = freshStateDir('cli-names');
+    const kubeconfig = join(dir, 'elsewhere.yaml');
+    writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\n');
+    const flag = memoryIo({ K3S_VM_DIR: dir });
+    expect(await run(['start', '--kubeconfig', kubeconfig], flag)).toBe(2);
+    expect(flag.err()).toMatch(/^error: there is no VM to start: --kubeconfig names an existing cluster/m);
+    expect(flag.err()).toMatch(/^hint: leave --kubeconfig out to boot a VM/m);
+    expect(flag.err()).not.toMatch(/K3S_VM_KUBECONFIG/);
+    const variable = memoryIo({ K3S_VM_DIR: dir, K3S_VM_KUBECONFIG: kubeconfig });
+    expect(await run(['start'], variable)).toBe(2);
+    expect(variable.err()).toMatch(/^error: there is no VM to start: K3S_VM_KUBECONFIG names an existing cluster/m);
+  });
+
   it('says the VM is not running with exit code 3', async () => {
     const dir = freshStateDir('cli-stopped');
     const io = memoryIo({ K3S_VM_DIR: dir });

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { findProjectRoot, packageNixDir, resolveConfig } from '../../src/config/resolve-config.js';
+import { setting } from '../../src/config/names.js';
 import { K3sVmError } from '../../src/errors.js';
 
 const project = mkdtempSync(join(tmpdir(), 'k3s-vm-config-'));
@@ -23,6 +24,30 @@ function refused(env: Record<string, string>, options = {}): K3sVmError {
 }
 
 describe('resolveConfig', () => {
+  it('keeps how each value was given, so that messages name what the user wrote', () => {
+    const config = resolveConfig(
+      { memoryMiB: 4096, timeoutSeconds: 600 },
+      { K3S_VM_TIMEOUT: '900', K3S_VM_SNAPSHOT: '1', K3S_VM_CPUS: '' },
+      project,
+      { 'disk-size': '8192' },
+    );
+    expect(config.names).toMatchObject({
+      diskSizeMiB: '--disk-size',
+      memoryMiB: 'option memoryMiB',
+      // The option wins over the variable: it is the one to change.
+      timeoutSeconds: 'option timeoutSeconds',
+      snapshot: 'K3S_VM_SNAPSHOT',
+      // Empty counts as unset; a value left to its default is named by its variable.
+      cpus: 'K3S_VM_CPUS',
+      dir: 'K3S_VM_DIR',
+    });
+    expect(setting(config.names, 'diskSizeMiB', 2048)).toBe('--disk-size=2048');
+    expect(setting(config.names, 'timeoutSeconds', 900)).toBe('timeoutSeconds: 900');
+    expect(setting(config.names, 'snapshot', false)).toBe('K3S_VM_SNAPSHOT=0');
+    expect(setting(config.names, 'allowContexts', 'kind-ci', ['kind-ci'])).toBe('K3S_VM_ALLOW_CONTEXTS=kind-ci');
+    expect(setting({ allowContexts: 'option allowContexts' }, 'allowContexts', 'kind-ci', ['kind-ci'])).toBe('allowContexts: ["kind-ci"]');
+  });
+
   it('applies the defaults relative to the project root found upwards from the working directory', () => {
     const config = resolveConfig({}, {}, join(project, 'src', 'deep'));
     expect(config.projectRoot).toBe(project);

@@ -199,7 +199,7 @@ export const commands: Record<string, Command> = {
       if (name !== undefined) throw new UsageError('snapshot ls takes no name');
       const [entries, status] = await Promise.all([listSnapshots(options), clusterStatus(options)]);
       if (entries.length === 0) {
-        io.stdout.write(`no snapshot${status.config.snapshot ? '' : ' (K3S_VM_SNAPSHOT is off)'}\n`);
+        io.stdout.write(`no snapshot${status.config.snapshot ? '' : ` (${status.config.names.snapshot} is off)`}\n`);
         return exitCodes.ok;
       }
       const width = Math.max(...entries.map((entry) => entry.name.length));

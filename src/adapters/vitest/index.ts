@@ -41,11 +41,12 @@ export function createGlobalSetup(options: StartOptions = {}) {
     project: Pick<TestProject, 'provide'> & { readonly config?: { readonly maxWorkers?: number } },
   ): Promise<() => Promise<void>> {
     const maxWorkers = project.config?.maxWorkers ?? 1;
-    if (clusterConfig(options).rewind === 'file' && maxWorkers > 1) {
+    const config = clusterConfig(options);
+    if (config.rewind === 'file' && maxWorkers > 1) {
       // Refused before the VM starts: a rewind before one file would undo what files running beside it do.
       throw new K3sVmError(
         'CONFIG_INVALID',
-        `rewind 'file' (K3S_VM_REWIND) needs the test files to run one at a time, and Vitest runs up to ${maxWorkers} at once`,
+        `rewind 'file' (${config.names.rewind}) needs the test files to run one at a time, and Vitest runs up to ${maxWorkers} at once`,
         {
           hint: 'set fileParallelism: false in the test section of your vitest.config (or run vitest with --no-file-parallelism)',
         },

@@ -1,0 +1,20 @@
+// Options named in messages the way the user gave them: a remedy says `--timeout=600` to
+// someone who passed the flag, `K3S_VM_TIMEOUT=600` to someone who set the variable, and
+// `timeoutSeconds: 600` to someone who wrote the option in code.
+import { optionTable, type OptionKey } from './option-table.js';
+
+/**
+ * The option as a setting to write: `--disk-size=4096`, `K3S_VM_DISK_SIZE=4096` or
+ * `diskSizeMiB: 4096` (optionValue, when the option's value in code is written otherwise: a list).
+ */
+export function setting(
+  names: Readonly<Partial<Record<OptionKey, string>>>,
+  key: OptionKey,
+  value: string | number | boolean,
+  optionValue: unknown = value,
+): string {
+  const name = names[key] ?? optionTable[key].variable ?? `option ${key}`;
+  if (name.startsWith('option ')) return `${key}: ${JSON.stringify(optionValue)}`;
+  const text = typeof value === 'boolean' ? (value ? '1' : '0') : String(value);
+  return `${name}=${text}`;
+}
