@@ -1,5 +1,6 @@
 // The one table of options: for each, its K3S_VM_* variable, CLI flag, parser, default and help.
 // resolveConfig, the CLI's flags and --help, and the README's table are all made from it.
+import { defaults, emulationTimeoutFactor } from './defaults.js';
 import type { Accel, K3sVmOptions } from './options.js';
 
 /** Thrown by a parser: what would have been accepted. The config layer adds where the value came from. */
@@ -22,6 +23,11 @@ export interface OptionSpec<T> {
   readonly help: string;
   /** Turns a value from code (typed) or from a variable or flag (text) into the option's value. */
   readonly parse: (value: unknown) => T;
+}
+
+/** A default as the help and the README's table show it: written once, in defaults.ts. */
+function code(value: string | number | readonly string[]): string {
+  return typeof value === 'object' ? `\`[${value.map((item) => `'${item}'`).join(', ')}]\`` : `\`${value}\``;
 }
 
 type OptionTable = { readonly [K in keyof K3sVmOptions]-?: OptionSpec<NonNullable<K3sVmOptions[K]>> };
@@ -109,7 +115,7 @@ export const optionTable: OptionTable = {
     variable: 'K3S_VM_DIR',
     flag: 'dir',
     flagValue: 'PATH',
-    defaultText: '`.k3s-vm` in the project root',
+    defaultText: `${code(defaults.dirName)} in the project root`,
     help: 'state directory (keys, disk, logs)',
     parse: path,
   },
@@ -117,7 +123,7 @@ export const optionTable: OptionTable = {
     variable: 'K3S_VM_NAME',
     flag: 'name',
     flagValue: 'NAME',
-    defaultText: '`k3s-vm`',
+    defaultText: code(defaults.name),
     help: 'VM name, host name and node name',
     parse: matching(
       namePattern,
@@ -128,7 +134,7 @@ export const optionTable: OptionTable = {
     variable: 'K3S_VM_CPUS',
     flag: 'cpus',
     flagValue: 'N',
-    defaultText: '`2`',
+    defaultText: code(defaults.cpus),
     help: 'virtual CPUs',
     parse: integer(1, 256, 'a whole number of CPUs from 1 to 256'),
   },
@@ -136,7 +142,7 @@ export const optionTable: OptionTable = {
     variable: 'K3S_VM_MEMORY',
     flag: 'memory',
     flagValue: 'MIB',
-    defaultText: '`4096`',
+    defaultText: code(defaults.memoryMiB),
     help: `memory in MiB (at least ${minMemoryMiB})`,
     parse: integer(minMemoryMiB, 1_048_576, `a whole number of MiB, at least ${minMemoryMiB} (for example 4096)`),
   },
@@ -144,7 +150,7 @@ export const optionTable: OptionTable = {
     variable: 'K3S_VM_DISK_SIZE',
     flag: 'disk-size',
     flagValue: 'MIB',
-    defaultText: '`20480`',
+    defaultText: code(defaults.diskSizeMiB),
     help: `disk size in MiB (sparse; at least ${minDiskSizeMiB}; an existing disk grows to a larger size)`,
     parse: integer(minDiskSizeMiB, 16_777_216, `a whole number of MiB, at least ${minDiskSizeMiB} (for example 20480)`),
   },
@@ -152,7 +158,7 @@ export const optionTable: OptionTable = {
     variable: 'K3S_VM_ACCEL',
     flag: 'accel',
     flagValue: 'MODE',
-    defaultText: '`auto`',
+    defaultText: code(defaults.accel),
     help: '`auto`, `kvm` or `tcg` (below)',
     parse: oneOf<Accel>(['auto', 'kvm', 'tcg']),
   },
@@ -182,7 +188,7 @@ export const optionTable: OptionTable = {
     variable: 'K3S_VM_TIMEOUT',
     flag: 'timeout',
     flagValue: 'SECONDS',
-    defaultText: '300 (900 under emulation)',
+    defaultText: `${defaults.timeoutSeconds} (${defaults.timeoutSeconds * emulationTimeoutFactor} under emulation)`,
     help: 'deadline for boot and readiness',
     parse: integer(1, 86_400, 'a whole number of seconds from 1 to 86400'),
   },
@@ -260,7 +266,7 @@ export const optionTable: OptionTable = {
     variable: 'K3S_VM_SWEEP_AFTER',
     flag: 'sweep-after',
     flagValue: 'SECONDS',
-    defaultText: '`600`',
+    defaultText: code(defaults.sweepAfterSeconds),
     help: "delete a dead run's namespaces this long after its last heartbeat",
     parse: integer(30, 30 * 86_400, 'a whole number of seconds from 30 to 2592000'),
   },
@@ -334,7 +340,7 @@ export const optionTable: OptionTable = {
     variable: 'K3S_VM_DISABLE',
     flag: 'disable',
     flagValue: 'NAMES',
-    defaultText: "`['traefik']`",
+    defaultText: code(defaults.disable),
     help: 'packaged components to disable, comma-separated (`traefik,metrics-server`); replaces the default list',
     parse: commaList(
       /^[a-z0-9][a-z0-9-]*$/,
