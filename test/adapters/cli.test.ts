@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { run } from '../../src/adapters/cli/run.js';
-import type { CliIo } from '../../src/adapters/cli/io.js';
 import { files } from '../../src/state/files.js';
 import { isRunning } from '../../src/state/process.js';
+import { memoryIo } from '../support/cli.js';
 import { envWithoutK3sVm } from '../support/consumer.js';
 import { nixpkgsPath } from '../support/host.js';
 import { sharedGuest } from '../support/shared-guest.js';
@@ -14,20 +14,6 @@ import { readQemuPid, useStateDirs } from '../support/state-dirs.js';
 import { freshStateDir, repoRoot, testGuestNix } from '../support/test-guest.js';
 
 const dirs = useStateDirs();
-
-function memoryIo(env: Record<string, string> = {}, cwd = repoRoot): CliIo & { out: () => string; err: () => string } {
-  let out = '';
-  let err = '';
-  return {
-    stdout: { write: (chunk: string) => (out += chunk) },
-    stderr: { write: (chunk: string) => (err += chunk) },
-    env,
-    cwd,
-    interactive: false,
-    out: () => out,
-    err: () => err,
-  };
-}
 
 describe('k3s-vm in-process', () => {
   it('prints usage and exits 2 without a command, and 0 with --help', async () => {

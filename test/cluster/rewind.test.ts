@@ -4,14 +4,13 @@ import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { CliIo } from '../../src/adapters/cli/io.js';
-import { run } from '../../src/adapters/cli/run.js';
 import { clusterStatus, rewindCluster, startCluster } from '../../src/cluster/index.js';
 import { isK3sVmError } from '../../src/errors.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
 import { snapshotTag, type SnapshotRecord } from '../../src/qemu/snapshot.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
+import { cli as runCli } from '../support/cli.js';
 import { qemuProcessesUsing } from '../support/consumer.js';
 import { useStateDirs } from '../support/state-dirs.js';
 import { recordingLogger } from '../support/test-guest.js';
@@ -20,19 +19,8 @@ const dirs = useStateDirs();
 const sleepers: Array<{ kill(): void }> = [];
 afterAll(() => sleepers.forEach((sleeper) => sleeper.kill()));
 
-async function cli(args: string[], dir: string): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io: CliIo = {
-    stdout: { write: (chunk: string) => (out += chunk) },
-    stderr: { write: (chunk: string) => (err += chunk) },
-    env: { PATH: process.env['PATH'], NO_COLOR: '1' },
-    cwd: dir,
-    interactive: false,
-  };
-  const code = await run([...args, '--dir', dir], io);
-  return { code, out, err };
-}
+/** Runs the CLI on a state directory, in it; resolves with the exit code and what it printed. */
+const cli = (args: string[], dir: string) => runCli([...args, '--dir', dir], { PATH: process.env['PATH'] ?? '', NO_COLOR: '1' }, dir);
 
 function kubectl(kubeconfig: string, ...args: string[]): string {
   return execFileSync('kubectl', ['--kubeconfig', kubeconfig, ...args], { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });

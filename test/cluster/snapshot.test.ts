@@ -5,14 +5,13 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { CliIo } from '../../src/adapters/cli/io.js';
-import { run } from '../../src/adapters/cli/run.js';
 import { clusterStatus, resetCluster, startCluster, stopCluster } from '../../src/cluster/index.js';
 import { configOf } from '../../src/cluster/prepare.js';
 import { planRestore } from '../../src/cluster/snapshot.js';
 import { snapshotTag, type SnapshotRecord } from '../../src/qemu/snapshot.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
+import { cli as runCli } from '../support/cli.js';
 import { qemuProcessesUsing } from '../support/consumer.js';
 import { useStateDirs } from '../support/state-dirs.js';
 import { recordingLogger, testGuestEnv } from '../support/test-guest.js';
@@ -26,20 +25,8 @@ function snapshotsInDisk(dir: InstanceDir): string[] {
   return (info.snapshots ?? []).map((entry) => entry.name);
 }
 
-/** Runs the CLI on a state directory; resolves with the exit code and what it printed. */
-async function cli(args: string[], dir: string): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io: CliIo = {
-    stdout: { write: (chunk: string) => (out += chunk) },
-    stderr: { write: (chunk: string) => (err += chunk) },
-    env: { PATH: process.env['PATH'], NO_COLOR: '1' },
-    cwd: dir,
-    interactive: false,
-  };
-  const code = await run([...args, '--dir', dir], io);
-  return { code, out, err };
-}
+/** Runs the CLI on a state directory, in it; resolves with the exit code and what it printed. */
+const cli = (args: string[], dir: string) => runCli([...args, '--dir', dir], { PATH: process.env['PATH'] ?? '', NO_COLOR: '1' }, dir);
 
 function record(dir: InstanceDir): SnapshotRecord {
   return JSON.parse(readFileSync(dir.file(files.snapshotRecord), 'utf8')) as SnapshotRecord;

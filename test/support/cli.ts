@@ -1,4 +1,5 @@
 // The CLI run in this process with its output kept: `k3s-vm ARGS` without a child process.
+import type { CliIo } from '../../src/adapters/cli/io.js';
 import { run } from '../../src/adapters/cli/run.js';
 import { consumerEnv } from './consumer.js';
 import { repoRoot } from './test-guest.js';
@@ -14,17 +15,24 @@ export function cliEnv(dir: string, extra: Record<string, string> = {}): Record<
   return { ...consumerEnv(dir), PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...extra };
 }
 
-/** Runs the CLI in this process, as `k3s-vm ARGS` in the repository would. */
-export async function cli(argv: readonly string[], env: Record<string, string>): Promise<CliResult> {
+/** The CLI's input and output in memory: what it wrote is read back with out() and err(). */
+export function memoryIo(env: Record<string, string> = {}, cwd = repoRoot): CliIo & { out: () => string; err: () => string } {
   let out = '';
   let err = '';
-  const io = {
+  return {
     stdout: { write: (chunk: string) => (out += chunk) },
     stderr: { write: (chunk: string) => (err += chunk) },
     env,
-    cwd: repoRoot,
+    cwd,
     interactive: false,
+    out: () => out,
+    err: () => err,
   };
+}
+
+/** Runs the CLI in this process, as `k3s-vm ARGS` in cwd (the repository by default) would. */
+export async function cli(argv: readonly string[], env: Record<string, string>, cwd = repoRoot): Promise<CliResult> {
+  const io = memoryIo(env, cwd);
   const code = await run(argv, io);
-  return { code, out, err };
+  return { code, out: io.out(), err: io.err() };
 }
