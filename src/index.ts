@@ -8,23 +8,10 @@ export { startCluster, openCluster, stopCluster, clusterStatus, resetCluster, bu
 export { rewind, listSnapshots, saveNamedSnapshot, deleteNamedSnapshot, deleteClusterSnapshot } from './cluster/index.js';
 // The workload: images and manifests.
 export { loadWorkload, importImages, applyManifests } from './cluster/index.js';
-// Talking to the cluster: waits and their conditions, logs, exec, port-forward, diagnostics.
-export {
-  loadKubeConfig,
-  waitFor,
-  podRunning,
-  podReady,
-  podSucceeded,
-  deploymentAvailable,
-  jobComplete,
-  jobFailed,
-  deleted,
-  exists,
-  podLogs,
-  execInPod,
-  portForward,
-  collectDiagnostics,
-} from './cluster/index.js';
+// Talking to the cluster: waits and their conditions, logs, exec, port-forward (the helpers the
+// test adapters export too, listed once), the kubeconfig and a namespace's diagnostics.
+export * from './adapters/helper-exports.js';
+export { loadKubeConfig, collectDiagnostics } from './cluster/index.js';
 // Readiness: the steps a start waits for, to compose a list of one's own (the readiness option).
 export {
   k3sReadinessSteps,
