@@ -15,9 +15,10 @@ const nodeNeverReady = ['k3s_fake.node_ready_delay_ms=3600000'];
 describe.concurrent('readiness on the test guest', () => {
   it('names the step that did not pass, its last error and the serial log', async ({ expect }) => {
     // The deadline counts from the launch. The node never turns Ready, so the boot ends at it:
-    // at step 5 once the guest has come that far (about 6 s alone), at an earlier step on a
-    // host so busy that it has not. Either way the error names the step and its last error.
-    const opts = dirs.options('not-ready', { kernelParams: nodeNeverReady, timeoutSeconds: 40 });
+    // at step 5 once the guest has come that far (about 6 s alone, up to 15 s beside the rest of
+    // the suite), at an earlier step on a host so busy that it has not. Either way the error
+    // names the step and its last error.
+    const opts = dirs.options('not-ready', { kernelParams: nodeNeverReady, timeoutSeconds: 25 });
     const error = (await startCluster(opts).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code, error.message).toBe('NOT_READY');
     process.stderr.write(`readiness-vm: ${error.message.split(';')[0]}\n`);
