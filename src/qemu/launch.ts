@@ -4,7 +4,7 @@ import { closeSync, constants, fchmodSync, openSync } from 'node:fs';
 import { access, mkdir, rm } from 'node:fs/promises';
 import { K3sVmError } from '../errors.js';
 import { files } from '../state/files.js';
-import { stateIoError, type InstanceDir } from '../state/instance-dir.js';
+import type { InstanceDir } from '../state/instance-dir.js';
 import { qmpArgument } from '../state/qemu-identity.js';
 import { checkDiskImage, diskFormatArgs } from './disk.js';
 import { guestAgentOptions, guestAgentSocketOf } from './guest-agent.js';
@@ -23,6 +23,16 @@ export interface LaunchPlan {
   /** The environment the run script starts from (the contract's variables are added to it). */
   readonly env: Readonly<Record<string, string | undefined>>;
 }
+
+/**
+ * What the kernel is told under emulation, before the user's parameters (so theirs win). With
+ * more than one CPU the kernel finds their TSCs out of step under TCG and falls back to the
+ * emulated HPET, where every clock read is a device access: K3s and the rest of Kubernetes read
+ * the clock all the time, and an idle control plane of two CPUs then kept 1.4 host cores busy
+ * instead of 0.6 (docs/vm.md). QEMU drives every CPU's TSC from one virtual clock, so it is
+ * trusted. Under KVM the kernel uses kvm-clock and needs nothing.
+ */
+export const emulationKernelParams = ['tsc=reliable'] as const;
 
 /**
  * The environment for run-<name>-vm. Every forward is bound to 127.0.0.1: QEMU's
@@ -49,7 +59,7 @@ export function runScriptEnv(plan: Omit<LaunchPlan, 'env'>): Record<string, stri
       ...guestAgentOptions(guestAgentSocketOf(plan.qmpSocket)),
       ...(plan.extraQemuOptions ?? []),
     ].join(' '),
-    QEMU_KERNEL_PARAMS: plan.kernelParams.join(' '),
+    QEMU_KERNEL_PARAMS: [...(plan.accel === 'tcg' ? emulationKernelParams : []), ...plan.kernelParams].join(' '),
   };
 }
 
@@ -86,7 +96,7 @@ export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<Laun
   } catch (error) {
     throw startFailed(plan, error as Error);
   }
-  await checkDiskImage(plan.diskImage, plan.runScript, plan.env['PATH']);
+  await checkDiskImage(plan.diskImage, plan.runScript, plan.env['PATH'], dir.dirName);
   let log: number;
   try {
     await mkdir(plan.tmpDir, { recursive: true, mode: 0o700 });
@@ -95,7 +105,7 @@ export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<Laun
     log = openSync(dir.file(files.serialLog), 'a', 0o600);
     fchmodSync(log, 0o600);
   } catch (error) {
-    throw stateIoError(error, (error as NodeJS.ErrnoException).path ?? dir.file(files.serialLog), 'prepare');
+    throw dir.ioError(error, (error as NodeJS.ErrnoException).path ?? dir.file(files.serialLog), 'prepare');
   }
   let child;
   try {

@@ -29,8 +29,10 @@ describe('the run-script environment', () => {
         '-machine accel=tcg -qmp unix:/p/.k3s-vm/qmp.sock,server=on,wait=off -no-reboot' +
         ' -chardev socket,id=k3svm-qga,path=/p/.k3s-vm/qga.sock,server=on,wait=off -device virtio-serial-pci,id=k3svm-serial' +
         ' -device virtserialport,bus=k3svm-serial.0,chardev=k3svm-qga,name=org.qemu.guest_agent.0',
-      QEMU_KERNEL_PARAMS: 'k3s_fake.node_ready_delay_ms=100 quiet',
+      // Under emulation the kernel trusts the TSC first (launch.ts), then the user's parameters.
+      QEMU_KERNEL_PARAMS: 'tsc=reliable k3s_fake.node_ready_delay_ms=100 quiet',
     });
+    expect(runScriptEnv({ ...plan, accel: 'kvm' }).QEMU_KERNEL_PARAMS).toBe('k3s_fake.node_ready_delay_ms=100 quiet');
   });
 
   it('binds every forward to 127.0.0.1, never to all interfaces', () => {
