@@ -73,6 +73,7 @@ export async function boot(plan: BootPlan): Promise<Acquired> {
     nix: config.nix,
     parameters: buildParameters(config),
     nixBuild: config.nixBuild,
+    names: config.names,
     logger,
     signal,
   });

@@ -19,6 +19,7 @@ export async function buildCluster(options: ClusterOptions & { force?: boolean }
       nix: config.nix,
       parameters: buildParameters(config),
       nixBuild: config.nixBuild,
+      names: config.names,
       logger,
       signal: options.signal,
       force: options.force ?? false,

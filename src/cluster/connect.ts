@@ -9,7 +9,7 @@ import { runningCluster } from './status.js';
 
 async function sshTarget(options: ClusterOptions) {
   const status = await runningCluster(options);
-  const dir = new InstanceDir(status.config.dir);
+  const dir = new InstanceDir(status.config.dir, status.config.names.dir);
   const privateKey = await dir.readText(files.sshKey);
   if (!privateKey) {
     throw new K3sVmError('STATE_INVALID', `the instance key ${dir.file(files.sshKey)} is missing`, {

@@ -120,7 +120,7 @@ export async function settleDisk(
   }
   let sizeMiB = await imageSizeMiB(qemuImg, disk, build);
   if (sizeMiB < wanted.diskSizeMiB) {
-    await checkDiskImage(disk, build.runScript, build.pathVariable);
+    await checkDiskImage(disk, build.runScript, build.pathVariable, dir.dirName);
     // A snapshot saved on the smaller disk is stale (the size is part of the build it is keyed
     // by), and a qemu-img older than QEMU 5.1 refuses to resize an image that holds one.
     if (await removeSnapshot({ dir, runScript: build.runScript, env: { PATH: build.pathVariable } })) {

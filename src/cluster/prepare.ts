@@ -23,7 +23,7 @@ export interface Prepared {
  * already has, then creates the state directory.
  */
 export async function prepare(options: ClusterOptions, config: ResolvedConfig = configOf(options)): Promise<Prepared> {
-  const dir = new InstanceDir(config.dir);
+  const dir = new InstanceDir(config.dir, config.names.dir);
   await dir.ensure();
   return { config, dir, logger: options.logger ?? silentLogger };
 }

@@ -44,7 +44,7 @@ export interface ClusterStatus {
 export async function clusterStatus(options: ClusterOptions & { probeApi?: boolean } = {}): Promise<ClusterStatus> {
   const config = configOf(options);
   if (config.kubeconfig) return existingClusterStatus(config);
-  const dir = new InstanceDir(config.dir);
+  const dir = new InstanceDir(config.dir, config.names.dir);
   const status = await deriveStatus(dir);
   const disk = await stat(dir.file(files.disk)).catch(() => undefined);
   const running = status.state === 'running';
@@ -141,7 +141,7 @@ export async function kubectlTarget(options: ClusterOptions = {}): Promise<Kubec
       await writeFile(kubeconfigPath, `${selected.kubeConfig.exportConfig()}\n`, { mode: 0o600, flag: 'wx' });
     } catch (error) {
       await cleanup();
-      throw stateIoError(error, kubeconfigPath);
+      throw stateIoError(error, kubeconfigPath, 'write', config.names.dir);
     }
     return { kubeconfigPath, args: [], cleanup };
   }

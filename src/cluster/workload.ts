@@ -104,13 +104,13 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
  * is an image archive (hashed, so the import needs no second look), every manifest parses.
  */
 export async function checkWorkload(
-  config: Pick<ResolvedConfig, 'images' | 'manifests'>,
+  config: Pick<ResolvedConfig, 'images' | 'manifests'> & { readonly names?: Pick<ResolvedConfig['names'], 'images' | 'manifests'> },
   signal?: AbortSignal,
 ): Promise<{ archives: ImageArchive[]; manifests: ManifestFile[] }> {
   const archives: ImageArchive[] = [];
-  for (const path of config.images) archives.push(await inspectImageArchive(path, signal));
+  for (const path of config.images) archives.push(await inspectImageArchive(path, signal, config.names?.images));
   const manifests: ManifestFile[] = [];
-  for (const path of await expandManifestPaths(config.manifests)) manifests.push(await readManifestFile(path));
+  for (const path of await expandManifestPaths(config.manifests, config.names?.manifests)) manifests.push(await readManifestFile(path));
   return { archives, manifests };
 }
 
@@ -317,7 +317,7 @@ async function runningVmTarget(
   options: ClusterOptions,
 ): Promise<{ shell: GuestSsh; kubeConfig: KubeConfig; config: ResolvedConfig; accel: 'kvm' | 'tcg' }> {
   const status = await runningCluster(options);
-  const dir = new InstanceDir(status.config.dir);
+  const dir = new InstanceDir(status.config.dir, status.config.names.dir);
   const privateKey = await dir.readText(files.sshKey);
   const kubeconfig = await dir.readText(files.kubeconfig);
   if (!privateKey || !kubeconfig) {

@@ -169,16 +169,18 @@ function writeTo(extract: Extract, chunk: Buffer, failed: Promise<never>): Promi
  * reads every tar member (keeping only the index members), so that an archive cut off
  * part-way (a member shorter than its header says, no end of archive, no gzip trailer) is
  * refused here, before anything boots. Throws WORKLOAD_INVALID naming the file when it is
- * missing, is not an image archive, is incomplete or names images that are not references.
+ * missing, is not an image archive, is incomplete or names images that are not references;
+ * from names where the path came from for the remedy of one that cannot be read: the setting as
+ * the user gave it (`--images`, `K3S_VM_IMAGES`, `option images`), or the path itself.
  */
-export async function inspectImageArchive(path: string, signal?: AbortSignal): Promise<ImageArchive> {
+export async function inspectImageArchive(path: string, signal?: AbortSignal, from = 'the path'): Promise<ImageArchive> {
   const unreadable = (error: NodeJS.ErrnoException) =>
     new K3sVmError(
       'WORKLOAD_INVALID',
       `image archive ${path} ${error.code === 'ENOENT' ? 'does not exist' : `cannot be read: ${error.message}`}`,
       {
         cause: error,
-        hint: 'check the images option (K3S_VM_IMAGES); relative paths are relative to the project root',
+        hint: `check ${from}; relative paths are relative to the project root`,
       },
     );
   const info = await stat(path).catch((error: NodeJS.ErrnoException) => {

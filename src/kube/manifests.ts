@@ -50,8 +50,12 @@ async function linkedFile(link: string): Promise<boolean> {
   }
 }
 
-/** Files first-to-last: each file as it is, each directory's manifest files sorted by name (not recursive). */
-export async function expandManifestPaths(paths: readonly string[]): Promise<string[]> {
+/**
+ * Files first-to-last: each file as it is, each directory's manifest files sorted by name (not
+ * recursive). from names where the paths came from for the remedy of one that cannot be read: the
+ * setting as the user gave it (`--manifests`, `K3S_VM_MANIFESTS`, `option manifests`), or the path itself.
+ */
+export async function expandManifestPaths(paths: readonly string[], from = 'the path'): Promise<string[]> {
   const out: string[] = [];
   for (const path of paths) {
     const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
@@ -60,7 +64,7 @@ export async function expandManifestPaths(paths: readonly string[]): Promise<str
         `manifest ${path} ${error.code === 'ENOENT' ? 'does not exist' : `cannot be read: ${error.message}`}`,
         {
           cause: error,
-          hint: 'check the manifests option (K3S_VM_MANIFESTS); relative paths are relative to the project root',
+          hint: `check ${from}; relative paths are relative to the project root`,
         },
       );
     });

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { execa, type ExecaError } from 'execa';
 import type { BuildParameters } from '../config/fingerprint.js';
 import { hashOf } from '../config/fingerprint.js';
+import { setting } from '../config/names.js';
+import { optionTable, type OptionKey } from '../config/option-table.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import type { Logger } from '../log.js';
 import { NixProgress } from './progress.js';
@@ -22,6 +24,8 @@ export interface BuildOptions {
   readonly signal?: AbortSignal | undefined;
   /** Build even if the inputs are unchanged. @default false */
   readonly force?: boolean;
+  /** How the user named each option (the config's names), for the remedies of a failed build. @default the variables */
+  readonly names?: Readonly<Partial<Record<OptionKey, string>>>;
 }
 
 export interface BuildResult {
@@ -191,7 +195,7 @@ export async function buildVm(dir: InstanceDir, options: BuildOptions): Promise<
   if (pending) onLine(pending);
   status.done(progress.started ? progress.summary() : undefined);
   throwIfAborted(options.signal);
-  if (result.failed) throw nixError(nixBuild, result as unknown as ExecaError, stderrLines);
+  if (result.failed) throw nixError(nixBuild, result as unknown as ExecaError, stderrLines, options.names);
 
   const storePath = String(result.stdout).trim().split('\n').at(-1) ?? '';
   const resolved = await currentBuild(dir);
@@ -219,6 +223,7 @@ export function nixError(
   nixBuild: string,
   result: Pick<ExecaError, 'code' | 'exitCode' | 'shortMessage'>,
   stderrLines: readonly string[],
+  names: Readonly<Partial<Record<OptionKey, string>>> = {},
 ): K3sVmError {
   const output = stderrLines.join('\n');
   if (result.code === 'ENOENT') {
@@ -234,7 +239,7 @@ export function nixError(
     return new K3sVmError('NIXPKGS_MISSING', 'Nix cannot find <nixpkgs>: it is not on the Nix search path (NIX_PATH)', {
       details: tail,
       hint:
-        'leave the nixpkgs setting (K3S_VM_NIXPKGS) empty to build from the pinned nixpkgs, ' +
+        `leave ${names.nixpkgs ?? optionTable.nixpkgs.variable} empty to build from the pinned nixpkgs, ` +
         'or add a nixpkgs channel (nix-channel --add https://nixos.org/channels/nixos-unstable nixpkgs && nix-channel --update) ' +
         'or point NIX_PATH at a nixpkgs checkout (NIX_PATH=nixpkgs=/path/to/nixpkgs)',
     });
@@ -245,7 +250,7 @@ export function nixError(
       details: tail,
       hint:
         'check the network connection, or build from a nixpkgs this machine already has: ' +
-        'K3S_VM_NIXPKGS="<nixpkgs>" (the one on NIX_PATH) or K3S_VM_NIXPKGS=/path/to/nixpkgs',
+        `${setting(names, 'nixpkgs', "'<nixpkgs>'", '<nixpkgs>')} (the one on NIX_PATH) or ${setting(names, 'nixpkgs', '/path/to/nixpkgs')}`,
     });
   }
   const builderFailed =
@@ -260,7 +265,7 @@ export function nixError(
   const firstError = stderrLines.findIndex((l) => l.startsWith('error:'));
   const message = firstError >= 0 ? stderrLines.slice(firstError).join('\n').trim() : tail;
   return new K3sVmError('NIX_EVAL_FAILED', `Nix could not evaluate the VM expression:\n${message || result.shortMessage}`, {
-    hint: 'fix the Nix expression (or the K3S_VM_* value it names), then run again',
+    hint: 'fix the Nix expression (or the setting whose value it names), then run again',
   });
 }
 

@@ -35,13 +35,19 @@ function damaged(path: string, problem: string, details?: string): K3sVmError {
  * qemu-img is at hand) no corruption. A missing image is fine: the run script creates it.
  * Never changes its content.
  */
-export async function checkDiskImage(path: string, runScript: string, pathVariable: string | undefined): Promise<void> {
+export async function checkDiskImage(
+  path: string,
+  runScript: string,
+  pathVariable: string | undefined,
+  /** How the user named the state directory, for the remedy of an unreadable image. */
+  dirName?: string,
+): Promise<void> {
   let handle;
   try {
     handle = await open(path, 'r');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw stateIoError(error, path, 'read');
+    throw stateIoError(error, path, 'read', dirName);
   }
   try {
     const { size } = await handle.stat();

@@ -3,20 +3,24 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { optionTable } from '../config/option-table.js';
 import { K3sVmError } from '../errors.js';
 import { files } from './files.js';
 
-/** What to do about a failed file operation, by its errno code. */
-function ioHint(code: string | undefined, path: string): string {
+/** The state directory's setting as a message names it when the caller knows no better. */
+const dirVariable = optionTable.dir.variable ?? 'option dir';
+
+/** What to do about a failed file operation, by its errno code; dirName is how the user named the state directory. */
+function ioHint(code: string | undefined, path: string, dirName: string): string {
   switch (code) {
     case 'ENOSPC':
     case 'EDQUOT':
       return `free some space on the file system that holds ${path} (df -h ${dirname(path)}), then run again; nothing was lost`;
     case 'EACCES':
     case 'EPERM':
-      return `make ${path} writable for this user, or choose another state directory (K3S_VM_DIR)`;
+      return `make ${path} writable for this user, or choose another state directory (${dirName})`;
     case 'EROFS':
-      return `${path} is on a read-only file system: choose another state directory (K3S_VM_DIR)`;
+      return `${path} is on a read-only file system: choose another state directory (${dirName})`;
     case 'EISDIR':
     case 'ENOTDIR':
     case 'ENOTEMPTY':
@@ -29,20 +33,30 @@ function ioHint(code: string | undefined, path: string): string {
 
 /**
  * Wraps a failed read or write of a state file in a STATE_WRITE_FAILED error that names the
- * path and the remedy (a full disk, a read-only directory, a directory in the way).
+ * path and the remedy (a full disk, a read-only directory, a directory in the way). dirName is
+ * how the user named the state directory (`--dir`, `K3S_VM_DIR`, `option dir`).
  */
-export function stateIoError(error: unknown, path: string, action = 'write'): K3sVmError {
+export function stateIoError(error: unknown, path: string, action = 'write', dirName = dirVariable): K3sVmError {
   if (error instanceof K3sVmError) return error;
   const code = (error as NodeJS.ErrnoException).code;
   const reason = code === 'ENOSPC' ? 'no space left on the device (ENOSPC)' : error instanceof Error ? error.message : String(error);
   return new K3sVmError('STATE_WRITE_FAILED', `could not ${action} ${path}: ${reason}`, {
     cause: error,
-    hint: ioHint(code, path),
+    hint: ioHint(code, path, dirName),
   });
 }
 
 export class InstanceDir {
-  constructor(readonly path: string) {}
+  /** dirName: how the user named the state directory, for the remedy of a failed write (the config's names.dir). */
+  constructor(
+    readonly path: string,
+    readonly dirName: string = dirVariable,
+  ) {}
+
+  /** A failed read or write of a file in this directory, as STATE_WRITE_FAILED (stateIoError). */
+  ioError(error: unknown, path: string, action = 'write'): K3sVmError {
+    return stateIoError(error, path, action, this.dirName);
+  }
 
   /** Absolute path of a file in the directory. */
   file(name: string): string {
@@ -59,7 +73,7 @@ export class InstanceDir {
       await mkdir(this.path, { recursive: true, mode: 0o700 });
       await chmod(this.path, 0o700);
     } catch (error) {
-      throw stateIoError(error, this.path, 'create the state directory');
+      throw this.ioError(error, this.path, 'create the state directory');
     }
     if (!this.exists(files.gitignore)) {
       await this.writeAtomic(files.gitignore, '# Created by k3s-vm: this directory holds keys and VM state.\n*\n');
@@ -77,7 +91,7 @@ export class InstanceDir {
       await rename(temp, target);
     } catch (error) {
       await rm(temp, { force: true }).catch(() => undefined);
-      throw stateIoError(error, target);
+      throw this.ioError(error, target);
     }
   }
 
@@ -90,7 +104,7 @@ export class InstanceDir {
       return await readFile(this.file(name), 'utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw stateIoError(error, this.file(name), 'read');
+      throw this.ioError(error, this.file(name), 'read');
     }
   }
 
@@ -112,7 +126,7 @@ export class InstanceDir {
     try {
       await rm(this.file(name), { force: true, recursive: true });
     } catch (error) {
-      throw stateIoError(error, this.file(name), 'remove');
+      throw this.ioError(error, this.file(name), 'remove');
     }
   }
 }

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { atExit } from '../at-exit.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import { files } from './files.js';
-import { stateIoError, type InstanceDir } from './instance-dir.js';
+import type { InstanceDir } from './instance-dir.js';
 import { commandLineOf, isRunning, processStartTime } from './process.js';
 
 export interface LockOptions {
@@ -108,7 +108,7 @@ export async function acquireLock(dir: InstanceDir, options: LockOptions): Promi
     // exits in between (a runner's process.exit on SIGTERM) must still take it along. The exit
     // work removes only a file with this content, so claiming one not won is harmless.
     const cancelExitWork = removeAtExit(path, content);
-    const created = await tryCreate(path, content);
+    const created = await tryCreate(dir, path, content);
     if (!created) cancelExitWork();
     if (created) {
       let released = false;
@@ -151,7 +151,7 @@ export async function acquireLock(dir: InstanceDir, options: LockOptions): Promi
 }
 
 /** Creates the lock file with its content in one step; false if it exists. */
-async function tryCreate(path: string, content: string): Promise<boolean> {
+async function tryCreate(dir: InstanceDir, path: string, content: string): Promise<boolean> {
   const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     await writeFile(temp, content, { mode: 0o600 });
@@ -159,7 +159,7 @@ async function tryCreate(path: string, content: string): Promise<boolean> {
     return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw stateIoError(error, path);
+    throw dir.ioError(error, path);
   } finally {
     await rm(temp, { force: true }).catch(() => undefined);
   }

@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeK3sApi, type FakeK3sApi } from '../../fixtures/test-guest/fake-k3s-api/server.mjs';
 import { run } from '../../src/adapters/cli/run.js';
 import { applyManifests } from '../../src/cluster/index.js';
-import { commandBatches } from '../../src/cluster/workload.js';
+import { checkWorkload, commandBatches } from '../../src/cluster/workload.js';
+import { resolveConfig } from '../../src/config/resolve-config.js';
 import { K3sVmError } from '../../src/errors.js';
 import { applyManifestFile, expandManifestPaths, readManifestFile } from '../../src/kube/manifests.js';
 import { recordingLogger } from '../support/test-guest.js';
@@ -121,6 +122,18 @@ describe('reading manifests', () => {
     expect(await expandManifestPaths([join(work, 'dir')])).toEqual(['a.yml', 'b.yaml', 'c.json'].map((name) => join(work, 'dir', name)));
     const error = await failure(expandManifestPaths([join(work, 'nowhere')]));
     expect(error.message).toBe(`manifest ${join(work, 'nowhere')} does not exist`);
+    expect(error.hint).toBe('check the path; relative paths are relative to the project root');
+  });
+  it('names a missing image or manifest by the setting it came from, as the user wrote it', async () => {
+    const project = mkdtempSync(join(tmpdir(), 'k3s-vm-workload-names-'));
+    writeFileSync(join(project, 'package.json'), '{}');
+    const hintFor = async (config: ReturnType<typeof resolveConfig>) => (await failure(checkWorkload(config))).hint;
+    const byFlag = resolveConfig({}, {}, project, { manifests: 'gone.yaml' });
+    expect(await hintFor(byFlag)).toBe('check --manifests; relative paths are relative to the project root');
+    const byVariable = resolveConfig({}, { K3S_VM_IMAGES: 'gone.tar' }, project);
+    expect(await hintFor(byVariable)).toBe('check K3S_VM_IMAGES; relative paths are relative to the project root');
+    const inCode = resolveConfig({ images: ['gone.tar'] }, {}, project);
+    expect(await hintFor(inCode)).toBe('check option images; relative paths are relative to the project root');
   });
   it("follows symbolic links in a directory, as kubectl does (Nix's linkFarm and symlinkJoin make such directories), and names a dangling one", async () => {
     const target = write('link-targets/config.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: linked}\n');

@@ -139,6 +139,16 @@ describe('buildVm with the real nix-build', () => {
       (e: unknown) => e,
     );
     expect(error).toMatchObject({ code: 'NIXPKGS_MISSING', hint: expect.stringContaining('nix-channel --add') });
+    expect((error as { hint: string }).hint).toMatch(/^leave K3S_VM_NIXPKGS empty to build from the pinned nixpkgs/);
+    // The remedy names the setting the way the user gave it.
+    const byFlag = await buildVm(dir, {
+      nix,
+      parameters: params,
+      logger: recordingLogger(),
+      force: true,
+      names: { nixpkgs: '--nixpkgs' },
+    }).catch((e: unknown) => e);
+    expect((byFlag as { hint: string }).hint).toMatch(/^leave --nixpkgs empty to build from the pinned nixpkgs/);
   });
 
   it("shows Nix's own message for an evaluation error", async () => {

@@ -39,4 +39,29 @@ describe('I/O errors in the state directory', () => {
     expect(run.all).toMatch(/^hint: free some space on the file system that holds /m);
     expect(run.all).not.toMatch(/^\s+at /m);
   });
+
+  it('a read-only state directory is named, and so is the setting to change, as the user gave it', async (context) => {
+    if (tmpfsUnavailable) {
+      console.log('skipped: unshare --user --mount is not allowed on this host');
+      return context.skip();
+    }
+    // The state directory exists on a tmpfs that is then made read-only: its first write fails with EROFS.
+    const mount = freshStateDir('faults-erofs');
+    const state = join(mount, 'state');
+    const bin = join(repoRoot, 'dist', 'adapters', 'cli', 'bin.js');
+    const readOnly = `mount -t tmpfs tmpfs '${mount}' && mkdir '${state}' && mount -o remount,ro '${mount}'`;
+    const inside = (args: string) =>
+      execa('unshare', ['--user', '--map-root-user', '--mount', 'sh', '-c', `${readOnly} && exec node '${bin}' ${args}`], {
+        env: cliEnv(state),
+        reject: false,
+        all: true,
+      });
+    const byVariable = await inside('setup');
+    expect(byVariable.exitCode, byVariable.all).toBe(1);
+    expect(byVariable.all).toMatch(new RegExp(`^error: could not create the state directory ${state}: EROFS`, 'm'));
+    expect(byVariable.all).toMatch(/^hint: .* is on a read-only file system: choose another state directory \(K3S_VM_DIR\)$/m);
+    const byFlag = await inside(`setup --dir '${state}'`);
+    expect(byFlag.exitCode, byFlag.all).toBe(1);
+    expect(byFlag.all).toMatch(/^hint: .* is on a read-only file system: choose another state directory \(--dir\)$/m);
+  });
 });
