@@ -20,6 +20,7 @@ import {
   type ConnectedCluster,
 } from '../../src/cluster/index.js';
 import { K3sVmError } from '../../src/errors.js';
+import { memoryIo } from '../support/cli.js';
 import { linkPackage, runIn } from '../support/consumer.js';
 import { useFakeApi } from '../fixtures/fake-k3s-api/helpers.js';
 import { sharedGuest } from '../support/shared-guest.js';
@@ -202,32 +203,22 @@ describe('an existing cluster', () => {
   });
 
   it('serves the CLI: status and kubectl use the allowed context, the VM commands say there is no VM', async () => {
-    const out: string[] = [];
-    const err: string[] = [];
-    const io = {
-      stdout: { write: (c: string) => out.push(c) },
-      stderr: { write: (c: string) => err.push(c) },
-      // kubectl keeps a discovery cache under HOME: a home of the test's own.
-      env: {
-        PATH: process.env['PATH'],
-        HOME: work,
-        K3S_VM_KUBECONFIG: kubeconfigFile,
-        K3S_VM_CONTEXT: 'ci-shared',
-        K3S_VM_ALLOW_CONTEXTS: 'ci-shared',
-        NO_COLOR: '1',
-      },
-      cwd: repoRoot,
-      interactive: false,
-    };
+    // kubectl keeps a discovery cache under HOME: a home of the test's own.
+    const io = memoryIo({
+      PATH: process.env['PATH'],
+      HOME: work,
+      K3S_VM_KUBECONFIG: kubeconfigFile,
+      K3S_VM_CONTEXT: 'ci-shared',
+      K3S_VM_ALLOW_CONTEXTS: 'ci-shared',
+      NO_COLOR: '1',
+    });
     expect(await run(['status'], io)).toBe(0);
-    expect(out.join('')).toMatch(
-      /^ci-shared: running\n {2}cluster: {4}existing, context ci-shared\n {2}API: {8}https:\/\/127\.0\.0\.1:\d+\n/,
-    );
-    out.length = 0;
+    expect(io.out()).toMatch(/^ci-shared: running\n {2}cluster: {4}existing, context ci-shared\n {2}API: {8}https:\/\/127\.0\.0\.1:\d+\n/);
+    io.clear();
     expect(await run(['kubectl', 'get', 'nodes', '-o', 'name'], io)).toBe(0);
-    expect(out.join('')).toBe('node/shared\n');
+    expect(io.out()).toBe('node/shared\n');
     expect(await run(['ssh', '--', 'true'], io)).toBe(3);
-    expect(err.join('')).toMatch(/there is no VM: K3S_VM_KUBECONFIG names an existing cluster/);
+    expect(io.err()).toMatch(/there is no VM: K3S_VM_KUBECONFIG names an existing cluster/);
   });
 
   it('hands kubectl a kubeconfig of the allowed context alone, written 0600 by k3s-vm, and never the user’s file', async () => {
@@ -239,33 +230,25 @@ describe('an existing cluster', () => {
       `#!/bin/sh\nprintf '%s %s\\n' "$KUBECONFIG" "$(stat -c %a "$KUBECONFIG")" >> '${seen}'\nexec /usr/bin/kubectl "$@"\n`,
       { mode: 0o755 },
     );
-    const out: string[] = [];
-    const err: string[] = [];
-    const io = {
-      stdout: { write: (c: string) => out.push(c) },
-      stderr: { write: (c: string) => err.push(c) },
-      env: {
-        PATH: `${bin}:${process.env['PATH']}`,
-        HOME: work,
-        K3S_VM_KUBECONFIG: kubeconfigFile,
-        K3S_VM_CONTEXT: 'ci-shared',
-        K3S_VM_ALLOW_CONTEXTS: 'ci-shared',
-      },
-      cwd: repoRoot,
-      interactive: false,
-    };
+    const io = memoryIo({
+      PATH: `${bin}:${process.env['PATH']}`,
+      HOME: work,
+      K3S_VM_KUBECONFIG: kubeconfigFile,
+      K3S_VM_CONTEXT: 'ci-shared',
+      K3S_VM_ALLOW_CONTEXTS: 'ci-shared',
+    });
     const before = readFileSync(kubeconfigFile, 'utf8');
     // Before the verb, --context is k3s-vm's own flag, refused by the allow-list; after it, kubectl's, which finds no such context.
     expect(await run(['kubectl', '--context=prod-eks', 'get', 'namespaces'], io)).toBe(1);
-    expect(err.join('')).toMatch(/will not run tests against context "prod-eks"/);
+    expect(io.err()).toMatch(/will not run tests against context "prod-eks"/);
     expect(await run(['kubectl', 'get', 'namespaces', '--context=prod-eks'], io)).not.toBe(0);
-    expect(err.join('')).toMatch(/context was not found for specified context: prod-eks|context "prod-eks" does not exist/);
-    out.length = 0;
+    expect(io.err()).toMatch(/context was not found for specified context: prod-eks|context "prod-eks" does not exist/);
+    io.clear();
     expect(await run(['kubectl', 'config', 'view', '--raw', '-o', 'json'], io)).toBe(0);
-    const shown = JSON.parse(out.join('')) as { contexts: Array<{ name: string }>; users: Array<{ name: string }> };
+    const shown = JSON.parse(io.out()) as { contexts: Array<{ name: string }>; users: Array<{ name: string }> };
     expect(shown.contexts.map((c) => c.name)).toEqual(['ci-shared']);
-    expect(out.join('')).not.toContain('secret');
-    expect(out.join('')).not.toContain('prod');
+    expect(io.out()).not.toContain('secret');
+    expect(io.out()).not.toContain('prod');
     expect(await run(['kubectl', 'config', 'use-context', 'prod-eks'], io)).not.toBe(0);
     expect(await run(['kubectl', 'config', 'set-context', 'ci-shared', '--namespace=elsewhere'], io)).toBe(0);
     expect(readFileSync(kubeconfigFile, 'utf8')).toBe(before);

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/adapters/cli/run.js';
 import { loadWorkload, startCluster, type StartedCluster } from '../../src/cluster/index.js';
 import { K3sVmError } from '../../src/errors.js';
+import { memoryIo } from '../support/cli.js';
 import { writeImageArchive } from '../support/image-archive.js';
 import { recordingLogger, testGuestEnv, testGuestOptions, type RecordingLogger } from '../support/test-guest.js';
 
@@ -187,22 +188,14 @@ describe('images and manifests at start (test guest)', () => {
 
   it('k3s-vm images import streams a new archive into the running VM, and images ls lists it', async () => {
     const extra = writeImageArchive(join(work, 'extra.tar'), { name: 'k3s-vm.test/extra:3' });
-    const out: string[] = [];
-    const err: string[] = [];
-    const io = {
-      stdout: { write: (text: string) => out.push(text) },
-      stderr: { write: (text: string) => err.push(text) },
-      env: { ...testGuestEnv(), K3S_VM_DIR: options.dir, K3S_VM_NAME: 'test-guest' },
-      cwd: work,
-      interactive: false,
-    };
-    expect(await run(['images', 'import', extra], io as never)).toBe(0);
-    expect(err.join('')).toMatch(/imported image .*extra\.tar \(\d+\.\d kB, k3s-vm\.test\/extra:3\) in \d+\.\d\d s/);
-    expect(await run(['images', 'import', extra], io as never)).toBe(0);
-    expect(err.join('')).toMatch(/image .*extra\.tar \(.*\) already imported \(sha256 [0-9a-f]{12}\)/);
-    out.length = 0;
-    expect(await run(['images', 'ls'], io as never)).toBe(0);
-    expect(out.join('').split('\n').filter(Boolean)).toEqual(
+    const io = memoryIo({ ...testGuestEnv(), K3S_VM_DIR: options.dir, K3S_VM_NAME: 'test-guest' }, work);
+    expect(await run(['images', 'import', extra], io)).toBe(0);
+    expect(io.err()).toMatch(/imported image .*extra\.tar \(\d+\.\d kB, k3s-vm\.test\/extra:3\) in \d+\.\d\d s/);
+    expect(await run(['images', 'import', extra], io)).toBe(0);
+    expect(io.err()).toMatch(/image .*extra\.tar \(.*\) already imported \(sha256 [0-9a-f]{12}\)/);
+    io.clear();
+    expect(await run(['images', 'ls'], io)).toBe(0);
+    expect(io.out().split('\n').filter(Boolean)).toEqual(
       expect.arrayContaining(['k3s-vm.test/app:1', 'k3s-vm.test/tool:2', 'k3s-vm.test/extra:3']),
     );
   });

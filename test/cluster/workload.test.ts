@@ -13,6 +13,7 @@ import { checkWorkload, commandBatches } from '../../src/cluster/workload.js';
 import { resolveConfig } from '../../src/config/resolve-config.js';
 import { K3sVmError } from '../../src/errors.js';
 import { applyManifestFile, expandManifestPaths, readManifestFile } from '../../src/kube/manifests.js';
+import { memoryIo } from '../support/cli.js';
 import { recordingLogger } from '../support/test-guest.js';
 
 const genCerts = fileURLToPath(new URL('../../fixtures/test-guest/fake-k3s-api/gen-certs.sh', import.meta.url));
@@ -275,22 +276,17 @@ describe('applying to an existing cluster (K3S_VM_KUBECONFIG)', () => {
   });
 
   it('k3s-vm apply does the same from the command line, and names a broken file with exit code 1', async () => {
-    const out: string[] = [];
-    const err: string[] = [];
-    const io = {
-      stdout: { write: (text: string) => out.push(text) },
-      stderr: { write: (text: string) => err.push(text) },
-      env: { K3S_VM_KUBECONFIG: kubeconfigFile, K3S_VM_ALLOW_CONTEXTS: '*' },
-      cwd: work,
-      interactive: false,
-    };
+    const io = memoryIo({ K3S_VM_KUBECONFIG: kubeconfigFile, K3S_VM_ALLOW_CONTEXTS: '*' }, work);
     const path = write('cli/config.yaml', 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-cli, namespace: default}\n');
-    expect(await run(['apply', path], io as never)).toBe(0);
-    expect(err.join('')).toMatch(/applied manifest .*config\.yaml \(1 object, \d+ B\)/);
+    expect(await run(['apply', path], io)).toBe(0);
+    expect(io.err()).toMatch(/applied manifest .*config\.yaml \(1 object, \d+ B\)/);
     const broken = write('cli/broken.yaml', 'kind: [\n');
-    expect(await run(['apply', broken], io as never)).toBe(1);
-    expect(err.join('')).toContain(`error: manifest ${broken}, document 1 (line 2): not valid YAML`);
-    expect(err.join('')).toContain('hint: fix the manifest; nothing from it was applied');
+    expect(await run(['apply', broken], io)).toBe(1);
+    expect(io.err()).toContain(`error: manifest ${broken}, document 1 (line 2): not valid YAML`);
+    expect(io.err()).toContain('hint: fix the manifest; nothing from it was applied');
+    // A path given to the command is named as the path, not as the manifests setting.
+    expect(await run(['apply', join(work, 'cli', 'gone.yaml')], io)).toBe(1);
+    expect(io.err()).toContain('hint: check the path; relative paths are relative to the project root');
   });
 });
 

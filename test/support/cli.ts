@@ -15,8 +15,11 @@ export function cliEnv(dir: string, extra: Record<string, string> = {}): Record<
   return { ...consumerEnv(dir), PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...extra };
 }
 
-/** The CLI's input and output in memory: what it wrote is read back with out() and err(). */
-export function memoryIo(env: Record<string, string> = {}, cwd = repoRoot): CliIo & { out: () => string; err: () => string } {
+/** The CLI's input and output in memory: what it wrote is read back with out() and err(), and forgotten with clear(). */
+export function memoryIo(
+  env: Record<string, string | undefined> = {},
+  cwd = repoRoot,
+): CliIo & { out: () => string; err: () => string; clear: () => void } {
   let out = '';
   let err = '';
   return {
@@ -27,6 +30,10 @@ export function memoryIo(env: Record<string, string> = {}, cwd = repoRoot): CliI
     interactive: false,
     out: () => out,
     err: () => err,
+    clear: () => {
+      out = '';
+      err = '';
+    },
   };
 }
 
