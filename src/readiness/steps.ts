@@ -230,22 +230,40 @@ function nodeNotReady(
  * kubelet alive after the restore within seconds, where the condition could take minutes.
  */
 async function nodeReadyAfterRestore(context: ReadinessContext, restoredAt: number): Promise<void> {
+  // On the steps' connection, which /readyz has just opened: after a rewind, a second one (a
+  // TLS handshake under emulation) would be most of this step's time.
+  const http = apiOf(context);
   const kubeConfig = kubeConfigOf(context);
-  const core = kubeConfig.makeApiClient(clientNode().CoreV1Api);
-  const nodes = context.nodeName === undefined ? (await core.listNode()).items : [await core.readNode({ name: context.nodeName })];
+  type NodeObject = KubeObject & { status?: { conditions?: Condition[] } };
+  const readNodes = async (): Promise<readonly NodeObject[]> => {
+    const name = context.nodeName;
+    if (http)
+      return name === undefined
+        ? (await http.getJson<Listed<NodeObject>>('/api/v1/nodes', undefined, context.signal)).items
+        : [await http.getJson<NodeObject>(`/api/v1/nodes/${encodeURIComponent(name)}`, undefined, context.signal)];
+    const core = kubeConfig.makeApiClient(clientNode().CoreV1Api);
+    return (name === undefined ? (await core.listNode()).items : [await core.readNode({ name })]) as readonly NodeObject[];
+  };
+  const leaseRenewTime = async (name: string): Promise<unknown> => {
+    if (http) {
+      const path = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${encodeURIComponent(name)}`;
+      return (await http.getJson<{ spec?: { renewTime?: unknown } }>(path, undefined, context.signal)).spec?.renewTime;
+    }
+    const coordination = kubeConfig.makeApiClient(clientNode().CoordinationV1Api);
+    return (await coordination.readNamespacedLease({ name, namespace: 'kube-node-lease' })).spec?.renewTime;
+  };
+  const nodes = await readNodes();
   if (nodes.length === 0) throw new Error('no node has registered yet');
-  const coordination = kubeConfig.makeApiClient(clientNode().CoordinationV1Api);
   for (const node of nodes) {
     const name = node.metadata?.name ?? '(unnamed)';
-    const ready = conditionOf(node as { status?: { conditions?: Condition[] } }, 'Ready');
+    const ready = conditionOf(node, 'Ready');
     if (ready?.status !== 'True') throw new Error(`node ${name} is not Ready (${conditionText(ready, 'no Ready condition')})`);
     const reportedAt = reportedTime(ready);
     if (heardSince(reportedAt, restoredAt)) continue;
     let renewedAt: number | undefined;
     let leaseProblem = '';
     try {
-      const lease = await coordination.readNamespacedLease({ name, namespace: 'kube-node-lease' });
-      renewedAt = timeOf(lease.spec?.renewTime);
+      renewedAt = timeOf(await leaseRenewTime(name));
     } catch (error) {
       leaseProblem = ` (its lease could not be read: ${apiErrorText(error)})`;
     }

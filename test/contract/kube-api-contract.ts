@@ -5,8 +5,8 @@
 import { request } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { expect, it } from 'vitest';
-import type { ReadinessContext } from '../../src/readiness/engine.js';
 import { nodeReady } from '../../src/readiness/steps.js';
+import { checkStep } from '../support/readiness-step.js';
 
 // Raw API bodies, read field by field as the server sent them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -159,9 +159,7 @@ export function kubeApiContract(target: () => KubeConfig, waitMs: number): void 
     const durationMs = Number(first['spec']['leaseDurationSeconds']) * 1000;
     expect(durationMs).toBeGreaterThan(0);
     expect(Math.abs(Date.now() - renewedAt), `renewTime ${first['spec']['renewTime']}`).toBeLessThan(durationMs);
-    await expect(
-      nodeReady.check({ kubeConfig: target(), nodeName: name, restoredAt: renewedAt } as unknown as ReadinessContext),
-    ).resolves.toBeUndefined();
+    await expect(checkStep(nodeReady, { kubeConfig: target(), nodeName: name, restoredAt: renewedAt })).resolves.toBeUndefined();
   });
 
   it('creates a namespace Active, gives it a default ServiceAccount soon after, and deletes it through Terminating to 404', async () => {

@@ -6,6 +6,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReadinessContext } from '../../src/readiness/engine.js';
 import { k3sReadinessSteps, nodeReady } from '../../src/readiness/steps.js';
+import { checkStep } from '../support/readiness-step.js';
 
 const restoredAt = Date.parse('2026-11-26T03:00:00Z');
 const before = '2026-11-26T02:50:00Z';
@@ -58,8 +59,9 @@ beforeAll(async () => {
 });
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
+/** The step through client-node: the stand-in's user has no certificate or token, which the steps' own connection needs. */
 function check(): Promise<void> {
-  return nodeReady.check({ kubeConfig, nodeName: 'n1', restoredAt } as unknown as ReadinessContext);
+  return checkStep(nodeReady, { kubeConfig, nodeName: 'n1', restoredAt });
 }
 
 describe('node Ready after a restore', () => {
