@@ -1,5 +1,7 @@
 // Host ports for the forwards: chosen free on 127.0.0.1, or fixed and checked.
 import { createServer } from 'node:net';
+import { setting } from '../config/names.js';
+import { optionTable, type OptionKey } from '../config/option-table.js';
 import { K3sVmError } from '../errors.js';
 
 /** Binds port (0 = any) on 127.0.0.1 and releases it; resolves the port or undefined if taken. */
@@ -29,15 +31,16 @@ export async function choosePorts(
     apiPort: number | undefined;
     sshPort: number | undefined;
   },
-  /** How the user named each fixed port (the config's names). */
-  names: { readonly apiPort: string; readonly sshPort: string } = { apiPort: 'K3S_VM_API_PORT', sshPort: 'K3S_VM_SSH_PORT' },
+  /** How the user named each fixed port (the config's names); the variables by default. */
+  names: Readonly<Partial<Record<OptionKey, string>>> = {},
 ): Promise<{ apiPort: number; sshPort: number }> {
   const taken = new Set<number>();
-  const resolvePort = async (wanted: number | undefined, variable: string): Promise<number> => {
+  const resolvePort = async (wanted: number | undefined, key: 'apiPort' | 'sshPort'): Promise<number> => {
+    const name = names[key] ?? optionTable[key].variable ?? `option ${key}`;
     if (wanted !== undefined) {
       if (!(await isPortFree(wanted))) {
-        throw new K3sVmError('PORT_IN_USE', `${variable}=${wanted}: port ${wanted} on 127.0.0.1 is already in use`, {
-          hint: `stop what listens on ${wanted} (ss -ltnp 'sport = :${wanted}'), choose another ${variable}, or unset it to pick a free port`,
+        throw new K3sVmError('PORT_IN_USE', `${setting(names, key, wanted)}: port ${wanted} on 127.0.0.1 is already in use`, {
+          hint: `stop what listens on ${wanted} (ss -ltnp 'sport = :${wanted}'), choose another ${name}, or leave it out to pick a free port`,
         });
       }
       taken.add(wanted);
@@ -50,9 +53,9 @@ export async function choosePorts(
         return port;
       }
     }
-    throw new K3sVmError('PORT_IN_USE', 'no free TCP port could be found on 127.0.0.1', { hint: `set ${variable} to a free port` });
+    throw new K3sVmError('PORT_IN_USE', 'no free TCP port could be found on 127.0.0.1', { hint: `set ${name} to a free port` });
   };
-  const apiPort = await resolvePort(fixed.apiPort, names.apiPort);
-  const sshPort = await resolvePort(fixed.sshPort, names.sshPort);
+  const apiPort = await resolvePort(fixed.apiPort, 'apiPort');
+  const sshPort = await resolvePort(fixed.sshPort, 'sshPort');
   return { apiPort, sshPort };
 }

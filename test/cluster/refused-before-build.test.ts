@@ -16,7 +16,7 @@ describe('a start that cannot succeed', () => {
     const busy = (server.address() as { port: number }).port;
     try {
       const port = await startCluster(testGuestOptions('faults-port', { nixBuild: nixBuild.path, apiPort: busy })).catch((e: unknown) => e);
-      expect(port).toMatchObject({ code: 'PORT_IN_USE' });
+      expect(port).toMatchObject({ code: 'PORT_IN_USE', message: expect.stringContaining(`apiPort: ${busy}: port ${busy}`) });
     } finally {
       server.close();
     }

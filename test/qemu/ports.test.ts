@@ -11,7 +11,7 @@ describe('ports', () => {
     expect(await isPortFree(sshPort)).toBe(true);
   });
 
-  it('refuses a fixed port that is taken, naming the variable', async () => {
+  it('refuses a fixed port that is taken, naming the setting as it was given', async () => {
     const server = createServer().listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     const port = (server.address() as { port: number }).port;
@@ -20,6 +20,11 @@ describe('ports', () => {
       await expect(choosePorts({ apiPort: port, sshPort: undefined })).rejects.toMatchObject({
         code: 'PORT_IN_USE',
         message: expect.stringContaining(`K3S_VM_API_PORT=${port}`),
+      });
+      // As the user gave it: a flag is named as the flag.
+      await expect(choosePorts({ apiPort: undefined, sshPort: port }, { sshPort: '--ssh-port' })).rejects.toMatchObject({
+        message: `--ssh-port=${port}: port ${port} on 127.0.0.1 is already in use`,
+        hint: expect.stringContaining('choose another --ssh-port, or leave it out'),
       });
     } finally {
       server.close();
