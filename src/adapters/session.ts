@@ -2,6 +2,7 @@
 import {
   openCluster,
   rewindCluster,
+  setting,
   stderrLogger,
   type RewindResult,
   type Cluster,
@@ -26,6 +27,8 @@ export type ProvidedCluster = Pick<
   readonly leaseId: string | undefined;
   /** The resolved `rewind` option (K3S_VM_REWIND). */
   readonly rewind: 'off' | 'file';
+  /** How the run named the settings a worker's remedies name (the config's names). */
+  readonly names: { readonly snapshot: string; readonly kubeconfig: string };
 };
 
 export interface Session {
@@ -125,6 +128,7 @@ async function createSession(options: StartOptions, givenLogger: Logger | undefi
     dir: cluster.kind === 'vm' ? cluster.config.dir : undefined,
     leaseId: cluster.kind === 'vm' ? cluster.leaseId : undefined,
     rewind: cluster.config.rewind,
+    names: { snapshot: cluster.config.names.snapshot, kubeconfig: cluster.config.names.kubeconfig },
   };
   return { provided, release };
 }
@@ -147,7 +151,7 @@ export async function closeSession(): Promise<void> {
 export async function rewindProvided(provided: ProvidedCluster, to?: string): Promise<RewindResult> {
   if (provided.dir === undefined || provided.leaseId === undefined) {
     throw new K3sVmError('NOT_RUNNING', `k3s-vm: there is no VM to rewind: the run uses the existing cluster ${provided.name}`, {
-      hint: 'rewind needs the VM and its snapshot (K3S_VM_SNAPSHOT=1); leave K3S_VM_KUBECONFIG out, or isolate tests with namespaces',
+      hint: `rewind needs the VM and its snapshot (${setting(provided.names, 'snapshot', true)}); leave ${provided.names.kubeconfig} out, or isolate tests with namespaces`,
     });
   }
   // The run resolved its options already (some may have come from code, out of this process's

@@ -37,6 +37,7 @@ export { stderrLogger, configOf as clusterConfig } from './prepare.js';
 export type { Cluster, ClusterOptions, ConnectedCluster, StartOptions, StartedCluster, StartTimings } from './options.js';
 export { clientNode } from '../kube/client-node.js';
 export { flagDefinitions, flagHelpLines, optionOfFlag } from '../config/option-table.js';
+export { setting } from '../config/names.js';
 export { loadKubeConfig } from '../kube/kubeconfig.js';
 export type { ReadinessStep, ReadinessContext } from '../readiness/engine.js';
 export {
