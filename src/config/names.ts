@@ -5,7 +5,8 @@ import { optionTable, type OptionKey } from './option-table.js';
 
 /**
  * The option as a setting to write: `--disk-size=4096`, `K3S_VM_DISK_SIZE=4096` or
- * `diskSizeMiB: 4096` (optionValue, when the option's value in code is written otherwise: a list).
+ * `diskSizeMiB: 4096` (optionValue, when the option's value in code is written otherwise: a list);
+ * a boolean flag as `--offline` (on) or `without --offline` (off).
  */
 export function setting(
   names: Readonly<Partial<Record<OptionKey, string>>>,
@@ -15,6 +16,8 @@ export function setting(
 ): string {
   const name = names[key] ?? optionTable[key].variable ?? `option ${key}`;
   if (name.startsWith('option ')) return `${key}: ${JSON.stringify(optionValue)}`;
+  // A boolean flag takes no value: on is the flag itself, off is leaving it out.
+  if (name.startsWith('--') && typeof value === 'boolean') return value ? name : `without ${name}`;
   const text = typeof value === 'boolean' ? (value ? '1' : '0') : String(value);
   return `${name}=${text}`;
 }

@@ -44,6 +44,9 @@ describe('resolveConfig', () => {
     expect(setting(config.names, 'diskSizeMiB', 2048)).toBe('--disk-size=2048');
     expect(setting(config.names, 'timeoutSeconds', 900)).toBe('timeoutSeconds: 900');
     expect(setting(config.names, 'snapshot', false)).toBe('K3S_VM_SNAPSHOT=0');
+    // A boolean flag takes no value (`--offline=1` is refused by the CLI).
+    expect(setting({ offline: '--offline' }, 'offline', true)).toBe('--offline');
+    expect(setting({ offline: '--offline' }, 'offline', false)).toBe('without --offline');
     expect(setting(config.names, 'allowContexts', 'kind-ci', ['kind-ci'])).toBe('K3S_VM_ALLOW_CONTEXTS=kind-ci');
     expect(setting({ allowContexts: 'option allowContexts' }, 'allowContexts', 'kind-ci', ['kind-ci'])).toBe('allowContexts: ["kind-ci"]');
   });
