@@ -118,7 +118,7 @@ export async function settleDisk(
     await dir.writeJson(files.diskRecord, { ...wanted, diskSizeMiB: previous?.diskSizeMiB ?? wanted.diskSizeMiB });
     return;
   }
-  let sizeMiB = await imageSizeMiB(qemuImg, disk, build);
+  let sizeMiB = await imageSizeMiB(qemuImg, disk, build, dir.dirName);
   if (sizeMiB < wanted.diskSizeMiB) {
     await checkDiskImage(disk, build.runScript, build.pathVariable, dir.dirName);
     // A snapshot saved on the smaller disk is stale (the size is part of the build it is keyed
@@ -154,6 +154,7 @@ async function imageSizeMiB(
   qemuImg: string,
   disk: string,
   build: { readonly runScript: string; readonly pathVariable: string | undefined },
+  dirName: string,
 ): Promise<number> {
   let size: unknown;
   let problem: string;
@@ -164,7 +165,7 @@ async function imageSizeMiB(
     problem = (error as Error).message;
   }
   if (typeof size === 'number' && Number.isSafeInteger(size) && size > 0) return Math.floor(size / mib);
-  await checkDiskImage(disk, build.runScript, build.pathVariable);
+  await checkDiskImage(disk, build.runScript, build.pathVariable, dirName);
   throw new K3sVmError(
     'DISK_DAMAGED',
     `the size of the VM's disk image ${disk} cannot be read; the VM was not started and the image was left as it is`,

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { execa, type ExecaError } from 'execa';
 import type { BuildParameters } from '../config/fingerprint.js';
 import { hashOf } from '../config/fingerprint.js';
-import { setting } from '../config/names.js';
-import { optionTable, type OptionKey } from '../config/option-table.js';
+import { setting, settingName } from '../config/names.js';
+import type { OptionKey } from '../config/option-table.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import type { Logger } from '../log.js';
 import { NixProgress } from './progress.js';
@@ -239,7 +239,7 @@ export function nixError(
     return new K3sVmError('NIXPKGS_MISSING', 'Nix cannot find <nixpkgs>: it is not on the Nix search path (NIX_PATH)', {
       details: tail,
       hint:
-        `leave ${names.nixpkgs ?? optionTable.nixpkgs.variable} empty to build from the pinned nixpkgs, ` +
+        `leave ${settingName(names, 'nixpkgs')} empty to build from the pinned nixpkgs, ` +
         'or add a nixpkgs channel (nix-channel --add https://nixos.org/channels/nixos-unstable nixpkgs && nix-channel --update) ' +
         'or point NIX_PATH at a nixpkgs checkout (NIX_PATH=nixpkgs=/path/to/nixpkgs)',
     });

@@ -1,7 +1,7 @@
 // Host ports for the forwards: chosen free on 127.0.0.1, or fixed and checked.
 import { createServer } from 'node:net';
-import { setting } from '../config/names.js';
-import { optionTable, type OptionKey } from '../config/option-table.js';
+import { setting, settingName } from '../config/names.js';
+import type { OptionKey } from '../config/option-table.js';
 import { K3sVmError } from '../errors.js';
 
 /** Binds port (0 = any) on 127.0.0.1 and releases it; resolves the port or undefined if taken. */
@@ -36,7 +36,7 @@ export async function choosePorts(
 ): Promise<{ apiPort: number; sshPort: number }> {
   const taken = new Set<number>();
   const resolvePort = async (wanted: number | undefined, key: 'apiPort' | 'sshPort'): Promise<number> => {
-    const name = names[key] ?? optionTable[key].variable ?? `option ${key}`;
+    const name = settingName(names, key);
     if (wanted !== undefined) {
       if (!(await isPortFree(wanted))) {
         throw new K3sVmError('PORT_IN_USE', `${setting(names, key, wanted)}: port ${wanted} on 127.0.0.1 is already in use`, {

@@ -231,26 +231,25 @@ function nodeNotReady(
  */
 async function nodeReadyAfterRestore(context: ReadinessContext, restoredAt: number): Promise<void> {
   // On the steps' connection, which /readyz has just opened: after a rewind, a second one (a
-  // TLS handshake under emulation) would be most of this step's time.
+  // TLS handshake under emulation) would be most of this step's time. Through client-node only
+  // for users it alone can authenticate.
   const http = apiOf(context);
   const kubeConfig = kubeConfigOf(context);
+  const read = <T>(path: string, throughClientNode: () => Promise<unknown>): Promise<T> =>
+    http ? http.getJson<T>(path, undefined, context.signal) : (throughClientNode() as Promise<T>);
   type NodeObject = KubeObject & { status?: { conditions?: Condition[] } };
+  const core = () => kubeConfig.makeApiClient(clientNode().CoreV1Api);
   const readNodes = async (): Promise<readonly NodeObject[]> => {
     const name = context.nodeName;
-    if (http)
-      return name === undefined
-        ? (await http.getJson<Listed<NodeObject>>('/api/v1/nodes', undefined, context.signal)).items
-        : [await http.getJson<NodeObject>(`/api/v1/nodes/${encodeURIComponent(name)}`, undefined, context.signal)];
-    const core = kubeConfig.makeApiClient(clientNode().CoreV1Api);
-    return (name === undefined ? (await core.listNode()).items : [await core.readNode({ name })]) as readonly NodeObject[];
+    if (name !== undefined) return [await read<NodeObject>(`/api/v1/nodes/${encodeURIComponent(name)}`, () => core().readNode({ name }))];
+    return (await read<Listed<NodeObject>>('/api/v1/nodes', () => core().listNode())).items;
   };
   const leaseRenewTime = async (name: string): Promise<unknown> => {
-    if (http) {
-      const path = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${encodeURIComponent(name)}`;
-      return (await http.getJson<{ spec?: { renewTime?: unknown } }>(path, undefined, context.signal)).spec?.renewTime;
-    }
-    const coordination = kubeConfig.makeApiClient(clientNode().CoordinationV1Api);
-    return (await coordination.readNamespacedLease({ name, namespace: 'kube-node-lease' })).spec?.renewTime;
+    const lease = await read<{ spec?: { renewTime?: unknown } }>(
+      `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${encodeURIComponent(name)}`,
+      () => kubeConfig.makeApiClient(clientNode().CoordinationV1Api).readNamespacedLease({ name, namespace: 'kube-node-lease' }),
+    );
+    return lease.spec?.renewTime;
   };
   const nodes = await readNodes();
   if (nodes.length === 0) throw new Error('no node has registered yet');

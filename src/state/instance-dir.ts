@@ -3,12 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { optionTable } from '../config/option-table.js';
+import { settingName } from '../config/names.js';
 import { K3sVmError } from '../errors.js';
 import { files } from './files.js';
 
 /** The state directory's setting as a message names it when the caller knows no better. */
-const dirVariable = optionTable.dir.variable ?? 'option dir';
+const dirVariable = settingName({}, 'dir');
 
 /** What to do about a failed file operation, by its errno code; dirName is how the user named the state directory. */
 function ioHint(code: string | undefined, path: string, dirName: string): string {

@@ -4,7 +4,6 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ReadinessContext } from '../../src/readiness/engine.js';
 import { k3sReadinessSteps, nodeReady } from '../../src/readiness/steps.js';
 import { checkStep } from '../support/readiness-step.js';
 
@@ -96,14 +95,7 @@ describe('node Ready after a restore', () => {
     expect(k3sReadinessSteps).toContain(nodeReady);
     [ready, heartbeat, renewTime] = ['True', before, after];
     // The same step without restoredAt is a boot's: a stale Ready condition is not Ready from this boot.
-    const atBoot = nodeReady.check({
-      kubeConfig,
-      nodeName: 'n1',
-      bootStartedAt: restoredAt,
-      restoredAt: undefined,
-      signal: new AbortController().signal,
-      onEnd: () => undefined,
-    } as unknown as ReadinessContext);
+    const atBoot = checkStep(nodeReady, { kubeConfig, nodeName: 'n1', bootStartedAt: restoredAt, restoredAt: undefined });
     await expect(atBoot).rejects.toThrow(/before this boot/);
     await expect(check()).resolves.toBeUndefined();
   });
