@@ -3,8 +3,7 @@ import { setting } from '../config/names.js';
 import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { checkDiskImage, growDiskImage, readImageInfo } from '../qemu/disk.js';
-import { qemuToolsOf } from '../qemu/tools.js';
+import type { DiskImage } from '../qemu/disk.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
 import { removeSnapshot } from './snapshot.js';
@@ -92,13 +91,8 @@ export async function checkDisk(dir: InstanceDir, config: ResolvedConfig, logger
  * says the image has the size asked for, the size is the image's own, so a disk without a
  * record grows too.
  */
-export async function settleDisk(
-  dir: InstanceDir,
-  { previous, wanted, names }: DiskPlan,
-  build: { readonly runScript: string; readonly pathVariable: string | undefined },
-  logger: Logger,
-): Promise<void> {
-  const disk = dir.file(files.disk);
+export async function settleDisk(dir: InstanceDir, { previous, wanted, names }: DiskPlan, image: DiskImage, logger: Logger): Promise<void> {
+  const disk = image.path;
   if (!dir.exists(files.disk)) {
     await dir.writeJson(files.diskRecord, wanted);
     return;
@@ -109,8 +103,7 @@ export async function settleDisk(
     if (previous.k3sVersion !== wanted.k3sVersion) await dir.writeJson(files.diskRecord, wanted);
     return;
   }
-  const { qemuImg } = await qemuToolsOf(build.runScript, build.pathVariable);
-  if (!qemuImg) {
+  if (!image.tools.qemuImg) {
     logger.warn(
       `the VM's disk was neither checked against the ${wanted.diskSizeMiB} MiB asked for nor grown: that needs qemu-img, ` +
         "which is neither beside the run script's QEMU nor on PATH; install qemu-img (Debian: qemu-utils) and start again",
@@ -118,17 +111,17 @@ export async function settleDisk(
     await dir.writeJson(files.diskRecord, { ...wanted, diskSizeMiB: previous?.diskSizeMiB ?? wanted.diskSizeMiB });
     return;
   }
-  let sizeMiB = await imageSizeMiB(qemuImg, disk, build, dir.dirName);
+  let sizeMiB = await imageSizeMiB(image);
   if (sizeMiB < wanted.diskSizeMiB) {
-    await checkDiskImage(disk, build.runScript, build.pathVariable, dir.dirName);
+    await image.check();
     // A snapshot saved on the smaller disk is stale (the size is part of the build it is keyed
     // by), and a qemu-img older than QEMU 5.1 refuses to resize an image that holds one.
-    if (await removeSnapshot({ dir, runScript: build.runScript, env: { PATH: build.pathVariable } })) {
+    if (await removeSnapshot({ dir, image })) {
       logger.progress("deleted the VM's snapshot: it was saved on the disk before its growth");
     }
     logger.progress(`growing the VM's disk from ${sizeMiB} MiB to ${wanted.diskSizeMiB} MiB (its file system follows at boot)`);
     try {
-      await growDiskImage(qemuImg, disk, wanted.diskSizeMiB);
+      await image.grow(wanted.diskSizeMiB);
     } catch (error) {
       throw new K3sVmError(
         'DISK_GROW_FAILED',
@@ -150,22 +143,18 @@ export async function settleDisk(
 }
 
 /** The disk image's size in whole MiB, as qemu-img info gives it; a damaged image is reported as such. */
-async function imageSizeMiB(
-  qemuImg: string,
-  disk: string,
-  build: { readonly runScript: string; readonly pathVariable: string | undefined },
-  dirName: string,
-): Promise<number> {
+async function imageSizeMiB(image: DiskImage): Promise<number> {
+  const disk = image.path;
   let size: unknown;
   let problem: string;
   try {
-    size = (JSON.parse(await readImageInfo(qemuImg, disk)) as { 'virtual-size'?: unknown })['virtual-size'];
+    size = (JSON.parse(await image.info()) as { 'virtual-size'?: unknown })['virtual-size'];
     problem = `qemu-img info gives no size (virtual-size: ${JSON.stringify(size)})`;
   } catch (error) {
     problem = (error as Error).message;
   }
   if (typeof size === 'number' && Number.isSafeInteger(size) && size > 0) return Math.floor(size / mib);
-  await checkDiskImage(disk, build.runScript, build.pathVariable, dirName);
+  await image.check();
   throw new K3sVmError(
     'DISK_DAMAGED',
     `the size of the VM's disk image ${disk} cannot be read; the VM was not started and the image was left as it is`,

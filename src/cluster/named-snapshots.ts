@@ -3,11 +3,9 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { K3sVmError } from '../errors.js';
 import { currentBuild, findRunScript } from '../nix/build-vm.js';
+import { DiskImage } from '../qemu/disk.js';
 import {
-  deleteInternalSnapshot,
   deleteInternalSnapshotRunning,
-  listInternalSnapshots,
-  qemuVersionOf,
   saveInternalSnapshot,
   snapshotTag,
   type SnapshotKey,
@@ -62,29 +60,24 @@ export async function readSnapshotRecord(dir: InstanceDir, name: string): Promis
   }
 }
 
-/** The running VM's run script (from the build it was started from). */
-export async function runScriptOf(runtime: RuntimeRecord): Promise<string> {
+/** The running VM's disk image, with the QEMU tools of the run script of the build it was started from. */
+export async function runningVmImage(dir: InstanceDir, runtime: RuntimeRecord, pathVariable: string | undefined): Promise<DiskImage> {
   const runScript = await findRunScript(runtime.storePath);
   if (!runScript) {
     throw new K3sVmError('RUN_SCRIPT_MISSING', `the running VM's build ${runtime.storePath} has no bin/run-*-vm any more`, {
       hint: 'stop the VM and start it again (k3s-vm stop; k3s-vm start)',
     });
   }
-  return runScript;
+  return DiskImage.of(dir.file(files.disk), runScript, pathVariable, dir.dirName);
 }
 
 /** The key a snapshot of the running VM has: what it was started from, read from its runtime record. */
-export async function runningVmKey(
-  dir: InstanceDir,
-  runtime: RuntimeRecord,
-  runScript: string,
-  pathVariable: string | undefined,
-): Promise<SnapshotKey> {
+export async function runningVmKey(dir: InstanceDir, runtime: RuntimeRecord, image: DiskImage): Promise<SnapshotKey> {
   const field = (name: string) => runtime.fingerprint[name] ?? '';
   const kernelParams = field('kernelParams');
   return {
     storePath: runtime.storePath,
-    qemuVersion: await qemuVersionOf(runScript, pathVariable),
+    qemuVersion: await image.tools.version(),
     memoryMiB: Number(field('memoryMiB')),
     cpus: Number(field('cpus')),
     accel: runtime.accel,
@@ -115,15 +108,15 @@ export async function saveNamedSnapshot(name: string, options: ClusterOptions = 
   const env = environment(options.env);
   return withLock(dir, { timeoutMs: stopLockTimeoutMs, signal: options.signal }, async () => {
     const runtime = await runningRuntime(dir, `saving snapshot ${name}`);
-    const runScript = await runScriptOf(runtime);
-    const key = await runningVmKey(dir, runtime, runScript, env['PATH']);
+    const image = await runningVmImage(dir, runtime, env['PATH']);
+    const key = await runningVmKey(dir, runtime, image);
     const started = Date.now();
     await dir.remove(snapshotRecordFile(name));
     const { machine } = await saveInternalSnapshot(runtime.qmpSocket, name).catch((error: unknown) => {
       throw new K3sVmError('QMP_FAILED', `QEMU did not save snapshot ${name}: ${(error as Error).message}`, { cause: error });
     });
     const saveMs = Date.now() - started;
-    const disk = (await listInternalSnapshots(dir.file(files.disk), runScript, env['PATH'])).find((entry) => entry.name === name);
+    const disk = (await image.snapshots()).find((entry) => entry.name === name);
     if (!disk) throw new K3sVmError('QMP_FAILED', `QEMU reported no error, but the disk holds no snapshot ${name}`);
     const record: SnapshotRecord = { tag: name, key, machine, disk, savedAt: new Date(started).toISOString(), saveMs };
     await dir.writeJson(snapshotRecordFile(name), record);
@@ -156,7 +149,8 @@ export async function listSnapshots(options: ClusterOptions = {}): Promise<Snaps
   // disk still holds, the same save (id and date), is listed.
   const build = await currentBuild(dir).catch(() => undefined);
   const env = environment(options.env);
-  const inDisk = await listInternalSnapshots(dir.file(files.disk), build?.runScript ?? '', env['PATH']).catch(() => []);
+  const image = await DiskImage.of(dir.file(files.disk), build?.runScript ?? '', env['PATH'], dir.dirName);
+  const inDisk = await image.snapshots().catch(() => []);
   const entries: SnapshotEntry[] = [];
   for (const name of [snapshotTag, ...names]) {
     const record = await readSnapshotRecord(dir, name);
@@ -188,11 +182,12 @@ export async function deleteNamedSnapshot(name: string, options: ClusterOptions 
     const hadRecord = dir.exists(snapshotRecordFile(name));
     let removed = hadRecord;
     if (dir.exists(files.disk)) {
-      const runScript = status.runtime ? await runScriptOf(status.runtime) : ((await currentBuild(dir))?.runScript ?? '');
-      const inDisk = await listInternalSnapshots(dir.file(files.disk), runScript, env['PATH']);
-      if (inDisk.some((entry) => entry.name === name)) {
+      const image = status.runtime
+        ? await runningVmImage(dir, status.runtime, env['PATH'])
+        : await DiskImage.of(dir.file(files.disk), (await currentBuild(dir))?.runScript ?? '', env['PATH'], dir.dirName);
+      if (await image.hasSnapshot(name)) {
         if (status.state === 'running' && status.runtime) await deleteInternalSnapshotRunning(status.runtime.qmpSocket, name);
-        else await deleteInternalSnapshot(dir.file(files.disk), runScript, env['PATH'], name);
+        else await image.deleteSnapshot(name);
         removed = true;
       }
     }

@@ -6,14 +6,7 @@ import { K3sVmError } from '../errors.js';
 import { waitForReady, type ReadinessStep, type ReadyCluster } from '../readiness/engine.js';
 import { k3sReadinessSteps, k3sRewindSteps, sshAnswers } from '../readiness/steps.js';
 import type { Logger } from '../log.js';
-import {
-  listInternalSnapshots,
-  loadInternalSnapshot,
-  LoadSnapshotError,
-  snapshotTag,
-  whyNotRestorable,
-  type SnapshotRecord,
-} from '../qemu/snapshot.js';
+import { loadInternalSnapshot, LoadSnapshotError, snapshotTag, whyNotRestorable, type SnapshotRecord } from '../qemu/snapshot.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
 import { liveLeases } from '../state/leases.js';
@@ -21,7 +14,7 @@ import { withLock } from '../state/lock.js';
 import { isRunning } from '../state/process.js';
 import { logTailBlock, tailFile } from '../state/serial-log.js';
 import { deriveStatus } from '../state/status.js';
-import { checkSnapshotName, readSnapshotRecord, runningVmKey, runScriptOf } from './named-snapshots.js';
+import { checkSnapshotName, readSnapshotRecord, runningVmImage, runningVmKey } from './named-snapshots.js';
 import { environment } from '../config/resolve-config.js';
 import type { ClusterOptions, GuestClockBy } from './options.js';
 import { prepare, stopLockTimeoutMs } from './prepare.js';
@@ -101,9 +94,9 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
     }
 
     const label = name === snapshotTag ? 'the ready-state snapshot' : `snapshot ${name}`;
-    const runScript = await runScriptOf(runtime);
+    const image = await runningVmImage(dir, runtime, env['PATH']);
     const record = await readSnapshotRecord(dir, name);
-    const inDisk = await listInternalSnapshots(dir.file(files.disk), runScript, env['PATH']);
+    const inDisk = await image.snapshots();
     const why =
       record === 'damaged'
         ? 'its record is damaged (not JSON)'
@@ -111,7 +104,7 @@ export async function rewindCluster(options: RewindOptions = {}, resolved?: Reso
           ? name === snapshotTag
             ? `there is none (it is saved once the VM is ready, with ${setting(config.names, 'snapshot', true)})`
             : 'there is none by that name (k3s-vm snapshot ls lists them)'
-          : whyNotRestorable(record, await runningVmKey(dir, runtime, runScript, env['PATH']), inDisk, name);
+          : whyNotRestorable(record, await runningVmKey(dir, runtime, image), inDisk, name);
     if (why) {
       throw new K3sVmError(
         'SNAPSHOT_REFUSED',

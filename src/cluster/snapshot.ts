@@ -5,11 +5,9 @@ import type { ResolvedConfig } from '../config/options.js';
 import { K3sVmError, throwIfAborted } from '../errors.js';
 import { GuestSsh, type GuestShell, type SshTarget } from '../guest/ssh.js';
 import type { Logger } from '../log.js';
+import { DiskImage } from '../qemu/disk.js';
 import {
-  deleteInternalSnapshot,
   deleteInternalSnapshotRunning,
-  listInternalSnapshots,
-  qemuVersionOf,
   saveInternalSnapshot,
   snapshotTag,
   whyNotRestorable,
@@ -31,12 +29,12 @@ import { prepare, stopLockTimeoutMs } from './prepare.js';
 export interface SnapshotContext {
   readonly dir: InstanceDir;
   readonly config: ResolvedConfig;
-  readonly runScript: string;
+  /** The VM's disk image, with the run script's QEMU tools (found once per boot). */
+  readonly image: DiskImage;
   readonly storePath: string;
   /** The key the booted guest trusts (given at its boot, src/guest/keys.ts). */
   readonly sshPublicKey: string;
   readonly accel: 'kvm' | 'tcg';
-  readonly env: Readonly<Record<string, string | undefined>>;
   readonly logger: Logger;
 }
 
@@ -45,7 +43,7 @@ export async function wantedSnapshotKey(context: SnapshotContext): Promise<Snaps
   const { config } = context;
   return {
     storePath: context.storePath,
-    qemuVersion: await qemuVersionOf(context.runScript, context.env['PATH']),
+    qemuVersion: await context.image.tools.version(),
     memoryMiB: config.memoryMiB,
     cpus: config.cpus,
     accel: context.accel,
@@ -77,7 +75,7 @@ export async function planRestore(context: SnapshotContext): Promise<{ restore: 
   let record: SnapshotRecord | undefined;
   try {
     const read = await readRecord(dir);
-    const inDisk = await listInternalSnapshots(dir.file(files.disk), context.runScript, context.env['PATH']);
+    const inDisk = await context.image.snapshots();
     if (read === 'damaged') reason = `${dir.file(files.snapshotRecord)} is damaged (not JSON)`;
     else {
       record = read;
@@ -94,15 +92,12 @@ export async function planRestore(context: SnapshotContext): Promise<{ restore: 
 }
 
 /** Deletes the snapshot from the disk (no QEMU may have it open) and its record. */
-export async function removeSnapshot(context: Pick<SnapshotContext, 'dir' | 'runScript' | 'env'>): Promise<boolean> {
-  const { dir } = context;
+export async function removeSnapshot(context: Pick<SnapshotContext, 'dir' | 'image'>): Promise<boolean> {
+  const { dir, image } = context;
   let removed = dir.exists(files.snapshotRecord);
-  if (dir.exists(files.disk)) {
-    const inDisk = await listInternalSnapshots(dir.file(files.disk), context.runScript, context.env['PATH']);
-    if (inDisk.some((entry) => entry.name === snapshotTag)) {
-      await deleteInternalSnapshot(dir.file(files.disk), context.runScript, context.env['PATH']);
-      removed = true;
-    }
+  if (dir.exists(files.disk) && (await image.hasSnapshot(snapshotTag))) {
+    await image.deleteSnapshot(snapshotTag);
+    removed = true;
   }
   await dir.remove(files.snapshotRecord);
   return removed;
@@ -170,9 +165,10 @@ export async function saveSnapshot(context: SnapshotContext & SaveTarget): Promi
     await dir.remove(files.snapshotRecord);
     const key = await wantedSnapshotKey(context);
     logger.progress(`saving the ready VM into ${diskPath} (the VM pauses for the save)`);
+    context.image.changed();
     const { machine } = await saveInternalSnapshot(context.qmpSocket);
     const saveMs = Date.now() - started;
-    const inDisk = await listInternalSnapshots(diskPath, context.runScript, context.env['PATH']);
+    const inDisk = await context.image.snapshots();
     const disk = inDisk.find((entry) => entry.name === snapshotTag);
     if (!disk) throw new Error(`QEMU reported no error, but the disk holds no snapshot ${snapshotTag}`);
     const { workload } = context;
@@ -250,8 +246,10 @@ async function qemuEnded(target: SaveTarget): Promise<boolean> {
 
 /** Deletes the ready-state snapshot from the disk of the running VM if the disk holds one (delvm: QEMU has the disk open). */
 async function deleteUnrecordedSnapshot(context: SnapshotContext & SaveTarget): Promise<void> {
-  const inDisk = await listInternalSnapshots(context.dir.file(files.disk), context.runScript, context.env['PATH']);
-  if (inDisk.some((entry) => entry.name === snapshotTag)) await deleteInternalSnapshotRunning(context.qmpSocket, snapshotTag);
+  if (await context.image.hasSnapshot(snapshotTag)) {
+    context.image.changed();
+    await deleteInternalSnapshotRunning(context.qmpSocket, snapshotTag);
+  }
 }
 
 /**
@@ -355,7 +353,8 @@ export async function snapshotStatus(dir: InstanceDir, pathVariable: string | un
   );
   if (!exists) return undefined;
   const build = await currentBuild(dir).catch(() => undefined);
-  const inDisk = await listInternalSnapshots(dir.file(files.disk), build?.runScript ?? '', pathVariable).catch(() => undefined);
+  const image = await DiskImage.of(dir.file(files.disk), build?.runScript ?? '', pathVariable, dir.dirName);
+  const inDisk = await image.snapshots().catch(() => undefined);
   const found = inDisk?.find((entry) => entry.name === record.tag);
   if (!found || found.id !== record.disk.id || found.dateSec !== record.disk.dateSec || found.dateNsec !== record.disk.dateNsec)
     return undefined;
@@ -380,7 +379,8 @@ export async function deleteClusterSnapshot(options: ClusterOptions = {}): Promi
       });
     }
     const build = await currentBuild(dir);
-    const removed = await removeSnapshot({ dir, runScript: build?.runScript ?? '', env: options.env ?? process.env });
+    const image = await DiskImage.of(dir.file(files.disk), build?.runScript ?? '', (options.env ?? process.env)['PATH'], dir.dirName);
+    const removed = await removeSnapshot({ dir, image });
     logger.progress(removed ? `deleted the snapshot of ${config.name}; the next start boots` : 'there was no snapshot to delete');
     return { removed };
   });

@@ -7,15 +7,14 @@ import { setting } from '../config/names.js';
 import { K3sVmError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { kvmUdevRule, probeKvmCached, readCachedProbe } from './accel-probe.js';
-import { qemuToolsOf } from './tools.js';
 
 export interface ChooseAccelOptions {
   readonly accel: Accel;
   /** Where the probe result is cached for this host boot. */
   readonly cacheDir: string;
   readonly logger: Logger;
-  /** The run script whose QEMU is probed; the QEMU on PATH otherwise. */
-  readonly runScript?: string | undefined;
+  /** The QEMU to probe (the run script's, src/qemu/tools.ts); the one on PATH otherwise. */
+  readonly qemu?: string | undefined;
   /** How the user named the accelerator (the config's names.accel). @default 'K3S_VM_ACCEL' */
   readonly accelName?: string | undefined;
 }
@@ -32,8 +31,7 @@ function kvmUnusable(reason: string, accelName: string | undefined): K3sVmError 
 /** The accelerator a VM will run under; throws KVM_UNUSABLE when `kvm` is asked for and does not work. */
 export async function chooseAccel(options: ChooseAccelOptions): Promise<'kvm' | 'tcg'> {
   if (options.accel === 'tcg') return 'tcg';
-  const qemu = options.runScript ? (await qemuToolsOf(options.runScript, undefined)).qemu : undefined;
-  const probe = await probeKvmCached(options.cacheDir, { qemu });
+  const probe = await probeKvmCached(options.cacheDir, { qemu: options.qemu });
   options.logger.debug(
     `KVM probe (${probe.cached ? 'cached for this host boot' : `${probe.durationMs} ms`}): ${probe.usable ? 'usable' : probe.reason}`,
   );

@@ -6,7 +6,7 @@ import { K3sVmError } from '../errors.js';
 import { files } from '../state/files.js';
 import type { InstanceDir } from '../state/instance-dir.js';
 import { qmpArgument } from '../state/qemu-identity.js';
-import { checkDiskImage, diskFormatArgs } from './disk.js';
+import { diskFormatArgs } from './disk.js';
 import { guestAgentOptions, guestAgentSocketOf } from './guest-agent.js';
 
 export interface LaunchPlan {
@@ -87,8 +87,8 @@ function startFailed(plan: LaunchPlan, error: Error): K3sVmError {
 /**
  * Runs the script detached (its own process group, so Ctrl-C in the terminal reaches the
  * test runner, which decides), serial console and QEMU's own messages appended to the
- * serial log. The script execs QEMU, so the pid is QEMU's. An existing disk image is
- * checked first; the script runs with umask 077, so the disk it creates is 0600.
+ * serial log. The script execs QEMU, so the pid is QEMU's. The boot checks an existing disk
+ * image before (DiskImage.check); the script runs with umask 077, so the disk it creates is 0600.
  */
 export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<LaunchedVm> {
   try {
@@ -96,7 +96,6 @@ export async function launchVm(dir: InstanceDir, plan: LaunchPlan): Promise<Laun
   } catch (error) {
     throw startFailed(plan, error as Error);
   }
-  await checkDiskImage(plan.diskImage, plan.runScript, plan.env['PATH'], dir.dirName);
   let log: number;
   try {
     await mkdir(plan.tmpDir, { recursive: true, mode: 0o700 });

@@ -1,8 +1,4 @@
 // The ready-state snapshot: a QEMU internal snapshot (savevm / -loadvm) in the qcow2 disk, and what it must match to be restored.
-import { execa } from 'execa';
-import { K3sVmError } from '../errors.js';
-import { readImageInfo } from './disk.js';
-import { qemuToolsOf } from './tools.js';
 import { QmpClient } from './qmp.js';
 
 /**
@@ -142,41 +138,6 @@ export function whyNotRestorable(
 /** QEMU options that restore the snapshot instead of booting (QEMU_OPTS is word-split: the tag has no spaces). */
 export function restoreOptions(): readonly string[] {
   return ['-loadvm', snapshotTag];
-}
-
-/** The first line of `<the run script's QEMU> --version`, e.g. "QEMU emulator version 7.2.22 (Debian …)". */
-export async function qemuVersionOf(runScript: string, pathVariable: string | undefined): Promise<string> {
-  return (await qemuToolsOf(runScript, pathVariable)).version();
-}
-
-async function qemuImgFor(runScript: string, pathVariable: string | undefined): Promise<string> {
-  const { qemuImg } = await qemuToolsOf(runScript, pathVariable);
-  if (!qemuImg)
-    throw new K3sVmError('QEMU_START_FAILED', 'qemu-img was not found beside QEMU or on PATH', {
-      hint: 'install qemu-utils (Debian) or QEMU',
-    });
-  return qemuImg;
-}
-
-/** The disk's internal snapshots; read with --force-share, so it works while QEMU has the disk open. */
-export async function listInternalSnapshots(
-  disk: string,
-  runScript: string,
-  pathVariable: string | undefined,
-): Promise<InternalSnapshot[]> {
-  return parseInternalSnapshots(await readImageInfo(await qemuImgFor(runScript, pathVariable), disk));
-}
-
-/** Deletes a snapshot (by default the ready-state one) from a disk no QEMU has open. */
-export async function deleteInternalSnapshot(
-  disk: string,
-  runScript: string,
-  pathVariable: string | undefined,
-  tag: string = snapshotTag,
-): Promise<void> {
-  const qemuImg = await qemuImgFor(runScript, pathVariable);
-  const result = await execa(qemuImg, ['snapshot', '-d', tag, disk], { reject: false, env: { LC_ALL: 'C' } });
-  if (result.exitCode !== 0) throw new Error(`qemu-img snapshot -d ${tag} ${disk} failed: ${String(result.stderr ?? '').trim()}`);
 }
 
 /**

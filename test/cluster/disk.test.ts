@@ -10,6 +10,7 @@ import { resolveConfig } from '../../src/config/resolve-config.js';
 import { K3sVmError } from '../../src/errors.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
+import { DiskImage } from '../../src/qemu/disk.js';
 import { snapshotTag } from '../../src/qemu/snapshot.js';
 import { recordingLogger, repoRoot, testGuestNix } from '../support/test-guest.js';
 
@@ -99,9 +100,11 @@ describe('settling the disk just before QEMU starts', () => {
         createdAt: '2026-01-01T00:00:00.000Z',
       });
     }
-    const build = { runScript: join(dir.path, 'no-run-script'), pathVariable: process.env['PATH'] };
-    return { dir, build };
+    return { dir, image: await imageWith(dir) };
   }
+  /** The state directory's disk image, with qemu-img found on pathVariable (there is no run script). */
+  const imageWith = (dir: InstanceDir, pathVariable = process.env['PATH']) =>
+    DiskImage.of(dir.file(files.disk), join(dir.path, 'no-run-script'), pathVariable, dir.dirName);
   const virtualSize = (path: string) =>
     (JSON.parse(execFileSync('qemu-img', ['info', '--output=json', '-U', path], { encoding: 'utf8' })) as { 'virtual-size': number })[
       'virtual-size'
@@ -127,18 +130,18 @@ describe('settling the disk just before QEMU starts', () => {
   it('records what a new disk is made for', async () => {
     const dir = await instance();
     const wanted = await checkDisk(dir, config({ name: 'vm-a', diskSizeMiB: 4096 }), recordingLogger());
-    await settleDisk(dir, wanted, { runScript: join(dir.path, 'no-run-script'), pathVariable: process.env['PATH'] }, recordingLogger());
+    await settleDisk(dir, wanted, await imageWith(dir), recordingLogger());
     expect(recordOf(dir)).toMatchObject({ name: 'vm-a', diskSizeMiB: 4096 });
   });
 
   it('runs no qemu-img when the record already has the size asked for, and records a K3s upgrade', async () => {
-    const { dir, build } = await imageOf(2048);
+    const { dir } = await imageOf(2048);
     const logger = recordingLogger();
     // No qemu-img anywhere: had it been needed, the warning would say so.
     await settleDisk(
       dir,
       await checkDisk(dir, config({ diskSizeMiB: 2048, k3sVersion: '1.35' }), logger),
-      { ...build, pathVariable: '/nonexistent' },
+      await imageWith(dir, '/nonexistent'),
       logger,
     );
     expect(logger.lines).toEqual([]);
@@ -146,20 +149,20 @@ describe('settling the disk just before QEMU starts', () => {
   });
 
   it('grows a smaller image with qemu-img, then records the size and the K3s version', async () => {
-    const { dir, build } = await imageOf(2048);
+    const { dir, image } = await imageOf(2048);
     const logger = recordingLogger();
-    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 4096, k3sVersion: '1.35' }), recordingLogger()), build, logger);
+    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 4096, k3sVersion: '1.35' }), recordingLogger()), image, logger);
     expect(virtualSize(dir.file(files.disk))).toBe(4096 * MiB);
     expect(recordOf(dir)).toMatchObject({ diskSizeMiB: 4096, k3sVersion: '1_35' });
     expect(logger.lines).toEqual(["growing the VM's disk from 2048 MiB to 4096 MiB (its file system follows at boot)"]);
   });
 
   it('deletes a snapshot saved on the smaller disk before growing it', async () => {
-    const { dir, build } = await imageOf(2048);
+    const { dir, image } = await imageOf(2048);
     execFileSync('qemu-img', ['snapshot', '-c', snapshotTag, dir.file(files.disk)]);
     writeFileSync(dir.file(files.snapshotRecord), '{}');
     const logger = recordingLogger();
-    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 4096 }), recordingLogger()), build, logger);
+    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 4096 }), recordingLogger()), image, logger);
     const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', dir.file(files.disk)], { encoding: 'utf8' })) as {
       snapshots?: unknown[];
     };
@@ -170,16 +173,16 @@ describe('settling the disk just before QEMU starts', () => {
   });
 
   it("grows a disk that has no record, by the image's own size", async () => {
-    const { dir, build } = await imageOf(2048, false);
-    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 3072 }), recordingLogger()), build, recordingLogger());
+    const { dir, image } = await imageOf(2048, false);
+    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 3072 }), recordingLogger()), image, recordingLogger());
     expect(virtualSize(dir.file(files.disk))).toBe(3072 * MiB);
     expect(recordOf(dir).diskSizeMiB).toBe(3072);
   });
 
   it('keeps a larger image as it is, with a warning, and records its real size', async () => {
-    const { dir, build } = await imageOf(4096);
+    const { dir, image } = await imageOf(4096);
     const logger = recordingLogger();
-    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 2048 }), recordingLogger()), build, logger);
+    await settleDisk(dir, await checkDisk(dir, config({ diskSizeMiB: 2048 }), recordingLogger()), image, logger);
     expect(virtualSize(dir.file(files.disk))).toBe(4096 * MiB);
     expect(logger.lines.join('\n')).toMatch(
       /^warning: the VM's disk has 4096 MiB and keeps that size \(2048 MiB is asked for\): a disk is never shrunk/m,
@@ -188,12 +191,12 @@ describe('settling the disk just before QEMU starts', () => {
   });
 
   it('reports a damaged image as damaged, leaving the image and the record as they were', async () => {
-    const { dir, build } = await imageOf(2048);
+    const { dir, image } = await imageOf(2048);
     writeFileSync(dir.file(files.disk), Buffer.alloc(4096, 7));
     const error = (await settleDisk(
       dir,
       await checkDisk(dir, config({ diskSizeMiB: 4096 }), recordingLogger()),
-      build,
+      image,
       recordingLogger(),
     ).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code).toBe('DISK_DAMAGED');
@@ -202,12 +205,10 @@ describe('settling the disk just before QEMU starts', () => {
   });
 
   it('refuses, naming what qemu-img said and the way back, when the image cannot be grown', async () => {
-    const { dir, build } = await imageOf(2048);
+    const { dir } = await imageOf(2048);
     const bin = qemuImgDouble(dir, 'resize', 'echo "qemu-img: no space left on device" >&2; exit 1');
     const wanted = await checkDisk(dir, config({ diskSizeMiB: 4096, k3sVersion: '1.35' }), recordingLogger());
-    const error = (await settleDisk(dir, wanted, { ...build, pathVariable: bin }, recordingLogger()).catch(
-      (e: unknown) => e,
-    )) as K3sVmError;
+    const error = (await settleDisk(dir, wanted, await imageWith(dir, bin), recordingLogger()).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code).toBe('DISK_GROW_FAILED');
     expect(error.message).toMatch(/could not grow the VM's disk .* from 2048 MiB to 4096 MiB; it was left as it is/);
     expect(error.details).toMatch(/no space left on device/);
@@ -218,12 +219,12 @@ describe('settling the disk just before QEMU starts', () => {
   });
 
   it('refuses an image whose size qemu-img cannot tell, naming it', async () => {
-    const { dir, build } = await imageOf(2048);
+    const { dir } = await imageOf(2048);
     const bin = qemuImgDouble(dir, 'info', "echo '{}'; exit 0");
     const error = (await settleDisk(
       dir,
       await checkDisk(dir, config({ diskSizeMiB: 4096 }), recordingLogger()),
-      { ...build, pathVariable: bin },
+      await imageWith(dir, bin),
       recordingLogger(),
     ).catch((e: unknown) => e)) as K3sVmError;
     expect(error.code).toBe('DISK_DAMAGED');
@@ -233,12 +234,12 @@ describe('settling the disk just before QEMU starts', () => {
   });
 
   it('says what to install when no qemu-img is at hand, and leaves the image as it is', async () => {
-    const { dir, build } = await imageOf(2048);
+    const { dir } = await imageOf(2048);
     const logger = recordingLogger();
     await settleDisk(
       dir,
       await checkDisk(dir, config({ diskSizeMiB: 4096 }), recordingLogger()),
-      { ...build, pathVariable: '/nonexistent' },
+      await imageWith(dir, '/nonexistent'),
       logger,
     );
     expect(logger.lines.join('\n')).toMatch(

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { clusterStatus, resetCluster, startCluster, stopCluster } from '../../src/cluster/index.js';
 import { configOf } from '../../src/cluster/prepare.js';
 import { planRestore } from '../../src/cluster/snapshot.js';
+import { DiskImage } from '../../src/qemu/disk.js';
 import { snapshotTag, type SnapshotRecord } from '../../src/qemu/snapshot.js';
 import { files } from '../../src/state/files.js';
 import { InstanceDir } from '../../src/state/instance-dir.js';
@@ -194,11 +195,10 @@ describe('snapshots on the test guest', () => {
     const plan = await planRestore({
       dir,
       config: configOf({ ...options, kernelParams: ['k3s_fake.node_ready_delay_ms=1'] }),
-      runScript: join(storePath, 'bin', 'run-test-guest-vm'),
+      image: await DiskImage.of(dir.file(files.disk), join(storePath, 'bin', 'run-test-guest-vm'), testGuestEnv()['PATH']),
       storePath,
       sshPublicKey: readFileSync(dir.file(files.sshPublicKey), 'utf8').trim(),
       accel: 'tcg',
-      env: testGuestEnv(),
       logger: damagedLogger,
     });
     expect(plan.restore).toBe(false);

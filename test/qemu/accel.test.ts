@@ -67,6 +67,6 @@ describe('the accelerator', () => {
   it('emulates under tcg without probing', async () => {
     // An empty cache and no QEMU on PATH: a probe would have had to run, and could not.
     const cacheDir = mkdtempSync(join(tmpdir(), 'k3s-vm-accel-'));
-    expect(await chooseAccel({ accel: 'tcg', cacheDir, logger: recordingLogger(), runScript: '/nonexistent/run-vm' })).toBe('tcg');
+    expect(await chooseAccel({ accel: 'tcg', cacheDir, logger: recordingLogger(), qemu: '/nonexistent/qemu-system-x86_64' })).toBe('tcg');
   });
 });
