@@ -3,7 +3,7 @@
 /** How the VM's CPU is provided: hardware virtualisation, software emulation, or decided by a probe. */
 export type Accel = 'auto' | 'kvm' | 'tcg';
 
-/** Options given in code. Every one also has a K3S_VM_* variable; an option given here wins. */
+/** Options given in code; an option given here wins over its K3S_VM_* variable, where it has one (the README lists them). */
 export interface K3sVmOptions {
   /** Project root the defaults are relative to. @default the nearest folder upwards with a package.json */
   readonly projectRoot?: string;
