@@ -5,6 +5,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { K3sVmError } from '../errors.js';
 import { defaults } from './defaults.js';
+import { setting } from './names.js';
 import { buildFields } from './fingerprint.js';
 import { InvalidValue, optionOfFlag, optionTable, type OptionKey } from './option-table.js';
 import type { K3sVmOptions, ResolvedConfig } from './options.js';
@@ -119,7 +120,7 @@ export function resolveConfig(
   const dirLabel = sources.dir?.label ?? 'the state directory';
   if (existsSync(dir) && !statSync(dir).isDirectory()) {
     throw new K3sVmError('CONFIG_INVALID', `${dirLabel} ${dir} exists and is not a directory`, {
-      hint: 'point K3S_VM_DIR (or --dir) at a directory; it is created if missing',
+      hint: `point ${sources.dir?.label ?? 'K3S_VM_DIR (or --dir)'} at a directory; it is created if missing`,
     });
   }
   // The disk image and QMP socket paths end up in QEMU's comma-separated, word-split options.
@@ -128,7 +129,7 @@ export function resolveConfig(
       'CONFIG_INVALID',
       `${dirLabel} ${JSON.stringify(dir)} contains a space or a comma, which QEMU's options cannot take`,
       {
-        hint: 'use a state directory (K3S_VM_DIR or --dir) whose path has no spaces or commas',
+        hint: `use a state directory (${sources.dir?.label ?? 'K3S_VM_DIR or --dir'}) whose path has no spaces or commas`,
       },
     );
   }
@@ -224,12 +225,13 @@ export function resolveConfig(
         },
       );
     }
-  } else if (sources.context) {
+  } else if (value('context') !== undefined && sources.context) {
+    // value() records where the context came from: until it is read, sources has no entry.
     throw new K3sVmError(
       'CONFIG_INVALID',
       `${sources.context.label} names a context, but no kubeconfig is given (${nameOf('kubeconfig')})`,
       {
-        hint: 'set K3S_VM_KUBECONFIG to the kubeconfig of the existing cluster, or leave the context out to boot a VM',
+        hint: `give the existing cluster's kubeconfig (${settingLike('kubeconfig', sources.context, 'PATH')}), or leave the context out to boot a VM`,
       },
     );
   }
@@ -240,7 +242,7 @@ export function resolveConfig(
     throw new K3sVmError(
       'CONFIG_INVALID',
       `${sources.rewind?.label}=${rewind} rewinds the VM to its snapshot, but snapshots are off (${sources.snapshot?.label ?? nameOf('snapshot')} is not on)`,
-      { hint: 'turn snapshots on too (K3S_VM_SNAPSHOT=1 or snapshot: true), or leave the rewind out' },
+      { hint: `turn snapshots on too (${settingLike('snapshot', sources.rewind, true)}), or leave the rewind out` },
     );
   }
 
@@ -284,6 +286,16 @@ export function resolveConfig(
       (Object.keys(optionTable) as OptionKey[]).map((key) => [key, layersOf(key, options, env, flags)[0]?.label ?? nameOf(key)]),
     ) as Record<OptionKey, string>,
   };
+}
+
+/**
+ * The setting of key with value, written the way the user gave another setting (`like`): as a
+ * flag, an option in code or a variable, where key can be given that way.
+ */
+function settingLike(key: OptionKey, like: Layer | undefined, value: string | boolean): string {
+  const flag = optionTable[key].flag;
+  const name = like?.label.startsWith('--') && flag ? `--${flag}` : like?.label.startsWith('option ') ? `option ${key}` : nameOf(key);
+  return setting({ [key]: name }, key, value);
 }
 
 /** How an option left to its default is named: by its variable, else as an option. */

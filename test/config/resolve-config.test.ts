@@ -2,7 +2,8 @@ import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { findProjectRoot, packageNixDir, resolveConfig } from '../../src/config/resolve-config.js';
+import { findProjectRoot, packageNixDir, resolveConfig, type FlagValues } from '../../src/config/resolve-config.js';
+import type { K3sVmOptions } from '../../src/config/options.js';
 import { setting } from '../../src/config/names.js';
 import { K3sVmError } from '../../src/errors.js';
 
@@ -21,6 +22,16 @@ function refused(env: Record<string, string>, options = {}): K3sVmError {
     return error as K3sVmError;
   }
   throw new Error(`expected ${JSON.stringify(env)} to be refused`);
+}
+
+/** The error a call throws (a test fails if it throws none). */
+function catchError(call: () => unknown): unknown {
+  try {
+    call();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected the call to throw');
 }
 
 describe('resolveConfig', () => {
@@ -167,9 +178,21 @@ describe('resolveConfig', () => {
     expect(() => resolveConfig({}, { K3S_VM_API_PORT: '20000', K3S_VM_SSH_PORT: '20000' }, project)).toThrow(/both 20000/);
   });
 
-  it('refuses a state directory path that is a file', () => {
+  it('refuses a state directory path that is a file, naming the setting as given', () => {
     writeFileSync(join(project, 'not-a-dir'), '');
     expect(() => resolveConfig({}, { K3S_VM_DIR: 'not-a-dir' }, project)).toThrow(/is not a directory/);
+    const hint = (flags: FlagValues) => (catchError(() => resolveConfig({}, {}, project, flags)) as K3sVmError).hint;
+    expect(hint({ dir: 'not-a-dir' })).toBe('point --dir at a directory; it is created if missing');
+  });
+
+  it('writes the missing setting of a context or a rewind the way the user gave the other', () => {
+    const hint = (options: K3sVmOptions, env: Record<string, string>, flags: FlagValues = {}) =>
+      (catchError(() => resolveConfig(options, env, project, flags)) as K3sVmError).hint;
+    expect(hint({}, {}, { context: 'prod' })).toMatch(/\(--kubeconfig=PATH\), or leave the context out/);
+    expect(hint({}, { K3S_VM_CONTEXT: 'prod' })).toMatch(/\(K3S_VM_KUBECONFIG=PATH\)/);
+    expect(hint({ context: 'prod' }, {})).toMatch(/\(kubeconfig: "PATH"\)/);
+    expect(hint({ rewind: 'file' }, {})).toBe('turn snapshots on too (snapshot: true), or leave the rewind out');
+    expect(hint({}, { K3S_VM_REWIND: 'file' })).toBe('turn snapshots on too (K3S_VM_SNAPSHOT=1), or leave the rewind out');
   });
 
   it('finds the project root like npm does, and falls back to the directory itself', () => {
